@@ -1,0 +1,40 @@
+"""``spotgrace`` / ``python -m spotgrace``: the command-line entry point.
+
+Each subcommand lives in its own module exposing ``add_parser(subparsers)``,
+which registers the subcommand and sets ``func`` (taking the parsed
+``argparse.Namespace`` and returning an exit code) as its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Modules that contribute a subcommand, in the order ``--help`` lists them.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="spotgrace",
+        description="Graceful shutdown for containerised services.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    code: int = func(args)
+    return code

@@ -1,0 +1,48 @@
+"""spotgrace's exceptions.
+
+The tree::
+
+    SpotgraceError                       root of every error spotgrace raises
+    ├── ConfigError (ValueError)         a bad option or SPOTGRACE_* variable, at start
+    ├── StateError (RuntimeError)        used in the wrong state: entered twice, not entered
+    └── SignalInstallError (RuntimeError) handlers asked for outside the main thread
+
+    ShutdownInterrupt (BaseException)    raised in the main thread by ``interrupt=True``
+                                         to end a blocking body; the ``with`` block
+                                         swallows it
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ShutdownInterrupt",
+    "SignalInstallError",
+    "SpotgraceError",
+    "StateError",
+]
+
+
+class SpotgraceError(Exception):
+    """The root of every error spotgrace raises."""
+
+
+class ConfigError(SpotgraceError, ValueError):
+    """An option or ``SPOTGRACE_*`` environment variable has a bad value."""
+
+
+class StateError(SpotgraceError, RuntimeError):
+    """An object was used in a state that does not allow it."""
+
+
+class SignalInstallError(SpotgraceError, RuntimeError):
+    """Signal handlers can only be installed from the main thread."""
+
+
+class ShutdownInterrupt(BaseException):  # noqa: N818 - named like KeyboardInterrupt
+    """Raised in the main thread to end a blocking body once intake stops.
+
+    Only with ``graceful(interrupt=True)``. Like :class:`KeyboardInterrupt` it
+    derives from :class:`BaseException` so that ``except Exception`` in the app
+    does not swallow it; the ``with spotgrace.graceful()`` block does.
+    """
