@@ -19,8 +19,10 @@ from ._errors import ConfigError
 __all__ = ["ExitCode", "Options", "default_margin", "resolve_options"]
 
 #: What the process does after a signal- or notice-triggered shutdown that
-#: finished in time: exit with this code, or ``"signal"`` to die of the signal.
-ExitCode = int | Literal["signal"]
+#: finished in time: exit with this code; ``"signal"``: die of the signal that
+#: started it (128+N; PID 1 exits with 128+N instead); ``"return"``: leave the
+#: ``with`` block normally and let the program go on (the watchdog stands down).
+ExitCode = int | Literal["signal", "return"]
 
 #: The largest ``stop_timeout`` accepted. ECS allows 120 s on Fargate; the EC2
 #: launch type and Docker allow more, but a budget over an hour is a typo.
@@ -110,14 +112,14 @@ def _bool(name: str, raw: object, from_env: bool) -> bool:
 
 def _exit_code(name: str, raw: object, from_env: bool, *, allow_signal: bool) -> ExitCode:
     where = _where(name, "SPOTGRACE_" + name.upper(), from_env)
-    if allow_signal and isinstance(raw, str) and raw.strip().lower() == "signal":
-        return "signal"
+    if allow_signal and isinstance(raw, str) and raw.strip().lower() in ("signal", "return"):
+        return "signal" if raw.strip().lower() == "signal" else "return"
     if isinstance(raw, bool):
         raise ConfigError(f"{where} must be an exit code 0-255, got {raw!r}")
     try:
         code = int(str(raw).strip()) if isinstance(raw, str) else int(raw)  # type: ignore[call-overload]
     except (TypeError, ValueError):
-        extra = ' or "signal"' if allow_signal else ""
+        extra = ', "signal" or "return"' if allow_signal else ""
         raise ConfigError(f"{where} must be an exit code 0-255{extra}, got {raw!r}") from None
     if not 0 <= code <= 255:
         raise ConfigError(f"{where} must be an exit code 0-255, got {raw!r}")
@@ -155,7 +157,7 @@ def _signals(name: str, raw: object, from_env: bool) -> tuple[signal.Signals, ..
         except (KeyError, ValueError):
             raise ConfigError(f"{where}: {item!r} is not a signal") from None
         if sig in (signal.SIGKILL, signal.SIGSTOP):
-            raise ConfigError(f"{where}: {sig.name} cannot be handled")
+            raise ConfigError(f"{where}: {item!r} ({sig.name}) cannot be handled")
         if sig not in out:
             out.append(sig)
     return tuple(out)
@@ -231,7 +233,9 @@ def resolve_options(
             "watchdog_exit_code (env SPOTGRACE_WATCHDOG_EXIT_CODE) must not be 0: "
             "a shutdown that missed its deadline is not a clean exit"
         )
-    ss = _pick("second_signal", second_signal, env, lambda n, r, e: _choice(n, r, e, ("exit", "ignore")))
+    ss = _pick(
+        "second_signal", second_signal, env, lambda n, r, e: _choice(n, r, e, ("exit", "ignore"))
+    )
     it = _pick("interrupt", interrupt, env, _bool)
     sg = _pick("signals", signals, env, _signals)
     return Options(

@@ -39,7 +39,7 @@ class SignalInstallError(SpotgraceError, RuntimeError):
     """Signal handlers can only be installed from the main thread."""
 
 
-class ShutdownInterrupt(BaseException):  # noqa: N818 - named like KeyboardInterrupt
+class ShutdownInterrupt(BaseException):
     """Raised in the main thread to end a blocking body once intake stops.
 
     Only with ``graceful(interrupt=True)``. Like :class:`KeyboardInterrupt` it

@@ -1,0 +1,53 @@
+"""spotgrace: graceful shutdown for containerised Python services.
+
+``import spotgrace`` imports structlog and the standard library only; the
+integrations (``spotgrace.aiohttp``, ``spotgrace.asgi``, ``spotgrace.watch``)
+import their frameworks when they are imported themselves.
+"""
+
+from __future__ import annotations
+
+from ._config import ExitCode as ExitCode
+from ._config import Options as Options
+from ._coordinator import Notice as Notice
+from ._coordinator import State as State
+from ._errors import ConfigError as ConfigError
+from ._errors import ShutdownInterrupt as ShutdownInterrupt
+from ._errors import SignalInstallError as SignalInstallError
+from ._errors import SpotgraceError as SpotgraceError
+from ._errors import StateError as StateError
+from ._graceful import AsyncGrace as AsyncGrace
+from ._graceful import Grace as Grace
+from ._graceful import Graceful as Graceful
+from ._graceful import graceful as graceful
+from ._graceful import run as run
+from ._hooks import Hook as Hook
+from ._hooks import HookRegistry as HookRegistry
+from ._hooks import on_shutdown as on_shutdown
+from ._inflight import InflightScope as InflightScope
+from ._logging import configure_json_logging as configure_json_logging
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncGrace",
+    "ConfigError",
+    "ExitCode",
+    "Grace",
+    "Graceful",
+    "Hook",
+    "HookRegistry",
+    "InflightScope",
+    "Notice",
+    "Options",
+    "ShutdownInterrupt",
+    "SignalInstallError",
+    "SpotgraceError",
+    "State",
+    "StateError",
+    "__version__",
+    "configure_json_logging",
+    "graceful",
+    "on_shutdown",
+    "run",
+]

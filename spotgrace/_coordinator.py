@@ -1,0 +1,302 @@
+"""The shutdown coordinator: one state machine per ``graceful()``.
+
+``RUNNING → DRAINING → CLEANING → DONE``. A notice (a signal, an early-warning
+source, a call, or the body ending) fixes the deadline and starts it; it runs
+once. Signal handlers only hand the signal to the coordinator's own thread
+through a :class:`queue.SimpleQueue` (reentrant, safe in a handler); that thread
+turns notices into state, times the lame-duck period and escalates a second
+signal, so it works while the main thread or the event loop is busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import math
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from ._config import Options
+from ._errors import ShutdownInterrupt, StateError
+from ._flag import Flag
+from ._hooks import HookRegistry, default_registry, ordered, run_hooks
+from ._inflight import InflightTracker
+from ._threads import start_daemon
+from ._watchdog import Watchdog, flush_logs, stacks
+
+__all__ = ["Coordinator", "Notice", "State"]
+
+#: Sources whose shutdown means the platform wants the process gone.
+PLATFORM_SOURCES = frozenset({"signal", "watch"})
+
+_LEVELS = {
+    "shutdown.deadline_exceeded": "critical",
+    "hook.failed": "error",
+    "hook.timeout": "warning",
+    "hook.skipped": "warning",
+    "drain.timeout": "warning",
+    "signal.escalated": "warning",
+}
+
+
+class State(enum.Enum):
+    """Where a coordinator is in the shutdown sequence."""
+
+    RUNNING = "running"
+    DRAINING = "draining"
+    CLEANING = "cleaning"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Why and when the shutdown started; times are on the coordinator's clock."""
+
+    source: str
+    reason: str
+    signal: signal.Signals | None
+    t0: float
+    deadline: float
+
+
+class Coordinator:
+    """State, budget, in-flight tracking, hooks and the watchdog of one ``graceful()``."""
+
+    def __init__(self, options: Options, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.options = options
+        self.clock = clock
+        self.tracker = InflightTracker()
+        self.hooks = HookRegistry()
+        self.state = State.RUNNING
+        self.notice: Notice | None = None
+        self.signal_seen: signal.Signals | None = None
+        self.body_running = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping = Flag()
+        self.done = Flag()
+        self._lock = threading.RLock()
+        self._deadline = math.inf
+        self._stop_at: float | None = None  # time.monotonic() when the lame duck ends
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._running_hooks: set[str] = set()
+        self._kick_pending = False
+        self._kick_signal: signal.Signals | None = None
+        self._hook_counts: dict[str, int] = {}
+        self._log = structlog.get_logger("spotgrace")
+        self.watchdog = Watchdog(exit_code=options.watchdog_exit_code, on_fire=self._report_stuck)
+
+    # ------------------------------------------------------------------ events
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Log one structured event; a broken logging set-up never breaks shutdown."""
+        notice = self.notice
+        if notice is not None:
+            fields.setdefault("source", notice.source)
+            fields.setdefault("elapsed", round(self.clock() - notice.t0, 4))
+        with contextlib.suppress(Exception):
+            getattr(self._log, _LEVELS.get(event, "info"))(event, **fields)
+
+    # ------------------------------------------------------------------ budget
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline; the whole budget before a notice."""
+        if self.notice is None:
+            return self.options.budget
+        return max(0.0, self._deadline - self.clock())
+
+    @property
+    def deadline(self) -> float:
+        """The deadline on the coordinator's clock (``inf`` before a notice)."""
+        return self._deadline
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, *, kick_signal: signal.Signals | None) -> None:
+        """Start the notice thread (on entering the block)."""
+        self._kick_signal = kick_signal
+        self.body_running = True
+        self._thread = start_daemon(self._serve, name="spotgrace-coordinator")
+
+    def stop_thread(self) -> None:
+        """Ask the notice thread to end (on leaving the block)."""
+        self._queue.put(("close",))
+
+    def handle_signal(self, signum: int, frame: object) -> None:
+        """The Python-level signal handler: hand off, or raise the interrupt."""
+        if self._kick_pending and signum == self._kick_signal:
+            self._kick_pending = False
+            if self.body_running:
+                if self.tracker.main_depth > 0:
+                    self.tracker.interrupt_pending = True
+                else:
+                    raise ShutdownInterrupt("intake stopped")
+            return
+        self._queue.put_nowait(("signal", signum))
+
+    def request_shutdown(self, reason: str, *, source: str, within: float | None) -> None:
+        """Start (or tighten) the shutdown from any thread."""
+        if self._thread is None:
+            raise StateError("request_shutdown() needs an entered spotgrace.graceful() block")
+        if within is not None and (math.isnan(within) or within < 0):
+            raise ValueError(f"within must be a number of seconds >= 0, got {within!r}")
+        self.begin(source=source, reason=reason, sig=None, within=within)
+        self._queue.put(("wake",))
+
+    def begin(
+        self, *, source: str, reason: str, sig: signal.Signals | None, within: float | None
+    ) -> bool:
+        """Fix the deadline and leave RUNNING; later notices may only tighten it."""
+        with self._lock:
+            now = self.clock()
+            deadline = now + self.options.budget
+            if within is not None:
+                # Aim `margin` before the platform's time, but never at "already late".
+                deadline = min(deadline, now + max(within - self.options.margin, within / 2))
+            if self.notice is not None:
+                if deadline < self._deadline:
+                    self._deadline = deadline
+                    self.watchdog.arm(time.monotonic() + (deadline - now))
+                    self.emit("shutdown.deadline_moved", deadline_in=round(deadline - now, 3))
+                return False
+            lame = 0.0 if source in ("exit", "error") else self.options.drain_delay
+            self.notice = Notice(source, reason, sig, now, deadline)
+            self._deadline = deadline
+            self.state = State.DRAINING
+            self._stop_at = time.monotonic() + lame
+            self.watchdog.arm(time.monotonic() + (deadline - now))
+            self.emit(
+                "shutdown.started",
+                reason=reason,
+                signal=sig.name if sig else None,
+                stop_timeout=self.options.stop_timeout,
+                margin=self.options.margin,
+                deadline_in=round(deadline - now, 3),
+                drain_delay=lame,
+                inflight=self.tracker.count,
+            )
+            self.emit("readiness.changed", ready=False)
+        if lame == 0:
+            self.set_stopping()
+        return True
+
+    def set_stopping(self) -> None:
+        """End the lame duck: intake must stop now. Idempotent."""
+        with self._lock:
+            if self.stopping.is_set():
+                return
+            self.stopping.set()
+            self.emit("shutdown.stopping", inflight=self.tracker.count)
+            kick = self._kick_signal
+            if (
+                kick is not None
+                and self.options.interrupt
+                and self.body_running
+                and threading.current_thread() is not threading.main_thread()
+            ):
+                self._kick_pending = True
+                signal.pthread_kill(threading.main_thread().ident or 0, kick)
+
+    def _serve(self) -> None:
+        """The notice thread: signals, lame-duck timing, escalation."""
+        while True:
+            timeout = None
+            if self._stop_at is not None and not self.stopping.is_set():
+                timeout = max(0.0, self._stop_at - time.monotonic())
+            try:
+                msg = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self.set_stopping()
+                continue
+            if msg[0] == "close":
+                return
+            if msg[0] == "signal":
+                self._on_signal(signal.Signals(msg[1]))
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        first_signal = self.signal_seen is None
+        if first_signal:
+            self.signal_seen = sig
+            if self.begin(source="signal", reason=f"received {sig.name}", sig=sig, within=None):
+                return
+            self.emit("shutdown.signal", signal=sig.name)  # e.g. SIGTERM after a watch notice
+            return
+        if self.options.second_signal == "ignore":
+            self.emit("signal.ignored", signal=sig.name, state=self.state.value)
+            return
+        code = 128 + sig
+        self.emit("signal.escalated", signal=sig.name, state=self.state.value, exit_code=code)
+        flush_logs()
+        os._exit(code)
+
+    # ------------------------------------------------------------------ the sequence
+
+    async def finish(self, registries: list[HookRegistry]) -> None:
+        """Drain in-flight work, then run the hooks; the block's exit awaits this."""
+        self.loop = asyncio.get_running_loop()
+        start = time.monotonic()
+        self.emit("drain.started", inflight=self.tracker.count)
+        left = self.remaining()
+        bound = self.options.drain_timeout if self.options.drain_timeout is not None else 0.8 * left
+        drained = await self.tracker.zero.wait_async(max(0.0, min(bound, left)))
+        took = round(time.monotonic() - start, 4)
+        if drained:
+            self.emit("drain.finished", duration=took)
+        else:
+            stuck = self.tracker.count
+            cancelled = self.tracker.cancel_tasks()
+            self.emit("drain.timeout", duration=took, inflight=stuck, cancelled=len(cancelled))
+            # Give this loop's cancelled tasks a moment to unwind (their finally blocks).
+            here = {t for t in cancelled if t.get_loop() is self.loop}
+            if here:
+                await asyncio.wait(here, timeout=max(0.0, min(1.0, self.remaining() / 10)))
+        with self._lock:
+            self.state = State.CLEANING
+        hooks = ordered(registries)
+        self.emit("cleanup.started", hooks=len(hooks))
+        # Aim to be done a little before the deadline, so that the orderly exit
+        # and not the watchdog ends a shutdown whose hooks ran out of time.
+        reserve = min(0.2, self.options.margin / 4)
+        counts = await run_hooks(
+            hooks,
+            remaining=lambda: self.remaining() - reserve,
+            default_timeout=self.options.hook_timeout,
+            emit=self.emit,
+            running=self._running_hooks,
+        )
+        self._hook_counts = counts
+        with self._lock:
+            self.state = State.DONE
+        self.done.set()
+        clean = drained and counts["failed"] == counts["timed_out"] == counts["skipped"] == 0
+        self.emit("shutdown.finished", clean=clean, drained=drained, **counts)
+
+    def _report_stuck(self) -> None:
+        self.emit(
+            "shutdown.deadline_exceeded",
+            state=self.state.value,
+            stuck_hooks=sorted(self._running_hooks),
+            inflight=self.tracker.count,
+            exit_code=self.options.watchdog_exit_code,
+            **stacks(self.loop),
+        )
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters and state, for health pages and tests."""
+        stats: dict[str, Any] = {"state": self.state.value, **self.tracker.statistics()}
+        stats["remaining"] = round(self.remaining(), 4)
+        stats.update({f"hooks_{k}": v for k, v in self._hook_counts.items()})
+        return stats
+
+    def registries(self) -> list[HookRegistry]:
+        """The hook registries this coordinator runs: the default one and its own."""
+        return [default_registry, self.hooks]

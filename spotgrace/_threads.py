@@ -1,0 +1,27 @@
+"""spotgrace's own threads: daemons that never take the process's signals."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+
+__all__ = ["start_daemon"]
+
+# Signals the kernel should deliver to the main thread, where Python runs
+# handlers, rather than to one of our threads blocked in a wait.
+_BLOCKED = frozenset(
+    {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2}
+)
+
+
+def start_daemon(target: Callable[[], None], *, name: str) -> threading.Thread:
+    """Start ``target`` in a daemon thread with the usual stop signals blocked."""
+
+    def run() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        target()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread

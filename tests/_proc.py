@@ -1,0 +1,125 @@
+"""Running test programs as real subprocesses and reading their JSON events."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROGRAMS = Path(__file__).parent / "programs"
+ROOT = Path(__file__).parent.parent
+
+
+@dataclass
+class Proc:
+    """A started program: its Popen, and every stdout line read so far."""
+
+    popen: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def wait_for_line(self, text: str, timeout: float = 20.0) -> str:
+        """Read stdout until a line containing ``text``; fail after ``timeout``."""
+        assert self.popen.stdout is not None
+        end = time.monotonic() + timeout
+        for line in self.lines:
+            if text in line:
+                return line
+        while time.monotonic() < end:
+            ready, _, _ = select.select([self.popen.stdout], [], [], 0.2)
+            if ready:
+                line = self.popen.stdout.readline()
+                if not line:
+                    break
+                self.lines.append(line.rstrip("\n"))
+                if text in line:
+                    return line
+        raise AssertionError(f"no line with {text!r} within {timeout}s; got:\n" + self.output())
+
+    def signal(self, sig: int) -> float:
+        """Send ``sig``; returns the time.monotonic() it was sent."""
+        sent = time.monotonic()
+        os.kill(self.pid, sig)
+        return sent
+
+    def finish(self, timeout: float = 30.0) -> int:
+        """Wait for exit (killing it after ``timeout``) and read the rest of stdout."""
+        try:
+            out, _ = self.popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            out, _ = self.popen.communicate()
+            raise AssertionError("process did not exit in time:\n" + self.output()) from None
+        self.lines.extend(out.splitlines())
+        return self.popen.returncode
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON event lines (configure_json_logging output) in order."""
+        found = []
+        for line in self.lines:
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return found
+
+    def event(self, name: str) -> dict[str, Any]:
+        matches = [e for e in self.events() if e.get("event") == name]
+        assert matches, f"no {name!r} event in:\n{self.output()}"
+        return matches[0]
+
+    def printed(self) -> list[str]:
+        """The plain (non-JSON) lines the program printed."""
+        return [line for line in self.lines if not line.startswith("{")]
+
+
+def start(
+    program: str | Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
+) -> Proc:
+    """Start ``tests/programs/<program>`` (or a path) with this interpreter."""
+    path = program if isinstance(program, Path) else PROGRAMS / program
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPOTGRACE_")}
+    full_env["PYTHONUNBUFFERED"] = "1"
+    full_env.update(env or {})
+    popen = subprocess.Popen(
+        [*(prefix or []), sys.executable, str(path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    return Proc(popen)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def kill_quietly(proc: Proc) -> None:
+    if proc.popen.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.popen.wait()

@@ -1,0 +1,178 @@
+"""Signal handling: install/restore, escalation on a second signal, PID 1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import spotgrace
+
+from ._proc import alive, kill_quietly, start
+
+# ------------------------------------------------------------------ in-process
+
+
+def test_handlers_installed_on_enter_and_restored_on_exit() -> None:
+    def mine(signum: int, frame: object) -> None:
+        pass
+
+    signal.signal(signal.SIGTERM, mine)
+    with spotgrace.graceful(exit_code="return") as grace:
+        assert signal.getsignal(signal.SIGTERM) != mine
+        assert grace.state is spotgrace.State.RUNNING
+    assert signal.getsignal(signal.SIGTERM) is mine
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_handlers_restored_when_the_body_raises() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(ZeroDivisionError), spotgrace.graceful(exit_code="return"):
+        1 / 0  # noqa: B018
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_raise_signal_starts_the_shutdown_in_process() -> None:
+    with spotgrace.graceful(exit_code="return") as grace:
+        signal.raise_signal(signal.SIGTERM)
+        assert grace.wait(timeout=10)
+        assert grace.notice is not None
+        assert grace.notice.signal is signal.SIGTERM
+        assert not grace.ready
+    assert grace.state is spotgrace.State.DONE
+
+
+def test_installing_outside_the_main_thread_is_a_clear_error() -> None:
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            with spotgrace.graceful():
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    assert len(errors) == 1
+    assert isinstance(errors[0], spotgrace.SignalInstallError)
+    assert "main thread" in str(errors[0])
+
+
+def test_no_signals_option_works_outside_the_main_thread() -> None:
+    done: list[spotgrace.State] = []
+
+    def target() -> None:
+        with spotgrace.graceful(signals=()) as grace:
+            grace.request_shutdown("test")
+        done.append(grace.state)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(timeout=20)
+    assert done == [spotgrace.State.DONE]
+
+
+def test_two_active_blocks_are_refused_and_the_first_keeps_its_handlers() -> None:
+    with spotgrace.graceful(exit_code="return"):
+        installed = signal.getsignal(signal.SIGTERM)
+        with pytest.raises(spotgrace.StateError, match="already active"), spotgrace.graceful():
+            pass
+        assert signal.getsignal(signal.SIGTERM) is installed
+
+
+def test_a_graceful_object_is_entered_once() -> None:
+    g = spotgrace.graceful(exit_code="return", signals=())
+    with g:
+        pass
+    with pytest.raises(spotgrace.StateError, match="only once"), g:
+        pass
+
+
+# ------------------------------------------------------------------ subprocesses
+
+
+@pytest.mark.slow
+def test_second_sigint_during_shutdown_exits_promptly() -> None:
+    proc = start("idle.py", "60", env={"SPOTGRACE_STOP_TIMEOUT": "120"})
+    try:
+        proc.wait_for_line("ready")
+        proc.signal(signal.SIGINT)
+        proc.wait_for_line("hook:slow_hook")  # the shutdown is under way, stuck in a hook
+        sent = proc.signal(signal.SIGINT)
+        code = proc.finish(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        kill_quietly(proc)
+    assert code == 128 + signal.SIGINT, proc.output()
+    assert took < 2.0, f"second Ctrl-C took {took:.2f}s"
+    assert proc.event("signal.escalated")["signal"] == "SIGINT"
+
+
+@pytest.mark.slow
+def test_second_signal_can_be_ignored() -> None:
+    proc = start(
+        "idle.py",
+        "1",
+        env={"SPOTGRACE_SECOND_SIGNAL": "ignore", "SPOTGRACE_STOP_TIMEOUT": "20"},
+    )
+    try:
+        proc.wait_for_line("ready")
+        proc.signal(signal.SIGTERM)
+        proc.wait_for_line("hook:slow_hook")
+        proc.signal(signal.SIGTERM)
+        code = proc.finish(timeout=15)
+    finally:
+        kill_quietly(proc)
+    assert code == 0, proc.output()
+    assert proc.event("signal.ignored")["signal"] == "SIGTERM"
+    assert proc.event("shutdown.finished")["clean"] is True
+
+
+def _can_unshare() -> str | None:
+    if shutil.which("unshare") is None:
+        return "unshare(1) is not installed"
+    if os.geteuid() != 0:
+        return "a new PID namespace needs root here"
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        return f"unshare --pid fails here: {probe.stderr.decode().strip()}"
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.slow
+def test_pid_1_in_a_fresh_pid_namespace_handles_sigterm() -> None:
+    reason = _can_unshare()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PID 1 test: {reason}")
+        pytest.skip(reason)
+    proc = start("idle.py", prefix=["unshare", "--pid", "--fork", "--mount-proc"])
+    try:
+        proc.wait_for_line("ready")
+        (pid1,) = _children(proc.pid)  # the python process: PID 1 inside the namespace
+        status = Path(f"/proc/{pid1}/status").read_text()
+        nspid = next(line for line in status.splitlines() if line.startswith("NSpid:"))
+        assert nspid.split()[-1] == "1", nspid
+        os.kill(pid1, signal.SIGTERM)  # from the parent namespace, as the runtime does
+        code = proc.finish(timeout=20)
+    finally:
+        kill_quietly(proc)
+    assert code == 0, proc.output()
+    assert "hook:slow_hook" in proc.printed()
+    assert proc.event("shutdown.finished")["clean"] is True
+    assert not alive(pid1)
