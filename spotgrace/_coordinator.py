@@ -119,6 +119,12 @@ class Coordinator:
         """The deadline on the coordinator's clock (``inf`` before a notice)."""
         return self._deadline
 
+    def drain_bound(self) -> float:
+        """How long the drain may wait now: ``drain_timeout``, else 80% of what is left."""
+        left = self.remaining()
+        bound = self.options.drain_timeout if self.options.drain_timeout is not None else 0.8 * left
+        return max(0.0, min(bound, left))
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, *, kick_signal: signal.Signals | None) -> None:
@@ -245,9 +251,7 @@ class Coordinator:
         self.loop = asyncio.get_running_loop()
         start = time.monotonic()
         self.emit("drain.started", inflight=self.tracker.count)
-        left = self.remaining()
-        bound = self.options.drain_timeout if self.options.drain_timeout is not None else 0.8 * left
-        drained = await self.tracker.zero.wait_async(max(0.0, min(bound, left)))
+        drained = await self.tracker.zero.wait_async(self.drain_bound())
         took = round(time.monotonic() - start, 4)
         if drained:
             self.emit("drain.finished", duration=took)

@@ -112,6 +112,10 @@ class Grace(_GraceBase):
         """Block until intake must stop; False if ``timeout`` passed first."""
         return self._c.stopping.wait(timeout)
 
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        """Block until no work is in flight; False if ``timeout`` passed first."""
+        return self._c.tracker.zero.wait(timeout)
+
 
 class AsyncGrace(_GraceBase):
     """The handle an ``async with spotgrace.graceful()`` block gets."""
@@ -121,6 +125,10 @@ class AsyncGrace(_GraceBase):
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until intake must stop; False if ``timeout`` passed first."""
         return await self._c.stopping.wait_async(timeout)
+
+    async def wait_drained(self, timeout: float | None = None) -> bool:
+        """Wait until no work is in flight; False if ``timeout`` passed first."""
+        return await self._c.tracker.zero.wait_async(timeout)
 
 
 class Graceful:
@@ -255,8 +263,10 @@ def run(
     """Run ``main`` like :func:`asyncio.run`, inside ``async with graceful(**options)``.
 
     ``main`` is a coroutine, or an async callable that takes the
-    :class:`AsyncGrace`. When intake must stop, ``main`` is cancelled unless it
-    has finished; then in-flight work drains and the hooks run. Returns what
+    :class:`AsyncGrace`. When intake must stop, ``main`` is given until the work
+    in flight has drained (bounded like the drain step) to finish by itself,
+    then cancelled, so work that ``main`` spawned is not cut off; then the
+    hooks run. Returns what
     ``main`` returned (None if it was cancelled); after a signal the exit policy
     applies (by default ``SystemExit(0)``).
     """
@@ -273,6 +283,13 @@ def run(
                 await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stop.cancel()
+            if not task.done():
+                # Intake has stopped: let in-flight work drain before cancelling
+                # main, which would cancel the tasks it spawned (TaskGroup).
+                drained = asyncio.ensure_future(grace.wait_drained(grace._c.drain_bound()))
+                both = {task, drained}
+                await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+                drained.cancel()
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task})
