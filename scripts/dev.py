@@ -70,7 +70,7 @@ def cmd_test(args: list[str]) -> int:
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy", "--strict", "spotgrace")
-    pytest = [str(BIN / "python"), "-m", "pytest", *args]
+    pytest = [str(BIN / "python"), "-m", "pytest", "--cov=spotgrace", "--cov-report=term", *args]
     log(" ".join(pytest))
     return subprocess.run(pytest, cwd=ROOT, check=False).returncode
 

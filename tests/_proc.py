@@ -120,6 +120,9 @@ def alive(pid: int) -> bool:
 
 
 def kill_quietly(proc: Proc) -> None:
+    """Make sure the process group is gone and the pipe closed (for every test's finally)."""
     if proc.popen.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.popen.wait()
+    if proc.popen.stdout is not None:
+        proc.popen.stdout.close()

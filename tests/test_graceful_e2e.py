@@ -106,7 +106,10 @@ def test_exit_code_policy(env: dict[str, str], expected: int) -> None:
 
 def test_bad_environment_value_fails_at_start_naming_the_variable() -> None:
     proc = start("idle.py", env={"SPOTGRACE_STOP_TIMEOUT": "abc"})
-    code = proc.finish()
+    try:
+        code = proc.finish()
+    finally:
+        kill_quietly(proc)
     assert code != 0
     assert "SPOTGRACE_STOP_TIMEOUT" in proc.output()
     assert "ready" not in proc.printed()
