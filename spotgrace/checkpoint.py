@@ -1,0 +1,45 @@
+"""Durable progress for batch work and queue consumers.
+
+A :class:`CheckpointStore` keeps JSON values under string keys and replaces
+them atomically. Two come with spotgrace:
+
+- :class:`FileCheckpoint` — one JSON file, replaced with temp file + ``fsync``
+  + rename + ``fsync`` of the directory; for local runs and shared volumes.
+- :class:`RedisCheckpoint` — a Redis hash (extra ``spotgrace[redis]``); for
+  Fargate, where local disk dies with the task.
+
+:func:`checkpointed` wraps an iterable (sync or async) so that a run resumes
+where the previous one stopped, and stops taking items once shutdown starts.
+
+Errors::
+
+    SpotgraceError
+    └── CheckpointError                   a checkpoint cannot be read back
+        └── CheckpointPathError (ValueError)  a file path that cannot be made safe
+"""
+
+from __future__ import annotations
+
+from ._checkpoint_base import (
+    CheckpointError as CheckpointError,
+)
+from ._checkpoint_base import (
+    CheckpointPathError as CheckpointPathError,
+)
+from ._checkpoint_base import (
+    CheckpointStore as CheckpointStore,
+)
+from ._checkpoint_base import (
+    SyncCheckpointStore as SyncCheckpointStore,
+)
+from ._checkpoint_file import FileCheckpoint as FileCheckpoint
+from ._checkpoint_redis import RedisCheckpoint as RedisCheckpoint
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointPathError",
+    "CheckpointStore",
+    "FileCheckpoint",
+    "RedisCheckpoint",
+    "SyncCheckpointStore",
+]
