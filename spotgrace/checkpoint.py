@@ -34,12 +34,16 @@ from ._checkpoint_base import (
 )
 from ._checkpoint_file import FileCheckpoint as FileCheckpoint
 from ._checkpoint_redis import RedisCheckpoint as RedisCheckpoint
+from ._checkpointed import Checkpointed as Checkpointed
+from ._checkpointed import checkpointed as checkpointed
 
 __all__ = [
     "CheckpointError",
     "CheckpointPathError",
     "CheckpointStore",
+    "Checkpointed",
     "FileCheckpoint",
     "RedisCheckpoint",
     "SyncCheckpointStore",
+    "checkpointed",
 ]
