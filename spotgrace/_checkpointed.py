@@ -16,12 +16,15 @@ from collections.abc import (
     Generator,
     Iterable,
 )
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
 
 from ._checkpoint_base import CheckpointError, CheckpointStore, check_key
 from ._errors import StateError
+
+if TYPE_CHECKING:
+    from ._graceful import AsyncGrace, Grace
 
 __all__ = ["Checkpointed", "checkpointed"]
 
@@ -32,15 +35,6 @@ T = TypeVar("T")
 HOOK_ORDER = -100
 
 _log = structlog.get_logger("spotgrace")
-
-
-class _Grace(Protocol):
-    """What checkpointed() needs of a :class:`spotgrace.Grace` / :class:`spotgrace.AsyncGrace`."""
-
-    @property
-    def stopping(self) -> bool: ...
-
-    def on_shutdown(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 class _Progress:
@@ -137,7 +131,10 @@ class Checkpointed(Generic[T]):
     """
 
     def __init__(
-        self, items: Iterable[T] | AsyncIterable[T], progress: _Progress, grace: _Grace | None
+        self,
+        items: Iterable[T] | AsyncIterable[T],
+        progress: _Progress,
+        grace: Grace | AsyncGrace | None,
     ) -> None:
         self._items = items
         self._progress = progress
@@ -291,7 +288,7 @@ def checkpointed(
     key: str = "checkpointed",
     every: int | None = 100,
     every_seconds: float | None = 10.0,
-    grace: _Grace | None = None,
+    grace: Grace | AsyncGrace | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Checkpointed[T]:
     """Iterate ``items`` so that a later run resumes where this one stopped.

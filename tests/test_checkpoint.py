@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import redis
-from _redis import redis_server_fixture, redis_url_fixture  # noqa: F401 - fixtures
 
 from spotgrace.checkpoint import (
     CheckpointError,
@@ -27,6 +26,8 @@ from spotgrace.checkpoint import (
     FileCheckpoint,
     RedisCheckpoint,
 )
+
+from ._redis import redis_server_fixture, redis_url_fixture  # noqa: F401 - fixtures
 
 PROGRAMS = Path(__file__).parent / "programs"
 WRITER = PROGRAMS / "checkpoint_writer.py"

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _redis import redis_server_fixture, redis_url_fixture  # noqa: F401 - fixtures
 
 from spotgrace.checkpoint import (
     CheckpointError,
@@ -19,6 +18,8 @@ from spotgrace.checkpoint import (
     SyncCheckpointStore,
     checkpointed,
 )
+
+from ._redis import redis_server_fixture, redis_url_fixture  # noqa: F401 - fixtures
 
 
 class SpyStore(SyncCheckpointStore):
