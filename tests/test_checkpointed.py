@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import random
+import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import spotgrace
 from spotgrace.checkpoint import (
     CheckpointError,
     CheckpointStore,
@@ -19,6 +25,7 @@ from spotgrace.checkpoint import (
     checkpointed,
 )
 
+from ._proc import ROOT, Proc, kill_quietly, start
 from ._redis import redis_server_fixture, redis_url_fixture  # noqa: F401 - fixtures
 
 
@@ -179,3 +186,175 @@ def test_async_for_resumes(store: SpyStore, source: str) -> None:
     assert first == [0, 1, 2, 3, 4]
     assert second == [5, 6, 7, 8, 9]
     assert store.load("job") == {"position": 10, "complete": True}
+
+
+# -- with the real coordinator, in process --------------------------------------
+
+
+def test_stops_taking_items_once_stopping(tmp_path: Path) -> None:
+    store = FileCheckpoint(tmp_path / "ck.json")
+    seen = []
+    with spotgrace.graceful(signals=()) as grace:
+        run = checkpointed(range(10), store, key="job", grace=grace)
+        for item in run:
+            seen.append(item)
+            if item == 3:
+                grace.request_shutdown("test")
+                assert grace.wait(timeout=10)
+    assert seen == [0, 1, 2, 3]  # the item in hand was finished, no new one taken
+    assert (run.stopped, run.complete, run.position) == (True, False, 4)
+    assert store.load("job") == {"position": 4, "complete": False}
+
+
+def test_shutdown_hook_saves_when_the_iterator_is_never_closed(tmp_path: Path) -> None:
+    store = FileCheckpoint(tmp_path / "ck.json")
+    with spotgrace.graceful(signals=()) as grace:
+        run = checkpointed(range(10), store, key="job", every=None, every_seconds=None, grace=grace)
+        it = iter(run)
+        assert [next(it), next(it), next(it)] == [0, 1, 2]  # 0 and 1 finished, 2 in hand
+        grace.request_shutdown("test")
+        assert store.load("job") is None  # nothing saved yet: every=None
+    # The block ended; the hook ran while `it` is still open and suspended.
+    assert store.load("job") == {"position": 2, "complete": False}
+    del it
+    assert store.load("job") == {"position": 2, "complete": False}
+
+
+def test_async_stops_taking_items_once_stopping(tmp_path: Path) -> None:
+    store = FileCheckpoint(tmp_path / "ck.json")
+
+    async def main() -> tuple[list[int], Any]:
+        seen = []
+        async with spotgrace.graceful(signals=()) as grace:
+            run = checkpointed(range(10), store, key="job", grace=grace)
+            async for item in run:
+                seen.append(item)
+                if item == 5:
+                    grace.request_shutdown("test")
+                    assert await grace.wait(timeout=10)
+        return seen, run
+
+    seen, run = asyncio.run(main())
+    assert seen == [0, 1, 2, 3, 4, 5]
+    assert (run.stopped, run.position) == (True, 6)
+    assert store.load("job") == {"position": 6, "complete": False}
+
+
+# -- examples/batch_job.py and an async job, as real processes -------------------
+
+BATCH = ROOT / "examples" / "batch_job.py"
+COUNT = 300
+EVERY = 10
+
+
+def _items(output: Path) -> list[str]:
+    if not output.exists():
+        return []
+    return [json.loads(line)["item"] for line in output.read_text().splitlines()]
+
+
+def _wait_for_lines(path: Path, n: int, proc: Proc, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() or len(path.read_text().splitlines()) < n:
+        assert proc.popen.poll() is None, "exited early:\n" + proc.output()
+        assert time.monotonic() < deadline, f"fewer than {n} lines in {timeout}s"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["file", "redis"])
+def test_batch_job_sigterm_then_rerun_processes_every_item_once(
+    tmp_path: Path, where: str, request: pytest.FixtureRequest
+) -> None:
+    output = tmp_path / "out.jsonl"
+    if where == "file":
+        store_args = ["--checkpoint", str(tmp_path / "ck.json")]
+    else:
+        store_args = ["--redis-url", request.getfixturevalue("redis_url")]
+    args = ["--count", str(COUNT), "--output", str(output), "--every", str(EVERY),
+            "--work-seconds", "0.01", "--key", "t", *store_args]  # fmt: skip
+
+    first = start(BATCH, *args)
+    try:
+        first.wait_for_line("batch: started")
+        _wait_for_lines(output, 40, first)
+        first.signal(signal.SIGTERM)
+        assert first.finish() == 0, first.output()
+    finally:
+        kill_quietly(first)
+    assert any(line.startswith("batch: stopped at") for line in first.printed()), first.output()
+    done_first = _items(output)
+    assert 40 <= len(done_first) < COUNT, "SIGTERM should land mid-run"
+
+    second = start(BATCH, *args)
+    try:
+        assert second.finish(timeout=60) == 0, second.output()
+    finally:
+        kill_quietly(second)
+    assert f"batch: complete, {COUNT} items" in second.printed(), second.output()
+    items = _items(output)
+    assert sorted(set(items), key=int) == [str(i) for i in range(COUNT)]
+    duplicates = len(items) - len(set(items))
+    assert duplicates <= EVERY
+    assert duplicates == 0  # a graceful stop saves the exact position
+
+
+@pytest.mark.slow
+def test_batch_job_kill_9_redoes_at_most_every_items(tmp_path: Path) -> None:
+    output, ck = tmp_path / "out.jsonl", tmp_path / "ck.json"
+    args = ["--count", str(COUNT), "--output", str(output), "--checkpoint", str(ck),
+            "--every", str(EVERY), "--work-seconds", "0.005", "--key", "t"]  # fmt: skip
+    rng = random.Random()
+    redone = []
+    for kill in range(4):
+        proc = start(BATCH, *args)
+        try:
+            _wait_for_lines(output, 30 * (kill + 1) + rng.randrange(EVERY), proc)
+            os.killpg(proc.pid, signal.SIGKILL)
+            assert proc.finish() == -signal.SIGKILL
+        finally:
+            kill_quietly(proc)
+        finished = len(set(_items(output)))  # items are taken in order: 0 .. finished-1
+        position = FileCheckpoint(ck).load("t")["position"]
+        assert 0 <= finished - position <= EVERY
+        redone.append(finished - position)
+    last = start(BATCH, *args)
+    try:
+        assert last.finish(timeout=60) == 0, last.output()
+    finally:
+        kill_quietly(last)
+    items = _items(output)
+    assert sorted(set(items), key=int) == [str(i) for i in range(COUNT)]
+    assert len(items) - len(set(items)) == sum(redone)
+    print(f"kill -9 x{len(redone)}: items redone per kill {redone} (every={EVERY})")
+
+
+@pytest.mark.slow
+def test_async_job_cancelled_by_run_saves_exact_position_from_the_hook(tmp_path: Path) -> None:
+    output, ck = tmp_path / "out.txt", tmp_path / "ck.json"
+    args = [str(ck), str(output), str(COUNT), "none", "0.01"]
+    first = start("async_batch.py", *args)
+    try:
+        first.wait_for_line("ready")
+        deadline = time.monotonic() + 30
+        while not output.exists() or len(output.read_text().splitlines()) < 30:
+            assert time.monotonic() < deadline, first.output()
+            time.sleep(0.02)
+        first.signal(signal.SIGTERM)
+        assert first.finish() == 0, first.output()
+    finally:
+        kill_quietly(first)
+    written = output.read_text().splitlines()
+    assert 30 <= len(written) < COUNT
+    # every=None: only a final save wrote this, and it is exact.
+    assert FileCheckpoint(ck).load("async") == {"position": len(written), "complete": False}
+    assert "checkpoint async" in first.output()  # the hook ran (its events name it)
+
+    second = start("async_batch.py", *args)
+    try:
+        assert second.finish(timeout=60) == 0, second.output()
+    finally:
+        kill_quietly(second)
+    assert f"complete=True position={COUNT}" in second.output()
+    lines = output.read_text().splitlines()
+    assert sorted(lines, key=int) == [str(i) for i in range(COUNT)]  # all, none twice
