@@ -140,6 +140,7 @@ class Checkpointed(Generic[T]):
         self._progress = progress
         self._grace = grace
         self._started = False
+        self._hook: Callable[[], None] | None = None
 
     @property
     def key(self) -> str:
@@ -193,6 +194,13 @@ class Checkpointed(Generic[T]):
             progress.save()
 
         grace.on_shutdown(order=HOOK_ORDER, name=f"checkpoint {progress.key}")(save_checkpoint)
+        self._hook = save_checkpoint
+
+    def _remove_hook(self) -> None:
+        """After the iterator's own final save: a grace may outlive many iterations."""
+        if self._grace is not None and self._hook is not None:
+            self._grace._c.hooks.unregister(self._hook)
+            self._hook = None
 
     def __iter__(self) -> Generator[T, None, None]:
         """Iterate a sync source, saving with the store's sync methods."""
@@ -224,7 +232,8 @@ class Checkpointed(Generic[T]):
                 if p.due():
                     p.save()
         finally:
-            p.save()
+            p.save()  # if this raises, the hook stays and tries again at shutdown
+            self._remove_hook()
             p.finished()
 
     def __aiter__(self) -> AsyncGenerator[T, None]:
@@ -267,6 +276,7 @@ class Checkpointed(Generic[T]):
                     await p.asave()
         finally:
             await p.asave()
+            self._remove_hook()
             p.finished()
 
 
@@ -309,7 +319,8 @@ def checkpointed(
     ``grace.stopping`` is true (the item in hand is finished first), and a
     shutdown hook (``order=-100``, so before hooks of the default order 0) saves
     the final position within the shutdown budget even when the loop body was
-    cancelled or interrupted and the iterator was never closed. Without it,
+    cancelled or interrupted and the iterator was never closed (the hook is
+    removed once the iterator has saved by itself). Without it,
     shutdown is not noticed: the loop runs until the source ends or the body
     raises.
 

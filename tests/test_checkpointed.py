@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 import spotgrace
 from spotgrace.checkpoint import (
@@ -191,10 +192,14 @@ def test_async_for_resumes(store: SpyStore, source: str) -> None:
 # -- with the real coordinator, in process --------------------------------------
 
 
+def _hook_events(logs: list[dict[str, Any]], key: str) -> list[str]:
+    return [e["event"] for e in logs if e.get("hook") == f"checkpoint {key}"]
+
+
 def test_stops_taking_items_once_stopping(tmp_path: Path) -> None:
     store = FileCheckpoint(tmp_path / "ck.json")
     seen = []
-    with spotgrace.graceful(signals=()) as grace:
+    with capture_logs() as logs, spotgrace.graceful(signals=()) as grace:
         run = checkpointed(range(10), store, key="job", grace=grace)
         for item in run:
             seen.append(item)
@@ -204,11 +209,46 @@ def test_stops_taking_items_once_stopping(tmp_path: Path) -> None:
     assert seen == [0, 1, 2, 3]  # the item in hand was finished, no new one taken
     assert (run.stopped, run.complete, run.position) == (True, False, 4)
     assert store.load("job") == {"position": 4, "complete": False}
+    # The loop ended and saved by itself, so its hook was removed again.
+    assert _hook_events(logs, "job") == []
+
+
+class FailOnce(SyncCheckpointStore):
+    """A file store whose save number ``fail_at`` raises."""
+
+    def __init__(self, inner: FileCheckpoint, fail_at: int) -> None:
+        self.inner, self.calls, self.fail_at = inner, 0, fail_at
+
+    def load(self, key: str) -> Any:
+        return self.inner.load(key)
+
+    def save(self, key: str, value: object) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise OSError("disk hiccup")
+        self.inner.save(key, value)
+
+    def clear(self, key: str) -> None:
+        self.inner.clear(key)
+
+
+def test_failed_final_save_is_retried_by_the_shutdown_hook(tmp_path: Path) -> None:
+    store = FailOnce(FileCheckpoint(tmp_path / "ck.json"), fail_at=1)
+
+    def body() -> None:
+        with spotgrace.graceful(signals=()) as grace:
+            for _ in checkpointed(range(5), store, key="job", every=None, grace=grace):
+                pass
+
+    with capture_logs() as logs, pytest.raises(OSError, match="disk hiccup"):
+        body()
+    assert _hook_events(logs, "job") == ["hook.started", "hook.finished"]
+    assert store.load("job") == {"position": 5, "complete": True}
 
 
 def test_shutdown_hook_saves_when_the_iterator_is_never_closed(tmp_path: Path) -> None:
     store = FileCheckpoint(tmp_path / "ck.json")
-    with spotgrace.graceful(signals=()) as grace:
+    with capture_logs() as logs, spotgrace.graceful(signals=()) as grace:
         run = checkpointed(range(10), store, key="job", every=None, every_seconds=None, grace=grace)
         it = iter(run)
         assert [next(it), next(it), next(it)] == [0, 1, 2]  # 0 and 1 finished, 2 in hand
@@ -216,6 +256,7 @@ def test_shutdown_hook_saves_when_the_iterator_is_never_closed(tmp_path: Path) -
         assert store.load("job") is None  # nothing saved yet: every=None
     # The block ended; the hook ran while `it` is still open and suspended.
     assert store.load("job") == {"position": 2, "complete": False}
+    assert _hook_events(logs, "job") == ["hook.started", "hook.finished"]
     del it
     assert store.load("job") == {"position": 2, "complete": False}
 
