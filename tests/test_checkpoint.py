@@ -381,3 +381,13 @@ def test_redis_checkpoint_survives_kill_9_at_random_moments(redis_url: str) -> N
                      temps=lambda: 0)  # fmt: skip
     assert stats["rounds"] == ROUNDS
     assert stats["saves"] >= 10
+
+
+def test_checkpoint_all_is_sorted_complete_and_documented() -> None:
+    import spotgrace.checkpoint as module
+
+    assert module.__all__ == sorted(module.__all__)
+    public = {n for n in vars(module) if not n.startswith("_") and n != "annotations"}
+    assert public == set(module.__all__)
+    for name in module.__all__:
+        assert getattr(module, name).__doc__, f"spotgrace.checkpoint.{name} has no docstring"
