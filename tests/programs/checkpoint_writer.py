@@ -46,12 +46,15 @@ def write_forever(argv: list[str]) -> None:
     store = open_store(argv)
     current = store.load(KEY)
     i = -1 if current is None else int(current["i"])
-    out = sys.stdout
     while True:
         i += 1
         store.save(KEY, value(i))
-        out.write(f"saved {i}\n")
-        out.flush()
+        say(f"saved {i}")
+
+
+def say(line: str) -> None:
+    """One line in one write(2): the writers and this process share the pipe."""
+    os.write(1, f"{line}\n".encode())
 
 
 def main() -> None:
@@ -62,17 +65,16 @@ def main() -> None:
     for line in sys.stdin:
         cmd, *args = line.split()
         if cmd == "fork":
-            sys.stdout.flush()
             pid = os.fork()
             if pid == 0:
                 try:
                     write_forever(argv)
                 finally:
                     os._exit(3)
-            print(f"child {pid}", flush=True)
+            say(f"child {pid}")
         elif cmd == "reap":
             os.waitpid(int(args[0]), 0)
-            print(f"reaped {args[0]}", flush=True)
+            say(f"reaped {args[0]}")
 
 
 if __name__ == "__main__":
