@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url")
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    args = parser.parse_args()
+    args, _unknown = parser.parse_known_args()  # run_all.py passes its extras to every script
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     calls = 200 if args.quick else 1000
     items = 2_000 if args.quick else 20_000
