@@ -11,7 +11,9 @@ reclaim, ``docker stop``) the worker:
 
 1. stops reading new messages (``grace.stopping``; at most ``--block`` later);
 2. finishes the messages already in hand and acknowledges them (the drain
-   waits for ``grace.inflight()``);
+   waits for ``grace.inflight()``), or, for those that would not fit in
+   what is left of the budget (``--max-work-seconds``), puts them back on
+   the stream at once;
 3. exits 0 well before the platform's SIGKILL.
 
 If it dies without that chance (``kill -9``, OOM, the watchdog), its
@@ -52,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--claim-idle", type=float, default=60.0,
                    help="claim messages other consumers left pending this long (s)")  # fmt: skip
     p.add_argument("--work-seconds", type=float, default=0.05, help="simulated work per message")
+    p.add_argument("--max-work-seconds", type=float, default=5.0,
+                   help="the most one message may take: after the notice, a message in hand "
+                        "is started only if this fits in what is left, else put back")  # fmt: skip
     p.add_argument("--count", type=int, default=100, help="produce: how many messages")
     return p.parse_args(argv)
 
@@ -73,6 +78,7 @@ class Worker:
         self.own_pending_done = False
         self.next_claim = 0.0
         self.processed = 0
+        self.put_back_count = 0
 
     def _messages(self, entries: Any) -> list[Message]:
         """The (id, fields) pairs; those whose message was deleted (no fields) are acked."""
@@ -104,6 +110,19 @@ class Worker:
         )
         return self._messages(reply[0][1]) if reply else []
 
+    def put_back(self, message: Message) -> None:
+        """Return a message in hand to the queue at once: re-add it and ack the original.
+
+        Both in one MULTI, so the message is never lost nor doubled. It goes to
+        the end of the stream with a new id; any worker takes it next.
+        """
+        mid, fields = message
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.args.stream, fields)  # type: ignore[arg-type]
+            pipe.xack(self.args.stream, self.args.group, mid)
+            pipe.execute()
+        self.put_back_count += 1
+
     def handle(self, message: Message) -> None:
         """Process one message, then record its result and acknowledge it atomically."""
         mid, fields = message
@@ -113,6 +132,11 @@ class Worker:
             pipe.xack(self.args.stream, self.args.group, mid)
             pipe.execute()
         self.processed += 1
+
+
+def fits_in_budget(grace: spotgrace.Grace, seconds: float) -> bool:
+    """Whether work of ``seconds`` started now ends before the shutdown deadline."""
+    return not grace.stopping or grace.remaining() >= seconds
 
 
 def work(args: argparse.Namespace) -> None:
@@ -134,11 +158,19 @@ def work(args: argparse.Namespace) -> None:
         while not grace.stopping:
             batch = worker.next_batch()
             # Messages read are in hand even if shutdown began during the read:
-            # finish them (the drain waits for them), then stop.
+            # finish those that fit in the budget (the drain waits for them),
+            # put the others back, then stop.
             with grace.inflight():
                 for message in batch:
-                    worker.handle(message)
-        print(f"worker {args.consumer} stopping after {worker.processed} messages", flush=True)
+                    if fits_in_budget(grace, args.max_work_seconds):
+                        worker.handle(message)
+                    else:
+                        worker.put_back(message)
+        print(
+            f"worker {args.consumer} stopping after {worker.processed} messages, "
+            f"{worker.put_back_count} put back",
+            flush=True,
+        )
 
 
 def produce(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ._checkpoint_base import SyncCheckpointStore, check_key, decode, encode
 
@@ -30,7 +30,8 @@ class RedisCheckpoint(SyncCheckpointStore):
     ``timeout`` bounds connecting and every command (seconds): a save from a
     shutdown hook must not hang past the budget on a dead network. Pass
     ``client`` to reuse an existing ``redis.Redis`` (``url`` and ``timeout``
-    are then unused, and :meth:`close` leaves it open).
+    are then unused, and :meth:`close` leaves it open). Use it as a context
+    manager, or call :meth:`close`, to close the connections it made.
 
     Durability is Redis's: with a single server and no AOF/replication a
     server crash can lose recent saves.
@@ -104,3 +105,10 @@ class RedisCheckpoint(SyncCheckpointStore):
         """Close the connection pool, if this store made it."""
         if self._owns_client:
             self._client.close()
+
+    def __enter__(self) -> Self:
+        """``with RedisCheckpoint(...) as store:`` closes it at the end."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -68,12 +68,15 @@ def _start(workdir: Path) -> tuple[subprocess.Popen[bytes], RedisServer]:
         server = RedisServer("127.0.0.1", port)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and proc.poll() is None:
+            client = server.client()
             try:
-                server.client().ping()
+                client.ping()
                 return proc, server
             except redis.ConnectionError as exc:
                 last_error = exc
                 time.sleep(0.05)
+            finally:
+                client.close()
         proc.kill()
         proc.wait()
     pytest.fail(f"redis-server did not start: {last_error}", pytrace=False)

@@ -13,7 +13,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,41 +220,62 @@ def test_file_async_methods(tmp_path: Path) -> None:
 # -- RedisCheckpoint ----------------------------------------------------------
 
 
-def test_redis_save_load_clear(redis_url: str) -> None:
-    store = RedisCheckpoint(redis_url, "ck")
+@pytest.fixture
+def make_store(redis_url: str) -> Iterator[Callable[..., RedisCheckpoint]]:
+    """RedisCheckpoint(redis_url, key, **options), closed after the test."""
+    made: list[RedisCheckpoint] = []
+
+    def make(key: str = "ck", **options: Any) -> RedisCheckpoint:
+        made.append(RedisCheckpoint(redis_url, key, **options))
+        return made[-1]
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client, to look behind the store's back."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def test_redis_save_load_clear(make_store: Callable[..., RedisCheckpoint]) -> None:
+    store = make_store()
     assert store.load("job") is None
     store.save("job", {"position": 5})
     store.save("other", [1])
-    assert RedisCheckpoint(redis_url, "ck").load("job") == {"position": 5}
+    assert make_store().load("job") == {"position": 5}
     store.clear("job")
     assert (store.load("job"), store.load("other")) == (None, [1])
-    store.close()
 
 
-def test_redis_ttl_is_set_on_every_save(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    store = RedisCheckpoint(redis_url, "ck", ttl=600)
+def test_redis_ttl_is_set_on_every_save(
+    make_store: Callable[..., RedisCheckpoint], raw: redis.Redis
+) -> None:
+    store = make_store(ttl=600)
     store.save("job", 1)
-    assert 0 < client.pttl("ck") <= 600_000
-    client.persist("ck")
+    assert 0 < raw.pttl("ck") <= 600_000
+    raw.persist("ck")
     store.save("job", 2)
-    assert 0 < client.pttl("ck") <= 600_000
-    RedisCheckpoint(redis_url, "plain").save("job", 1)
-    assert client.pttl("plain") == -1
-    client.close()
+    assert 0 < raw.pttl("ck") <= 600_000
+    make_store("plain").save("job", 1)
+    assert raw.pttl("plain") == -1
 
 
-def test_redis_ttl_expires_the_checkpoints(redis_url: str) -> None:
-    store = RedisCheckpoint(redis_url, "ck", ttl=0.05)
+def test_redis_ttl_expires_the_checkpoints(
+    make_store: Callable[..., RedisCheckpoint], raw: redis.Redis
+) -> None:
+    store = make_store(ttl=0.05)
     store.save("job", 1)
-    client = redis.Redis.from_url(redis_url)
     # Redis expires the key by itself; poll generously rather than sleep a fixed time.
     for _ in range(200):
-        if not client.exists("ck"):
+        if not raw.exists("ck"):
             break
         time.sleep(0.05)
     assert store.load("job") is None
-    client.close()
 
 
 @pytest.mark.parametrize("ttl", [0, -1, math.inf, math.nan, "5"])
@@ -263,22 +284,45 @@ def test_redis_bad_ttl_is_refused(ttl: Any) -> None:
         RedisCheckpoint("redis://127.0.0.1:1/0", "ck", ttl=ttl)
 
 
-def test_redis_corrupt_value_is_an_error(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    client.hset("ck", "job", b"{not json")
+def test_redis_corrupt_value_is_an_error(
+    make_store: Callable[..., RedisCheckpoint], raw: redis.Redis
+) -> None:
+    raw.hset("ck", "job", b"{not json")
     with pytest.raises(CheckpointError, match="ck"):
-        RedisCheckpoint(redis_url, "ck").load("job")
-    client.close()
+        make_store().load("job")
 
 
-def test_redis_async_methods(redis_url: str) -> None:
-    store = RedisCheckpoint(redis_url, "ck")
+def test_redis_async_methods(make_store: Callable[..., RedisCheckpoint]) -> None:
+    store = make_store()
 
     async def main() -> Any:
         await store.asave("job", {"position": 1})
         return await store.aload("job")
 
     assert asyncio.run(main()) == {"position": 1}
+
+
+def test_redis_store_is_a_context_manager_that_closes_its_client(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    def connections() -> int:
+        return len(raw.client_list())
+
+    before = connections()
+    with RedisCheckpoint(redis_url, "ck") as store:
+        store.save("job", 1)
+        assert connections() == before + 1
+    for _ in range(100):  # the server sees the close a moment later
+        if connections() == before:
+            break
+        time.sleep(0.05)
+    assert connections() == before
+
+
+def test_redis_store_leaves_a_client_it_was_given_open(raw: redis.Redis) -> None:
+    with RedisCheckpoint(key="ck", client=raw) as store:
+        store.save("job", 1)
+    assert raw.ping()
 
 
 def test_redis_unreachable_server_fails_within_timeout() -> None:
@@ -375,8 +419,10 @@ def test_file_checkpoint_survives_kill_9_at_random_moments(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_redis_checkpoint_survives_kill_9_at_random_moments(redis_url: str) -> None:
-    store = RedisCheckpoint(redis_url, "torture-hash")
+def test_redis_checkpoint_survives_kill_9_at_random_moments(
+    redis_url: str, make_store: Callable[..., RedisCheckpoint]
+) -> None:
+    store = make_store("torture-hash")
     stats = _torture(["redis", redis_url, "torture-hash"], load=lambda: store.load("torture"),
                      temps=lambda: 0)  # fmt: skip
     assert stats["rounds"] == ROUNDS

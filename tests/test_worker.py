@@ -135,3 +135,28 @@ def test_restart_under_the_same_name_takes_its_own_pending_first(
     code, _out, err = _stop(again)
     assert code == 0, err
     assert sorted(_results(client), key=int) == [str(i) for i in range(20)]
+
+
+def test_sigterm_puts_back_messages_in_hand_that_would_not_fit_in_the_budget(
+    redis_url: str, client: redis.Redis, procs: list[subprocess.Popen[str]]
+) -> None:
+    _run(redis_url, "produce", "--count", str(COUNT))
+    # A 50-message batch takes 2.5 s; every message claims it may take 1000 s,
+    # so after the notice none of those still in hand may be started.
+    worker = _start(procs, redis_url, "w1", "--work-seconds", "0.05", "--batch", "50",
+                    "--max-work-seconds", "1000")  # fmt: skip
+    _wait_for(lambda: client.llen("jobs:results") >= 2, "the first results")
+    code, out, err = _stop(worker)
+    assert code == 0, err
+    done = len(_results(client))
+    put_back = int(out.split(" put back")[0].rsplit(" ", 1)[1])
+    assert put_back > 0, out
+    assert done + put_back == 50  # the rest of the first batch went back, not processed
+    assert client.xpending("jobs", "workers")["pending"] == 0
+    assert client.xlen("jobs") == COUNT + put_back  # re-added, originals acked
+
+    restarted = _start(procs, redis_url, "w2", "--work-seconds", "0.001")
+    _wait_for(lambda: client.llen("jobs:results") >= COUNT, "all results")
+    code, _out, err = _stop(restarted)
+    assert code == 0, err
+    assert sorted(_results(client), key=int) == [str(i) for i in range(COUNT)]
