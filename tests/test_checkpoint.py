@@ -437,3 +437,20 @@ def test_checkpoint_all_is_sorted_complete_and_documented() -> None:
     assert public == set(module.__all__)
     for name in module.__all__:
         assert getattr(module, name).__doc__, f"spotgrace.checkpoint.{name} has no docstring"
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("1", pytest.fail.Exception), (None, pytest.skip.Exception)]
+)
+def test_missing_redis_server_skips_locally_and_fails_in_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ci: str | None, outcome: type[BaseException]
+) -> None:
+    from . import _redis
+
+    monkeypatch.setattr(_redis.shutil, "which", lambda name: None)
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="redis-server not found"):
+        _redis._start(tmp_path)
