@@ -336,6 +336,7 @@ def test_batch_job_sigterm_then_rerun_processes_every_item_once(
     items = _items(output)
     assert sorted(set(items), key=int) == [str(i) for i in range(COUNT)]
     duplicates = len(items) - len(set(items))
+    print(f"resume ({where}): {len(done_first)}/{COUNT} before SIGTERM, {duplicates} duplicates")
     assert duplicates <= EVERY
     assert duplicates == 0  # a graceful stop saves the exact position
 
