@@ -13,7 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 #: The benchmark scripts, in the order they run.
-SCRIPTS = ["core.py"]
+SCRIPTS = ["core.py", "checkpoint_bench.py"]
 
 
 def main() -> int:

@@ -5,7 +5,9 @@ The tree::
     SpotgraceError                       root of every error spotgrace raises
     ├── ConfigError (ValueError)         a bad option or SPOTGRACE_* variable, at start
     ├── StateError (RuntimeError)        used in the wrong state: entered twice, not entered
-    └── SignalInstallError (RuntimeError) handlers asked for outside the main thread
+    ├── SignalInstallError (RuntimeError) handlers asked for outside the main thread
+    └── CheckpointError                  a checkpoint cannot be read back (spotgrace.checkpoint)
+        └── CheckpointPathError (ValueError) a checkpoint path that cannot be made safe
 
     ShutdownInterrupt (BaseException)    raised in the main thread by ``interrupt=True``
                                          to end a blocking body; the ``with`` block
