@@ -1,0 +1,80 @@
+"""The four servers the HTTP benchmarks compare, one per ``kind``.
+
+    python bench/servers.py KIND PORT
+
+``plain-aiohttp``  ``aiohttp.web.run_app``, aiohttp's own SIGTERM handling
+``plain-uvicorn``  a Starlette app under ``uvicorn.run``
+``grace-aiohttp``  the same aiohttp app under ``spotgrace.aiohttp.run_app``
+``grace-asgi``     the same Starlette app under ``spotgrace.asgi.serve``
+
+Every app has ``GET /work?ms=N`` (sleeps N ms, answers ``ok``) and ``GET /hello``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+KINDS = ("plain-aiohttp", "plain-uvicorn", "grace-aiohttp", "grace-asgi")
+
+
+def aiohttp_app() -> Any:
+    """The aiohttp workload app."""
+    from aiohttp import web
+
+    async def work(request: web.Request) -> web.Response:
+        await asyncio.sleep(int(request.query.get("ms", "0")) / 1000)
+        return web.Response(text="ok")
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/work", work)
+    app.router.add_get("/hello", hello)
+    return app
+
+
+def starlette_app() -> Any:
+    """The Starlette workload app."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def work(request: Request) -> PlainTextResponse:
+        await asyncio.sleep(int(request.query_params.get("ms", "0")) / 1000)
+        return PlainTextResponse("ok")
+
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    return Starlette(routes=[Route("/work", work), Route("/hello", hello)])
+
+
+def main(kind: str, port: int) -> None:
+    """Run one server until it is stopped."""
+    host = "127.0.0.1"
+    if kind == "plain-aiohttp":
+        from aiohttp import web
+
+        web.run_app(aiohttp_app(), host=host, port=port, print=None, access_log=None)
+    elif kind == "plain-uvicorn":
+        import uvicorn
+
+        uvicorn.run(starlette_app(), host=host, port=port, log_level="warning", access_log=False)
+    elif kind == "grace-aiohttp":
+        import spotgrace.aiohttp
+
+        spotgrace.aiohttp.run_app(aiohttp_app(), host=host, port=port, access_log=None)
+    elif kind == "grace-asgi":
+        import spotgrace.asgi
+
+        spotgrace.asgi.serve(starlette_app(), host=host, port=port, log_level="warning")
+    else:
+        raise SystemExit(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
