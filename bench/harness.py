@@ -18,7 +18,7 @@ from pathlib import Path
 
 from loadclient import LoadResult, run_load
 
-__all__ = ["Run", "Server", "free_port", "start_server", "sigterm_under_load"]
+__all__ = ["Run", "Server", "free_port", "sigterm_under_load", "start_server"]
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -40,10 +40,10 @@ class Server:
     port: int
     exited_at: float = 0.0  # monotonic time the process was seen gone
 
-    async def wait(self, timeout: float) -> int:
-        """Wait for the exit (kill it after ``timeout``); returns the exit code."""
+    async def wait(self, limit: float) -> int:
+        """Wait for the exit (kill it after ``limit`` s); returns the exit code."""
         try:
-            code = await asyncio.wait_for(self.proc.wait(), timeout)
+            code = await asyncio.wait_for(self.proc.wait(), limit)
         except TimeoutError:
             self.proc.kill()
             code = await self.proc.wait()
@@ -57,7 +57,7 @@ class Server:
 
 
 async def start_server(
-    argv: Sequence[str], port: int, *, env: dict[str, str] | None = None, timeout: float = 30.0
+    argv: Sequence[str], port: int, *, env: dict[str, str] | None = None, limit: float = 30.0
 ) -> Server:
     """Start ``argv`` (a Python script and its arguments); return once ``port`` accepts."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
@@ -69,7 +69,7 @@ async def start_server(
         env=full_env,
     )
     server = Server(proc, port)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit
     while True:
         if proc.returncode is not None or time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):

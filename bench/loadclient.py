@@ -118,12 +118,12 @@ def request_bytes(path: str, *, host: str = "127.0.0.1", close: bool = False) ->
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode("ascii")
 
 
-async def fetch(host: str, port: int, path: str, *, timeout: float = 5.0) -> Response:
+async def fetch(host: str, port: int, path: str, *, limit: float = 5.0) -> Response:
     """One request on a fresh connection (``Connection: close``)."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), limit)
     try:
         writer.write(request_bytes(path, host=host, close=True))
-        return await asyncio.wait_for(read_response(reader), timeout)
+        return await asyncio.wait_for(read_response(reader), limit)
     finally:
         writer.close()
         with contextlib.suppress(OSError):
@@ -158,7 +158,7 @@ async def _worker(
             except (IncompleteResponse, OSError) as exc:
                 result.dropped += 1
                 if len(result.errors) < 20:
-                    result.errors.append(repr(exc))
+                    result.errors.append(f"{time.monotonic():.3f} {target} {exc!r}")
                 writer.close()
                 writer = None
                 continue

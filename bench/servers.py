@@ -67,7 +67,9 @@ def main(kind: str, port: int) -> None:
     elif kind == "grace-aiohttp":
         import spotgrace.aiohttp
 
-        spotgrace.aiohttp.run_app(aiohttp_app(), host=host, port=port, access_log=None)
+        spotgrace.aiohttp.run_app(
+            aiohttp_app(), host=host, port=port, runner_options={"access_log": None}
+        )
     elif kind == "grace-asgi":
         import spotgrace.asgi
 

@@ -1,0 +1,194 @@
+"""aiohttp: ``run_app()`` (a drop-in for ``web.run_app``) and ``setup()`` for your own runner.
+
+:func:`setup` wires an :class:`aiohttp.web.Application` to a
+:class:`spotgrace.AsyncGrace`:
+
+- ``/readyz`` answers 200 while serving and 503 from the moment the notice
+  arrives; ``/healthz`` answers 200 until exit (configurable; ``None`` = off);
+- from the notice on, every response (streamed ones too) carries
+  ``Connection: close``, so each keep-alive connection ends cleanly after
+  its current request;
+- once intake is closed (``grace.stopping``), new requests are answered 503
+  with ``Connection: close`` and ``Retry-After``, never reset;
+- each request is in flight (``grace.inflight()``) while its handler runs;
+- open WebSockets are closed with code 1001 (going away) when intake closes.
+
+:func:`run_app` runs the app under ``spotgrace.graceful()`` instead of
+aiohttp's own signal handling: it closes the listener when intake stops, lets
+idle keep-alive connections go without racing a request on its way, drains,
+then runs aiohttp's own shutdown (``on_shutdown``, connection shutdown,
+``on_cleanup``) as a hook inside the budget.
+
+aiohttp is imported only here, never by ``import spotgrace``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Mapping
+from typing import Any, cast
+
+from aiohttp import WSCloseCode, web
+from aiohttp.typedefs import Handler, Middleware
+
+from ._http import (
+    UNAVAILABLE_BODY,
+    GraceLike,
+    HttpOptions,
+    close_idle_connections,
+    close_listeners,
+)
+
+__all__ = ["grace_middleware", "run_app", "setup"]
+
+
+def grace_middleware(
+    grace: GraceLike,
+    *,
+    readyz: str | None = "/readyz",
+    healthz: str | None = "/healthz",
+    retry_after: int = 5,
+) -> Middleware:
+    """The aiohttp middleware alone: probes, 503 after intake, in-flight tracking.
+
+    It marks responses it returns with ``Connection: close`` once the notice
+    has come; responses a handler streams itself (``StreamResponse.prepare``)
+    and WebSockets need :func:`setup`, which also adds this middleware.
+    """
+    options = HttpOptions(readyz=readyz, healthz=healthz, retry_after=retry_after)
+
+    @web.middleware
+    async def spotgrace_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        response: web.StreamResponse
+        if path == options.readyz:
+            ready = grace.ready
+            response = _plain(200 if ready else 503, b"ok\n" if ready else b"draining\n")
+        elif path == options.healthz:
+            response = _plain(200, b"ok\n")
+        elif grace.stopping:
+            response = _plain(503, UNAVAILABLE_BODY)
+            response.headers["Retry-After"] = str(options.retry_after)
+        else:
+            async with grace.inflight():
+                response = await handler(request)
+        if not grace.ready and not response.prepared:
+            _mark_close(response)
+        return response
+
+    return spotgrace_middleware
+
+
+def _plain(status: int, body: bytes) -> web.Response:
+    response = web.Response(status=status, body=body, content_type="text/plain", charset="utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _mark_close(response: web.StreamResponse) -> None:
+    if response.status != 101:
+        response.force_close()
+        response.headers["Connection"] = "close"
+
+
+def setup(
+    app: web.Application,
+    grace: GraceLike,
+    *,
+    readyz: str | None = "/readyz",
+    healthz: str | None = "/healthz",
+    retry_after: int = 5,
+) -> None:
+    """Wire ``app`` to ``grace``; call before the app starts (it is frozen then)."""
+    app.middlewares.insert(
+        0, grace_middleware(grace, readyz=readyz, healthz=healthz, retry_after=retry_after)
+    )
+    websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        if isinstance(response, web.WebSocketResponse):
+            websockets.add(response)
+        elif not grace.ready:
+            _mark_close(response)
+
+    async def close_websockets() -> None:
+        await grace.wait()
+        for ws in list(websockets):
+            if not ws.closed:
+                with contextlib.suppress(OSError, RuntimeError):
+                    await ws.close(code=WSCloseCode.GOING_AWAY, message=b"shutting down")
+
+    async def watch(app: web.Application) -> Any:
+        task = asyncio.create_task(close_websockets())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.on_response_prepare.append(on_prepare)
+    app.cleanup_ctx.append(watch)
+
+
+def run_app(
+    app: web.Application,
+    *,
+    host: str | None = None,
+    port: int = 8080,
+    readyz: str | None = "/readyz",
+    healthz: str | None = "/healthz",
+    retry_after: int = 5,
+    idle_grace: float = 1.0,
+    runner_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> None:
+    """Serve ``app`` until an interruption, then shut down cleanly (replaces ``web.run_app``).
+
+    ``host=None`` listens on every interface, as ``web.run_app`` does.
+    ``options`` are :func:`spotgrace.graceful` options (``stop_timeout``,
+    ``drain_delay``...); ``runner_options`` go to ``web.AppRunner``
+    (``access_log``, ``keepalive_timeout``...). After a signal, this raises
+    ``SystemExit`` with the exit policy's code (0 by default).
+    """
+    http = HttpOptions(
+        readyz=readyz, healthz=healthz, retry_after=retry_after, idle_grace=idle_grace
+    )
+    asyncio.run(_run(app, host, port, http, dict(runner_options or {}), options))
+
+
+async def _run(
+    app: web.Application,
+    host: str | None,
+    port: int,
+    http: HttpOptions,
+    runner_options: dict[str, Any],
+    options: dict[str, Any],
+) -> None:
+    import spotgrace
+
+    async with spotgrace.graceful(**options) as grace:
+        setup(app, grace, readyz=http.readyz, healthz=http.healthz, retry_after=http.retry_after)
+        runner = web.AppRunner(app, handle_signals=False, **runner_options)
+        await runner.setup()  # on_startup, cleanup_ctx
+        # aiohttp's own shutdown (on_shutdown, connections, on_cleanup) as a hook in the budget.
+        grace.on_shutdown(name="aiohttp.cleanup")(runner.cleanup)
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        await grace.wait()
+        server = runner.server
+        if server is None:  # pragma: no cover - setup() succeeded above
+            return
+        # Stop intake: new connections are refused; queued ones are still served.
+        # The asyncio server: aiohttp has no public name for it.
+        listener = cast("asyncio.Server | None", site._server)
+        await close_listeners([listener] if listener is not None else [], server)
+        await site.stop()
+
+        def _close_all() -> None:
+            for handler in server.connections:
+                handler.close()  # idle: closed now; busy: closed after the response
+
+        await close_idle_connections(
+            lambda: server.connections, _close_all, grace=http.idle_grace, remaining=grace.remaining
+        )

@@ -1,0 +1,337 @@
+"""ASGI: a pure middleware for any server, and ``serve()`` to run uvicorn under spotgrace.
+
+``GraceMiddleware(app, grace=grace)`` works under any ASGI server (uvicorn,
+hypercorn, granian...) given an :class:`spotgrace.AsyncGrace`:
+
+- ``/readyz`` answers 200 while serving and 503 from the moment the notice
+  arrives; ``/healthz`` answers 200 until exit (both configurable, ``None``
+  turns one off);
+- from the notice on, every response carries ``Connection: close``, so each
+  keep-alive connection ends cleanly after its current request;
+- once intake is closed (``grace.stopping``), new requests are answered 503
+  with ``Connection: close`` and ``Retry-After``, never reset;
+- every request is in flight (``grace.inflight()``) while the app handles it,
+  so the drain waits for it;
+- long-lived connections get a clean going-away close when intake closes:
+  a WebSocket is closed with code 1001, a ``text/event-stream`` response
+  is ended (its body terminated) and the app sees ``http.disconnect``.
+
+``serve(app, host=..., port=...)`` runs uvicorn with its own signal handling
+off: spotgrace owns SIGTERM/SIGINT, closes the listener when intake stops,
+lets idle keep-alive connections go without racing a request on its way, drains,
+then runs the ASGI lifespan shutdown as a hook inside the budget. FastAPI and
+Starlette apps work unchanged.
+
+uvicorn is imported only by :func:`serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from ._http import (
+    UNAVAILABLE_BODY,
+    GraceLike,
+    HttpOptions,
+    close_idle_connections,
+    close_listeners,
+)
+
+__all__ = ["GraceMiddleware", "serve"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_CLOSE = (b"connection", b"close")
+_EVENT_STREAM = b"text/event-stream"
+#: WebSocket close code 1001, "going away": the server is shutting down.
+GOING_AWAY = 1001
+
+
+class GraceMiddleware:
+    """Pure ASGI middleware: probes, ``Connection: close``, 503 after intake, drain, going-away.
+
+    ``grace`` is the :class:`spotgrace.AsyncGrace` of the running process (from
+    ``async with spotgrace.graceful() as grace``). Scopes other than ``http``
+    and ``websocket`` (e.g. ``lifespan``) pass through untouched.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        grace: GraceLike,
+        readyz: str | None = "/readyz",
+        healthz: str | None = "/healthz",
+        retry_after: int = 5,
+    ) -> None:
+        self.app = app
+        self.grace = grace
+        self.options = HttpOptions(readyz=readyz, healthz=healthz, retry_after=retry_after)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    # ------------------------------------------------------------------ http
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        grace, options = self.grace, self.options
+        path = scope.get("path", "")
+        if path == options.readyz:
+            ready = grace.ready
+            await _plain(send, 200 if ready else 503, b"ok\n" if ready else b"draining\n", grace)
+            return
+        if path == options.healthz:
+            await _plain(send, 200, b"ok\n", grace)
+            return
+        if grace.stopping:
+            retry = (b"retry-after", str(options.retry_after).encode())
+            await _plain(send, 503, UNAVAILABLE_BODY, grace, extra=[retry])
+            return
+        async with grace.inflight():
+            await _Exchange(self.app, grace).run(scope, receive, send)
+
+    # ------------------------------------------------------------- websocket
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        grace = self.grace
+        if grace.stopping:
+            # Refuse the handshake: servers answer it with HTTP 403.
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": GOING_AWAY})
+            return
+        async with grace.inflight():
+            await _Exchange(self.app, grace, websocket=True).run(scope, receive, send)
+
+
+async def _plain(
+    send: Send,
+    status: int,
+    body: bytes,
+    grace: GraceLike,
+    *,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *(extra or []),
+    ]
+    if not grace.ready:
+        headers.append(_CLOSE)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Exchange:
+    """One request or WebSocket passing through the middleware.
+
+    Adds ``Connection: close`` once the notice has come, and, for the
+    long-lived kinds (WebSocket, event stream), ends the exchange cleanly when
+    intake closes: the peer gets a close frame / the end of the body, the app
+    gets a disconnect message, and whatever the app sends afterwards is dropped.
+    """
+
+    def __init__(self, app: ASGIApp, grace: GraceLike, *, websocket: bool = False) -> None:
+        self.app = app
+        self.grace = grace
+        self.websocket = websocket
+        self.long_lived = False  # an accepted WebSocket or an event stream in progress
+        self.finished = False  # the response is complete / the close frame sent
+        self.cut = asyncio.Event()  # set when we ended the exchange on the app's behalf
+        self.lock = asyncio.Lock()
+        self.watcher: asyncio.Task[None] | None = None
+
+    async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._send = send
+        try:
+            await self.app(scope, self._wrap_receive(receive), self._wrapped_send)
+        finally:
+            if self.watcher is not None:
+                self.watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.watcher
+
+    def _wrap_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            if self.cut.is_set():
+                return self._disconnect()
+            if not self.long_lived:
+                return await receive()
+            real = asyncio.ensure_future(receive())
+            cut = asyncio.ensure_future(self.cut.wait())
+            try:
+                await asyncio.wait({real, cut}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                cut.cancel()
+            if real.done():
+                return real.result()
+            real.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await real
+            return self._disconnect()
+
+        return wrapped
+
+    def _disconnect(self) -> Message:
+        if self.websocket:
+            return {"type": "websocket.disconnect", "code": GOING_AWAY}
+        return {"type": "http.disconnect"}
+
+    async def _wrapped_send(self, message: Message) -> None:
+        if self.cut.is_set():
+            return  # we already ended the exchange; the app has not noticed yet
+        kind = message["type"]
+        if kind == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not self.grace.ready and not any(
+                n.lower() == b"connection" and v.lower() == b"close" for n, v in headers
+            ):
+                headers.append(_CLOSE)
+                message = {**message, "headers": headers}
+            if any(
+                n.lower() == b"content-type" and v.startswith(_EVENT_STREAM) for n, v in headers
+            ):
+                self._start_watching()
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            self.finished = True
+        elif kind == "websocket.accept":
+            self._start_watching()
+        elif kind == "websocket.close":
+            self.finished = True
+        if self.watcher is None:
+            await self._send(message)
+        else:
+            async with self.lock:  # not while _going_away is sending
+                await self._send(message)
+
+    def _start_watching(self) -> None:
+        self.long_lived = True
+        self.watcher = asyncio.ensure_future(self._going_away())
+
+    async def _going_away(self) -> None:
+        """When intake closes, end a long-lived exchange the app has not finished."""
+        await self.grace.wait()
+        async with self.lock:
+            if self.finished:
+                return
+            self.cut.set()
+            self.finished = True
+            with contextlib.suppress(OSError, RuntimeError):
+                if self.websocket:
+                    await self._send(
+                        {"type": "websocket.close", "code": GOING_AWAY, "reason": "shutting down"}
+                    )
+                else:
+                    await self._send({"type": "http.response.body", "body": b""})
+
+
+# ---------------------------------------------------------------------- serve
+
+
+def serve(
+    app: ASGIApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    readyz: str | None = "/readyz",
+    healthz: str | None = "/healthz",
+    retry_after: int = 5,
+    idle_grace: float = 1.0,
+    log_level: str | None = "info",
+    uvicorn_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> None:
+    """Serve ``app`` with uvicorn under spotgrace until an interruption; then shut down cleanly.
+
+    ``app`` is wrapped in :class:`GraceMiddleware`. ``options`` are
+    :func:`spotgrace.graceful` options (``stop_timeout``, ``drain_delay``...);
+    ``uvicorn_options`` are passed to ``uvicorn.Config`` (its ``host``,
+    ``port``, ``log_level`` and signal handling are spotgrace's). After a
+    signal, this raises ``SystemExit`` with the exit policy's code (0 by default).
+    """
+    http = HttpOptions(
+        readyz=readyz, healthz=healthz, retry_after=retry_after, idle_grace=idle_grace
+    )
+    asyncio.run(_serve(app, host, port, http, log_level, dict(uvicorn_options or {}), options))
+
+
+async def _serve(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    http: HttpOptions,
+    log_level: str | None,
+    uvicorn_options: dict[str, Any],
+    options: dict[str, Any],
+) -> None:
+    import uvicorn
+
+    import spotgrace
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield  # spotgrace owns the signals
+
+    async with spotgrace.graceful(**options) as grace:
+        middleware = GraceMiddleware(
+            app, grace=grace, readyz=http.readyz, healthz=http.healthz, retry_after=http.retry_after
+        )
+        config = uvicorn.Config(
+            middleware, host=host, port=port, log_level=log_level, **uvicorn_options
+        )
+        server = _Server(config)
+        config.load()
+        server.lifespan = config.lifespan_class(config)
+        await server.startup()
+        if server.should_exit:  # the lifespan startup failed and uvicorn asked to stop
+            return
+
+        @grace.on_shutdown(name="asgi.lifespan")
+        async def _lifespan_shutdown() -> None:
+            await server.lifespan.shutdown()
+
+        ticker = asyncio.create_task(server.main_loop())  # uvicorn's Date header, once a second
+        try:
+            await grace.wait()
+            state = server.server_state
+
+            def _protocol() -> asyncio.BaseProtocol:
+                factory: Any = config.http_protocol_class
+                protocol: asyncio.BaseProtocol = factory(
+                    config=config, server_state=state, app_state=server.lifespan.state
+                )
+                return protocol
+
+            # Stop intake: new connections are refused; queued ones are still served.
+            await close_listeners(server.servers, _protocol)
+
+            def _close_all() -> None:
+                for connection in list(state.connections):
+                    connection.shutdown()  # idle: closed now; busy: closed after the response
+
+            await close_idle_connections(
+                lambda: state.connections,
+                _close_all,
+                grace=http.idle_grace,
+                remaining=grace.remaining,
+            )
+        finally:
+            server.should_exit = True
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
