@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadclient import LoadResult, run_load
+from bench.loadclient import LoadResult, run_load
 
 __all__ = ["Run", "Server", "free_port", "sigterm_under_load", "start_server"]
 
