@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.loadclient import LoadResult, run_load
@@ -39,6 +39,8 @@ class Server:
     proc: asyncio.subprocess.Process
     port: int
     exited_at: float = 0.0  # monotonic time the process was seen gone
+    chunks: list[bytes] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def wait(self, limit: float) -> int:
         """Wait for the exit (kill it after ``limit`` s); returns the exit code."""
@@ -47,13 +49,19 @@ class Server:
         except TimeoutError:
             self.proc.kill()
             code = await self.proc.wait()
+        await asyncio.gather(*self.tasks)
         self.exited_at = self.exited_at or time.monotonic()
         return code
 
     async def output(self) -> str:
-        """Everything the process wrote to stderr (after it exited)."""
-        assert self.proc.stderr is not None
-        return (await self.proc.stderr.read()).decode(errors="replace")
+        """Everything the process wrote to stdout and stderr (complete once it exited)."""
+        await asyncio.sleep(0)
+        return b"".join(self.chunks).decode(errors="replace")
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := await self.proc.stdout.read(65536):
+            self.chunks.append(chunk)
 
 
 async def start_server(
@@ -64,17 +72,19 @@ async def start_server(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *argv,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env=full_env,
     )
     server = Server(proc, port)
+    reader = asyncio.create_task(server._read())
     deadline = time.monotonic() + limit
     while True:
         if proc.returncode is not None or time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+            await reader
             raise RuntimeError(f"{argv} did not start listening:\n{await server.output()}")
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -87,10 +97,9 @@ async def start_server(
     async def _watch() -> None:
         await proc.wait()
         server.exited_at = time.monotonic()
+        await reader
 
-    task = asyncio.create_task(_watch())
-    task.add_done_callback(lambda t: None)
-    server._watch = task  # type: ignore[attr-defined]  # keep a reference
+    server.tasks = [reader, asyncio.create_task(_watch())]
     return server
 
 
@@ -102,7 +111,7 @@ class Run:
     exit_code: int
     sigterm_at: float
     exited_at: float
-    stderr: str
+    output: str  # what the process wrote to stdout and stderr
 
     @property
     def exit_after_last_response(self) -> float:
@@ -123,9 +132,10 @@ async def sigterm_under_load(
 ) -> Run:
     """Start the server, load it, SIGTERM it ``sigterm_after`` s in, count everything.
 
-    ``argv`` may contain ``{port}``, replaced by a free port.
+    ``argv`` and the values of ``env`` may contain ``{port}``, replaced by a free port.
     """
     port = port or free_port()
+    env = {k: v.format(port=port) for k, v in (env or {}).items()}
     server = await start_server([a.format(port=port) for a in argv], port, env=env)
     stop = asyncio.Event()
     load = asyncio.create_task(
