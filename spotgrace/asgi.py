@@ -38,6 +38,7 @@ from ._http import (
     HttpOptions,
     close_idle_connections,
     close_listeners,
+    quick_exit,
 )
 
 __all__ = ["GraceMiddleware", "serve"]
@@ -145,20 +146,22 @@ class _Exchange:
     gets a disconnect message, and whatever the app sends afterwards is dropped.
     """
 
+    __slots__ = ("app", "cut", "finished", "grace", "lock", "send", "watcher", "websocket")
+
     def __init__(self, app: ASGIApp, grace: GraceLike, *, websocket: bool = False) -> None:
         self.app = app
         self.grace = grace
         self.websocket = websocket
-        self.long_lived = False  # an accepted WebSocket or an event stream in progress
         self.finished = False  # the response is complete / the close frame sent
-        self.cut = asyncio.Event()  # set when we ended the exchange on the app's behalf
-        self.lock = asyncio.Lock()
-        self.watcher: asyncio.Task[None] | None = None
+        # Made only for the long-lived kinds (an accepted WebSocket, an event stream):
+        self.watcher: asyncio.Task[None] | None = None  # waits for intake to close
+        self.cut: asyncio.Event | None = None  # set once we ended the exchange
+        self.lock: asyncio.Lock | None = None  # one sender at a time: the app or us
 
     async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._send = send
+        self.send = send
         try:
-            await self.app(scope, self._wrap_receive(receive), self._wrapped_send)
+            await self.app(scope, self._wrap_receive(receive), self._send)
         finally:
             if self.watcher is not None:
                 self.watcher.cancel()
@@ -167,16 +170,17 @@ class _Exchange:
 
     def _wrap_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
-            if self.cut.is_set():
-                return self._disconnect()
-            if not self.long_lived:
+            cut = self.cut
+            if cut is None:  # an ordinary request: straight through
                 return await receive()
+            if cut.is_set():
+                return self._disconnect()
             real = asyncio.ensure_future(receive())
-            cut = asyncio.ensure_future(self.cut.wait())
+            cutting = asyncio.ensure_future(cut.wait())
             try:
-                await asyncio.wait({real, cut}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({real, cutting}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                cut.cancel()
+                cutting.cancel()
             if real.done():
                 return real.result()
             real.cancel()
@@ -191,52 +195,57 @@ class _Exchange:
             return {"type": "websocket.disconnect", "code": GOING_AWAY}
         return {"type": "http.disconnect"}
 
-    async def _wrapped_send(self, message: Message) -> None:
-        if self.cut.is_set():
-            return  # we already ended the exchange; the app has not noticed yet
+    async def _send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start":
-            headers = list(message.get("headers", []))
-            if not self.grace.ready and not any(
-                n.lower() == b"connection" and v.lower() == b"close" for n, v in headers
-            ):
-                headers.append(_CLOSE)
-                message = {**message, "headers": headers}
-            if any(
-                n.lower() == b"content-type" and v.startswith(_EVENT_STREAM) for n, v in headers
-            ):
-                self._start_watching()
-        elif kind == "http.response.body" and not message.get("more_body", False):
-            self.finished = True
+            message = self._response_start(message)
+        elif kind == "http.response.body":
+            if not message.get("more_body", False):
+                self.finished = True
         elif kind == "websocket.accept":
-            self._start_watching()
+            self._watch()
         elif kind == "websocket.close":
             self.finished = True
-        if self.watcher is None:
-            await self._send(message)
-        else:
-            async with self.lock:  # not while _going_away is sending
-                await self._send(message)
+        if self.lock is None:
+            await self.send(message)
+            return
+        async with self.lock:  # not while _going_away is sending
+            if not self.cut or not self.cut.is_set():  # after the cut, drop what the app sends
+                await self.send(message)
 
-    def _start_watching(self) -> None:
-        self.long_lived = True
-        self.watcher = asyncio.ensure_future(self._going_away())
+    def _response_start(self, message: Message) -> Message:
+        headers = message.get("headers", ())
+        closing = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"content-type" and value.startswith(_EVENT_STREAM):
+                self._watch()
+            elif lower == b"connection" and value.lower() == b"close":
+                closing = True
+        if closing or self.grace.ready:
+            return message
+        return {**message, "headers": [*headers, _CLOSE]}
 
-    async def _going_away(self) -> None:
+    def _watch(self) -> None:
+        self.cut = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self.watcher = asyncio.ensure_future(self._going_away(self.lock, self.cut))
+
+    async def _going_away(self, lock: asyncio.Lock, cut: asyncio.Event) -> None:
         """When intake closes, end a long-lived exchange the app has not finished."""
         await self.grace.wait()
-        async with self.lock:
+        async with lock:
             if self.finished:
                 return
-            self.cut.set()
+            cut.set()
             self.finished = True
             with contextlib.suppress(OSError, RuntimeError):
                 if self.websocket:
-                    await self._send(
+                    await self.send(
                         {"type": "websocket.close", "code": GOING_AWAY, "reason": "shutting down"}
                     )
                 else:
-                    await self._send({"type": "http.response.body", "body": b""})
+                    await self.send({"type": "http.response.body", "body": b""})
 
 
 # ---------------------------------------------------------------------- serve
@@ -266,7 +275,8 @@ def serve(
     http = HttpOptions(
         readyz=readyz, healthz=healthz, retry_after=retry_after, idle_grace=idle_grace
     )
-    asyncio.run(_serve(app, host, port, http, log_level, dict(uvicorn_options or {}), options))
+    with quick_exit():
+        asyncio.run(_serve(app, host, port, http, log_level, dict(uvicorn_options or {}), options))
 
 
 async def _serve(
