@@ -73,7 +73,13 @@ def main(kind: str, port: int) -> None:
     elif kind == "grace-asgi":
         import spotgrace.asgi
 
-        spotgrace.asgi.serve(starlette_app(), host=host, port=port, log_level="warning")
+        spotgrace.asgi.serve(
+            starlette_app(),
+            host=host,
+            port=port,
+            log_level="warning",
+            uvicorn_options={"access_log": False},
+        )
     else:
         raise SystemExit(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
 
