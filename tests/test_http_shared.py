@@ -1,0 +1,98 @@
+"""spotgrace._http: what the aiohttp and ASGI integrations share."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+
+import pytest
+
+from spotgrace._http import HttpOptions, close_idle_connections, close_listeners, quick_exit
+
+
+class _Echo(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(b"echo:" + data)
+        self.transport.close()
+
+
+@pytest.mark.asyncio
+async def test_close_listeners_still_serves_a_connection_queued_in_the_kernel() -> None:
+    server = await asyncio.get_running_loop().create_server(_Echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    # A blocking connect from the loop's own thread: the kernel completes the
+    # handshake and queues the connection; the loop never got to accept it.
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        await close_listeners([server], _Echo)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(client, b"hi")
+        reply = await asyncio.wait_for(loop.sock_recv(client, 100), 5)
+        assert reply == b"echo:hi", "the queued connection was served, not orphaned"
+    finally:
+        client.close()
+        await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_close_idle_connections_returns_early_when_every_connection_is_gone() -> None:
+    open_conns = {"a"}
+    asyncio.get_running_loop().call_later(0.05, open_conns.clear)
+    closed = []
+    gone = await close_idle_connections(
+        lambda: open_conns, lambda: closed.append(1), grace=30, remaining=lambda: 60.0
+    )
+    assert gone is True
+    assert closed == []
+
+
+@pytest.mark.asyncio
+async def test_close_idle_connections_closes_what_is_left_after_the_grace() -> None:
+    closed = []
+    gone = await close_idle_connections(
+        lambda: {"idle"}, lambda: closed.append(1), grace=0.05, remaining=lambda: 60.0
+    )
+    assert gone is False
+    assert closed == [1]
+
+
+def test_quick_exit_freezes_the_heap_only_when_the_process_is_leaving() -> None:
+    assert gc.get_freeze_count() == 0
+    try:
+        with pytest.raises(ValueError, match="boom"), quick_exit():
+            raise ValueError("boom")
+        assert gc.get_freeze_count() == 0
+        with pytest.raises(SystemExit), quick_exit():
+            raise SystemExit(0)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"readyz": "nope"}, ValueError),
+        ({"healthz": "/same", "readyz": "/same"}, ValueError),
+        ({"retry_after": 1.5}, TypeError),
+        ({"retry_after": -1}, ValueError),
+        ({"idle_grace": float("nan")}, ValueError),
+        ({"idle_grace": "1"}, TypeError),
+    ],
+)
+def test_bad_http_options_are_rejected(kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        HttpOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_empty_probe_path_turns_the_probe_off() -> None:
+    options = HttpOptions(readyz="", healthz=None)
+    assert (options.readyz, options.healthz) == (None, None)
