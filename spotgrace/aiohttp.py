@@ -116,10 +116,15 @@ def setup(
 
     async def close_websockets() -> None:
         await grace.wait()
-        for ws in list(websockets):
-            if not ws.closed:
-                with contextlib.suppress(OSError, RuntimeError):
-                    await ws.close(code=WSCloseCode.GOING_AWAY, message=b"shutting down")
+        # Together: each close waits for the peer's close frame (at most the ws timeout).
+        await asyncio.gather(
+            *(
+                ws.close(code=WSCloseCode.GOING_AWAY, message=b"shutting down")
+                for ws in list(websockets)
+                if not ws.closed
+            ),
+            return_exceptions=True,
+        )
 
     async def watch(app: web.Application) -> Any:
         task = asyncio.create_task(close_websockets())
