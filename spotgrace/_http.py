@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import math
 import os
 import socket
+import struct
+import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -97,23 +100,28 @@ async def close_listeners(
     A client may have connected a moment ago (e.g. one that reconnected after a
     ``Connection: close`` answer): the kernel completed the handshake, or the
     loop accepted it but has not attached it yet. Closing the listener then
-    would orphan that connection and its request. So accepting stops first,
-    pending attachments finish, the kernel's queue is emptied with non-blocking
-    ``accept()`` calls, and only then (no await in between) the listener
-    closes. The connections taken are served like any other (their requests get
+    would orphan that connection and its request. So the kernel stops taking
+    new connections (Linux), the loop stops accepting, pending attachments
+    finish, the kernel's queue is emptied with non-blocking ``accept()`` calls,
+    and only then (no await in between) the listener closes. The connections taken are served like any other (their requests get
     the 503 of a closed intake).
     """
     loop = asyncio.get_running_loop()
     servers = list(listeners)
     fds = [sock.fileno() for server in servers for sock in (server.sockets or ())]
-    # 1. The loop stops accepting. (Closing right away is not enough: a
+    # 1. The kernel stops completing handshakes (Linux): a client connecting
+    #    from now on is not queued; its SYN is retried and then refused once
+    #    the socket is closed. Without this, one connecting in the moment
+    #    between step 3's last accept() and the close would be reset.
+    for fd in fds:
+        _drop_new_handshakes(fd)
+    # 2. The loop stops accepting. (Closing right away is not enough: a
     #    connection the loop accepted in this iteration is attached to its server
     #    in a task that has not run yet; once the server is closed that task fails
-    #    and the connection is orphaned until exit.)
+    #    and the connection is orphaned until exit.) Then let those attachments run.
     for fd in fds:
         with contextlib.suppress(Exception):  # a loop without readers (uvloop): skip
             loop.remove_reader(fd)
-    # 2. Let those pending attachments run.
     for _ in range(2):
         await asyncio.sleep(0)
     # 3. Take what is queued in the kernel and close, with no await in between.
@@ -122,6 +130,28 @@ async def close_listeners(
         server.close()
     for conn in taken:
         await loop.connect_accepted_socket(protocol_factory, conn)
+
+
+#: ``SO_ATTACH_FILTER`` (Linux) and a one-instruction classic BPF program,
+#: ``ret #0``: keep no byte of any packet, i.e. drop every packet (for a
+#: listening TCP socket: every new SYN; established connections are not affected).
+_SO_ATTACH_FILTER = 26
+_DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))
+
+
+def _drop_new_handshakes(fd: int) -> bool:
+    """Make the kernel drop new connection attempts to listener ``fd``; False if unsupported."""
+    if fd < 0 or not sys.platform.startswith("linux"):
+        return False
+    program = struct.pack("HP", 1, ctypes.addressof(_DROP_ALL))  # struct sock_fprog
+    dup = socket.socket(fileno=os.dup(fd))
+    try:
+        dup.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
+    except OSError:
+        return False
+    finally:
+        dup.close()
+    return True
 
 
 def _accept_queued(fd: int) -> list[socket.socket]:

@@ -52,7 +52,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _CLOSE = (b"connection", b"close")
 _EVENT_STREAM = b"text/event-stream"
 #: WebSocket close code 1001, "going away": the server is shutting down.
-GOING_AWAY = 1001
+_GOING_AWAY = 1001
 
 
 class GraceMiddleware:
@@ -111,7 +111,7 @@ class GraceMiddleware:
         if grace.stopping:
             # Refuse the handshake: servers answer it with HTTP 403.
             await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": GOING_AWAY})
+            await send({"type": "websocket.close", "code": _GOING_AWAY})
             return
         async with grace.inflight():
             await _Exchange(self.app, grace, websocket=True).run(scope, receive, send)
@@ -192,7 +192,7 @@ class _Exchange:
 
     def _disconnect(self) -> Message:
         if self.websocket:
-            return {"type": "websocket.disconnect", "code": GOING_AWAY}
+            return {"type": "websocket.disconnect", "code": _GOING_AWAY}
         return {"type": "http.disconnect"}
 
     async def _send(self, message: Message) -> None:
@@ -242,7 +242,7 @@ class _Exchange:
             with contextlib.suppress(OSError, RuntimeError):
                 if self.websocket:
                     await self.send(
-                        {"type": "websocket.close", "code": GOING_AWAY, "reason": "shutting down"}
+                        {"type": "websocket.close", "code": _GOING_AWAY, "reason": "shutting down"}
                     )
                 else:
                     await self.send({"type": "http.response.body", "body": b""})

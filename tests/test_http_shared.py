@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import sys
+import types
 
 import pytest
 
+import spotgrace.aiohttp
+import spotgrace.asgi
 from spotgrace._http import HttpOptions, close_idle_connections, close_listeners, quick_exit
 
 
@@ -40,6 +44,22 @@ async def test_close_listeners_still_serves_a_connection_queued_in_the_kernel() 
     finally:
         client.close()
         await server.wait_closed()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_ATTACH_FILTER is Linux's")
+@pytest.mark.asyncio
+async def test_close_listeners_takes_no_new_connection_once_it_started() -> None:
+    server = await asyncio.get_running_loop().create_server(_Echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    closing = asyncio.create_task(close_listeners([server], _Echo))
+    await asyncio.sleep(0)  # close_listeners is now past step 1, yielding in step 2
+    assert not closing.done()
+    # The handshake is not completed: no connection can slip in after the queue
+    # was emptied and be reset when the socket closes.
+    with pytest.raises(TimeoutError):
+        socket.create_connection(("127.0.0.1", port), timeout=0.3).close()
+    await closing
+    await server.wait_closed()
 
 
 @pytest.mark.asyncio
@@ -96,3 +116,19 @@ def test_bad_http_options_are_rejected(kwargs: dict[str, object], error: type[Ex
 def test_empty_probe_path_turns_the_probe_off() -> None:
     options = HttpOptions(readyz="", healthz=None)
     assert (options.readyz, options.healthz) == (None, None)
+
+
+@pytest.mark.parametrize("module", [spotgrace.aiohttp, spotgrace.asgi])
+def test_integration_all_is_sorted_complete_and_documented(module: types.ModuleType) -> None:
+    assert module.__all__ == sorted(module.__all__)
+    defined_here = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and callable(value)
+        and getattr(value, "__module__", None) == module.__name__
+    }
+    assert defined_here == set(module.__all__)
+    assert module.__doc__
+    for name in module.__all__:
+        assert getattr(module, name).__doc__, f"{module.__name__}.{name} has no docstring"
