@@ -166,6 +166,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "runs_with_drops": sum(1 for r in runs if r.load.dropped),
             "dropped_per_run": [r.load.dropped for r in runs],
             "exit_codes": sorted({r.exit_code for r in runs}),
+            "errors": [r.load.errors for r in runs if r.load.dropped],
             "totals": totals,
         }
         exits = [r.exit_after_last_response * 1000 for r in runs]
