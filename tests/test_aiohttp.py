@@ -191,9 +191,13 @@ def test_bad_options_are_rejected_when_the_middleware_is_made() -> None:
 
 
 @pytest.mark.slow
-def test_run_app_under_load_drops_nothing_on_sigterm_and_exits_0() -> None:
+@pytest.mark.parametrize("drain_delay", ["0", "0.5"])
+def test_run_app_under_load_drops_nothing_on_sigterm_and_exits_0(drain_delay: str) -> None:
     run = asyncio.run(
-        sigterm_under_load([str(ROOT / "bench" / "servers.py"), "grace-aiohttp", "{port}"])
+        sigterm_under_load(
+            [str(ROOT / "bench" / "servers.py"), "grace-aiohttp", "{port}"],
+            env={"SPOTGRACE_DRAIN_DELAY": drain_delay},
+        )
     )
     assert run.exit_code == 0, run.output
     assert run.load.dropped == 0, (run.load.as_dict(), run.load.errors, run.output)

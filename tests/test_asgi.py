@@ -258,9 +258,13 @@ async def test_websocket_is_closed_with_1001_going_away_when_intake_closes() -> 
 
 
 @pytest.mark.slow
-def test_serve_under_load_drops_nothing_on_sigterm_and_exits_0() -> None:
+@pytest.mark.parametrize("drain_delay", ["0", "0.5"])
+def test_serve_under_load_drops_nothing_on_sigterm_and_exits_0(drain_delay: str) -> None:
     run = asyncio.run(
-        sigterm_under_load([str(ROOT / "bench" / "servers.py"), "grace-asgi", "{port}"])
+        sigterm_under_load(
+            [str(ROOT / "bench" / "servers.py"), "grace-asgi", "{port}"],
+            env={"SPOTGRACE_DRAIN_DELAY": drain_delay},
+        )
     )
     assert run.exit_code == 0, run.output
     assert run.load.dropped == 0, (run.load.as_dict(), run.load.errors, run.output)
