@@ -269,7 +269,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--quick", action="store_true", help="2 runs each, 5 reaction runs, 1 round"
     )
-    args = parser.parse_args()
+    args, _unknown = parser.parse_known_args()  # run_all.py passes its extras to every script
     if args.quick:
         args.runs = args.plain_runs = 2
         args.reaction_runs, args.rounds, args.seconds = 5, 1, 1.0
