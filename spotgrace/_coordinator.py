@@ -75,10 +75,14 @@ class Coordinator:
         self.options = options
         self.clock = clock
         self.tracker = InflightTracker()
+        self.tracker.track_main = options.interrupt
         self.hooks = HookRegistry()
         self.state = State.RUNNING
         self.notice: Notice | None = None
         self.signal_seen: signal.Signals | None = None
+        # Set by the signal handler itself, so readiness turns red without
+        # waiting for the notice thread to be scheduled.
+        self.signalled = False
         self.body_running = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = Flag()
@@ -147,6 +151,7 @@ class Coordinator:
                 else:
                     raise ShutdownInterrupt("intake stopped")
             return
+        self.signalled = True
         self._queue.put_nowait(("signal", signum))
 
     def request_shutdown(self, reason: str, *, source: str, within: float | None) -> None:
@@ -251,7 +256,7 @@ class Coordinator:
         self.loop = asyncio.get_running_loop()
         start = time.monotonic()
         self.emit("drain.started", inflight=self.tracker.count)
-        drained = await self.tracker.zero.wait_async(self.drain_bound())
+        drained = await self.tracker.wait_zero_async(self.drain_bound())
         took = round(time.monotonic() - start, 4)
         if drained:
             self.emit("drain.finished", duration=took)

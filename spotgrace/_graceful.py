@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import os
 import signal
@@ -41,7 +42,7 @@ class _GraceBase:
     @property
     def ready(self) -> bool:
         """Readiness: True until a notice arrives, then False for good."""
-        return self._c.notice is None
+        return self._c.notice is None and not self._c.signalled
 
     @property
     def stopping(self) -> bool:
@@ -114,7 +115,7 @@ class Grace(_GraceBase):
 
     def wait_drained(self, timeout: float | None = None) -> bool:
         """Block until no work is in flight; False if ``timeout`` passed first."""
-        return self._c.tracker.zero.wait(timeout)
+        return self._c.tracker.wait_zero(timeout)
 
 
 class AsyncGrace(_GraceBase):
@@ -128,7 +129,7 @@ class AsyncGrace(_GraceBase):
 
     async def wait_drained(self, timeout: float | None = None) -> bool:
         """Wait until no work is in flight; False if ``timeout`` passed first."""
-        return await self._c.tracker.zero.wait_async(timeout)
+        return await self._c.tracker.wait_zero_async(timeout)
 
 
 class Graceful:
@@ -173,6 +174,10 @@ class Graceful:
             return isinstance(exc, ShutdownInterrupt)
         # The platform wants the process gone: leave, with the watchdog still armed
         # in case the interpreter's own exit (non-daemon threads, atexit) hangs.
+        # Frozen objects are skipped by the interpreter's last collections, which
+        # with a web framework loaded take tens of milliseconds; atexit handlers
+        # and logging's flush still run.
+        gc.freeze()
         sig = c.signal_seen
         if policy == "signal":
             if sig is not None and os.getpid() != 1:  # PID 1 has no default action

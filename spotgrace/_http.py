@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import gc
 import math
 import os
 import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,7 +24,6 @@ __all__ = [
     "HttpOptions",
     "close_idle_connections",
     "close_listeners",
-    "quick_exit",
 ]
 
 #: How often the idle-connection grace checks whether every connection is gone.
@@ -196,21 +194,3 @@ async def close_idle_connections(
             return False
         await asyncio.sleep(_POLL)
     return True
-
-
-@contextlib.contextmanager
-def quick_exit() -> Iterator[None]:
-    """When the server's shutdown ends in ``SystemExit``, make the interpreter's exit quick.
-
-    Once the process is leaving, the interpreter tears down every module and
-    collects their objects: with aiohttp or uvicorn loaded that takes tens of
-    milliseconds (measured 45-65 ms, against 15 ms after ``gc.freeze()``). Frozen
-    objects are skipped by that last collection. ``atexit`` handlers and logging's
-    flush still run; only finalizers of objects in reference cycles are skipped,
-    which CPython never promises to run at exit anyway.
-    """
-    try:
-        yield
-    except SystemExit:
-        gc.freeze()
-        raise

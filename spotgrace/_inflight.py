@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
 from ._errors import ShutdownInterrupt
-from ._flag import Flag
 
 __all__ = ["InflightScope", "InflightTracker"]
 
@@ -27,7 +26,12 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class InflightTracker:
-    """Counts units of work in flight; one per coordinator."""
+    """Counts units of work in flight; one per coordinator.
+
+    The hot path (enter/exit) only counts under one lock. Waiters for "nothing
+    in flight" register a callback, which ``exit`` calls when the count reaches
+    zero while someone waits, so nothing polls and an idle tracker costs nothing.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -35,9 +39,11 @@ class InflightTracker:
         self._peak = 0
         self._total = 0
         self._tasks: dict[asyncio.Task[Any], int] = {}
-        self.zero = Flag(initially=True)
-        # Main-thread bookkeeping for ``interrupt=True``: the interrupt is held
-        # back while the main thread is inside a scope and raised when it leaves.
+        self._waiters: list[Callable[[], None]] = []
+        # Main-thread bookkeeping for ``interrupt=True`` (only then: it costs a
+        # thread lookup per scope): the interrupt is held back while the main
+        # thread is inside a scope and raised when it leaves.
+        self.track_main = False
         self.main_depth = 0
         self.interrupt_pending = False
 
@@ -51,13 +57,13 @@ class InflightTracker:
         with self._lock:
             self._count += 1
             self._total += 1
-            self._peak = max(self._peak, self._count)
+            if self._count > self._peak:
+                self._peak = self._count
             if task is not None:
                 self._tasks[task] = self._tasks.get(task, 0) + 1
-            self.zero.clear()
 
     def exit(self, task: asyncio.Task[Any] | None) -> None:
-        """Record one unit of work ending."""
+        """Record one unit of work ending; wake the waiters if none is left."""
         with self._lock:
             self._count -= 1
             if task is not None:
@@ -66,8 +72,53 @@ class InflightTracker:
                     self._tasks[task] = left
                 else:
                     self._tasks.pop(task, None)
+            if self._count or not self._waiters:
+                return
+            waiters, self._waiters = self._waiters, []
+        for wake in waiters:
+            wake()
+
+    def _register(self, wake: Callable[[], None]) -> bool:
+        """Add a waiter unless nothing is in flight already (then False)."""
+        with self._lock:
             if self._count == 0:
-                self.zero.set()
+                return False
+            self._waiters.append(wake)
+            return True
+
+    def _unregister(self, wake: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._waiters.remove(wake)
+
+    def wait_zero(self, timeout: float | None = None) -> bool:
+        """Block until nothing is in flight; False if ``timeout`` passed first."""
+        event = threading.Event()
+        if not self._register(event.set):
+            return True
+        try:
+            return event.wait(timeout) or self._count == 0
+        finally:
+            self._unregister(event.set)
+
+    async def wait_zero_async(self, timeout: float | None = None) -> bool:
+        """Wait in the running loop until nothing is in flight; False on timeout."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, fut)
+
+        if not self._register(wake):
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+            return True
+        except TimeoutError:
+            return self._count == 0
+        finally:
+            self._unregister(wake)
 
     def cancel_tasks(self) -> list[asyncio.Task[Any]]:
         """Cancel every task still in flight, from any thread; returns them."""
@@ -86,6 +137,11 @@ class InflightTracker:
                 "inflight_peak": self._peak,
                 "inflight_total": self._total,
             }
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _current_task() -> asyncio.Task[Any] | None:
@@ -108,15 +164,15 @@ class InflightScope:
         self._tracker = tracker
 
     def _enter(self, task: asyncio.Task[Any] | None) -> None:
-        is_main = threading.current_thread() is threading.main_thread()
-        if is_main:  # first: an interrupt arriving from here on is held back
-            self._tracker.main_depth += 1
-        self._tracker.enter(task)
+        tracker = self._tracker
+        if tracker.track_main and threading.current_thread() is threading.main_thread():
+            tracker.main_depth += 1  # first: an interrupt arriving from here on is held back
+        tracker.enter(task)
 
     def _exit(self, task: asyncio.Task[Any] | None) -> None:
         tracker = self._tracker
         tracker.exit(task)
-        if threading.current_thread() is threading.main_thread():
+        if tracker.track_main and threading.current_thread() is threading.main_thread():
             tracker.main_depth -= 1
             if tracker.main_depth == 0 and tracker.interrupt_pending:
                 tracker.interrupt_pending = False

@@ -39,7 +39,6 @@ from ._http import (
     HttpOptions,
     close_idle_connections,
     close_listeners,
-    quick_exit,
 )
 
 __all__ = ["grace_middleware", "run_app", "setup"]
@@ -160,8 +159,7 @@ def run_app(
     http = HttpOptions(
         readyz=readyz, healthz=healthz, retry_after=retry_after, idle_grace=idle_grace
     )
-    with quick_exit():
-        asyncio.run(_run(app, host, port, http, dict(runner_options or {}), options))
+    asyncio.run(_run(app, host, port, http, dict(runner_options or {}), options))
 
 
 async def _run(

@@ -38,7 +38,6 @@ from ._http import (
     HttpOptions,
     close_idle_connections,
     close_listeners,
-    quick_exit,
 )
 
 __all__ = ["GraceMiddleware", "serve"]
@@ -275,8 +274,7 @@ def serve(
     http = HttpOptions(
         readyz=readyz, healthz=healthz, retry_after=retry_after, idle_grace=idle_grace
     )
-    with quick_exit():
-        asyncio.run(_serve(app, host, port, http, log_level, dict(uvicorn_options or {}), options))
+    asyncio.run(_serve(app, host, port, http, log_level, dict(uvicorn_options or {}), options))
 
 
 async def _serve(

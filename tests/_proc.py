@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,31 +19,50 @@ ROOT = Path(__file__).parent.parent
 
 @dataclass
 class Proc:
-    """A started program: its Popen, and every stdout line read so far."""
+    """A started program: its Popen, and every stdout line read so far.
+
+    A reader thread collects the lines as they come (``select`` on the pipe
+    plus a buffered ``readline`` would miss lines already in the buffer).
+    """
 
     popen: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _eof: bool = False
+    _reader: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
     def wait_for_line(self, text: str, timeout: float = 20.0) -> str:
-        """Read stdout until a line containing ``text``; fail after ``timeout``."""
-        assert self.popen.stdout is not None
+        """Wait for a stdout line containing ``text``; fail after ``timeout``."""
         end = time.monotonic() + timeout
-        for line in self.lines:
-            if text in line:
-                return line
-        while time.monotonic() < end:
-            ready, _, _ = select.select([self.popen.stdout], [], [], 0.2)
-            if ready:
-                line = self.popen.stdout.readline()
-                if not line:
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    if text in line:
+                        return line
+                seen = len(self.lines)
+                left = end - time.monotonic()
+                if self._eof or left <= 0:
                     break
-                self.lines.append(line.rstrip("\n"))
-                if text in line:
-                    return line
+                self._cond.wait(left)
         raise AssertionError(f"no line with {text!r} within {timeout}s; got:\n" + self.output())
 
     def signal(self, sig: int) -> float:
@@ -53,18 +72,21 @@ class Proc:
         return sent
 
     def finish(self, timeout: float = 30.0) -> int:
-        """Wait for exit (killing it after ``timeout``) and read the rest of stdout."""
+        """Wait for exit (killing it after ``timeout``) and for the rest of stdout."""
         try:
-            out, _ = self.popen.communicate(timeout=timeout)
+            self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.popen.kill()
-            out, _ = self.popen.communicate()
+            os.killpg(self.pid, signal.SIGKILL)
+            self.popen.wait()
             raise AssertionError("process did not exit in time:\n" + self.output()) from None
-        self.lines.extend(out.splitlines())
+        finally:
+            if self._reader is not None:
+                self._reader.join(timeout=10)
         return self.popen.returncode
 
     def output(self) -> str:
-        return "\n".join(self.lines)
+        with self._cond:
+            return "\n".join(self.lines)
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON event lines (configure_json_logging output) in order."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import sys
 import types
@@ -12,7 +11,7 @@ import pytest
 
 import spotgrace.aiohttp
 import spotgrace.asgi
-from spotgrace._http import HttpOptions, close_idle_connections, close_listeners, quick_exit
+from spotgrace._http import HttpOptions, close_idle_connections, close_listeners
 
 
 class _Echo(asyncio.Protocol):
@@ -82,19 +81,6 @@ async def test_close_idle_connections_closes_what_is_left_after_the_grace() -> N
     )
     assert gone is False
     assert closed == [1]
-
-
-def test_quick_exit_freezes_the_heap_only_when_the_process_is_leaving() -> None:
-    assert gc.get_freeze_count() == 0
-    try:
-        with pytest.raises(ValueError, match="boom"), quick_exit():
-            raise ValueError("boom")
-        assert gc.get_freeze_count() == 0
-        with pytest.raises(SystemExit), quick_exit():
-            raise SystemExit(0)
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
 
 
 @pytest.mark.parametrize(

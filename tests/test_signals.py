@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ def test_handlers_restored_when_the_body_raises() -> None:
 def test_raise_signal_starts_the_shutdown_in_process() -> None:
     with spotgrace.graceful(exit_code="return") as grace:
         signal.raise_signal(signal.SIGTERM)
+        assert not grace.ready  # red in the handler itself, before the notice thread runs
         assert grace.wait(timeout=10)
         assert grace.notice is not None
         assert grace.notice.signal is signal.SIGTERM
@@ -118,9 +120,11 @@ def test_second_sigint_during_shutdown_exits_promptly() -> None:
 
 @pytest.mark.slow
 def test_second_signal_can_be_ignored() -> None:
+    # The hook sleeps 3 s: the second SIGTERM must land while the handlers are
+    # still ours (after the block they are restored, and SIGTERM kills).
     proc = start(
         "idle.py",
-        "1",
+        "3",
         env={"SPOTGRACE_SECOND_SIGNAL": "ignore", "SPOTGRACE_STOP_TIMEOUT": "20"},
     )
     try:
@@ -134,6 +138,23 @@ def test_second_signal_can_be_ignored() -> None:
     assert code == 0, proc.output()
     assert proc.event("signal.ignored")["signal"] == "SIGTERM"
     assert proc.event("shutdown.finished")["clean"] is True
+
+
+@pytest.mark.slow
+def test_platform_exit_freezes_the_heap_for_a_quick_interpreter_exit() -> None:
+    code = (
+        "import gc, signal, spotgrace\n"
+        "try:\n"
+        "    with spotgrace.graceful() as g:\n"
+        "        signal.raise_signal(signal.SIGTERM)\n"
+        "        g.wait(10)\n"
+        "except SystemExit as exc:\n"
+        "    print('frozen', gc.get_freeze_count() > 0, 'code', exc.code)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert "frozen True code 0" in out.stdout, out.stdout + out.stderr
 
 
 def _can_unshare() -> str | None:
