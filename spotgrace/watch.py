@@ -1,0 +1,399 @@
+"""Early warning: turn a platform's interruption notice into a graceful shutdown.
+
+Needs the ``watch`` extra (httpx). Usually switched on through
+``spotgrace.graceful(watch="auto")`` or ``SPOTGRACE_WATCH=auto``; this module
+is for explicit sources and custom set-ups::
+
+    from spotgrace.watch import Ec2Source, EcsSource
+
+    with spotgrace.graceful(watch=[EcsSource(), Ec2Source(on_rebalance=notify)]):
+        ...
+
+Sources (each polled on its own schedule, with jitter and error backoff):
+
+- :class:`EcsSource`: ECS task metadata v4 ``$ECS_CONTAINER_METADATA_URI_V4/task``;
+  ``DesiredStatus == "STOPPED"`` while the task still runs is a notice.
+- :class:`Ec2Source`: EC2 IMDSv2 ``spot/instance-action`` (a notice whose
+  deadline is its ``time``) and ``events/recommendations/rebalance`` (a softer
+  event: logged and passed to ``on_rebalance``; a shutdown only with
+  ``shutdown_on_rebalance=True``). Honours ``AWS_EC2_METADATA_SERVICE_ENDPOINT``,
+  ``AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE`` and ``AWS_EC2_METADATA_DISABLED``.
+- :class:`UrlSource`: any URL; ``404``/``204`` = nothing, ``200`` with a JSON
+  object (optional ``reason``, ``time``, ``within``) = a notice.
+
+Only link-local (169.254.0.0/16, fd00:ec2::254) and loopback hosts are
+contacted unless a host is listed in ``allow_hosts``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from ._fetch import Answer
+from ._hosts import check_url
+from ._watcher import DEFAULT_INTERVAL, Watcher, log_event
+
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "Ec2Source",
+    "EcsSource",
+    "Fetch",
+    "Source",
+    "SourceError",
+    "SourceUnavailable",
+    "UrlSource",
+    "WatchNotice",
+    "Watcher",
+    "sources_from_spec",
+]
+
+IMDS_IPV4 = "http://169.254.169.254"
+IMDS_IPV6 = "http://[fd00:ec2::254]"
+SPOT_PATH = "/latest/meta-data/spot/instance-action"
+REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
+SPOT_ACTIONS = frozenset({"terminate", "stop", "hibernate"})
+
+
+class SourceError(Exception):
+    """A poll failed (bad status, bad JSON, transport error); retried with backoff."""
+
+
+class SourceUnavailable(SourceError):
+    """The source does not exist here (an ``auto`` probe failed); polling it stops."""
+
+
+@dataclass(frozen=True)
+class WatchNotice:
+    """A notice that the process will be stopped.
+
+    ``time`` is when the platform acts (the Spot ``time``), when known.
+    """
+
+    source: str
+    reason: str
+    kind: Literal["interruption", "rebalance"] = "interruption"
+    time: datetime | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def within(self, now: datetime | None = None) -> float | None:
+        """Seconds from ``now`` until :attr:`time` (never negative), or None."""
+        if self.time is None:
+            return None
+        now = datetime.now(UTC) if now is None else now
+        return max(0.0, (self.time - now).total_seconds())
+
+
+class Fetch(Protocol):
+    """What a source polls with: a bounded request returning an :class:`Answer`."""
+
+    def __call__(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Awaitable[Answer]: ...
+
+
+class Source(Protocol):
+    """An early-warning source: ``poll`` returns the notices that mean "shut down".
+
+    ``poll`` raises :class:`SourceError` (or anything else) when it cannot tell;
+    the watcher logs it, backs off and tries again.
+    """
+
+    name: str
+
+    def poll(self, fetch: Fetch) -> Awaitable[Sequence[WatchNotice]]: ...
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def parse_object(answer: Answer, url: str) -> dict[str, Any]:
+    """Strict JSON: UTF-8, no NaN/Infinity, a JSON object at the top."""
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        doc = json.loads(answer.body.decode("utf-8"), parse_constant=no_constants)
+    except (UnicodeDecodeError, ValueError):
+        raise SourceError(f"{url}: answer is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise SourceError(f"{url}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _field(doc: Mapping[str, Any], key: str, url: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or not value or len(value) > 256:
+        raise SourceError(f"{url}: field {key!r} missing or not a short string")
+    return value
+
+
+def _timestamp(text: str, key: str, url: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise SourceError(f"{url}: field {key!r} is not an ISO 8601 time: {text!r}") from None
+    if when.tzinfo is None:
+        raise SourceError(f"{url}: field {key!r} has no time zone: {text!r}")
+    return when.astimezone(UTC)
+
+
+def _expect(answer: Answer, url: str, ok: Collection[int]) -> None:
+    if answer.status not in ok:
+        raise SourceError(f"{url}: HTTP {answer.status}")
+
+
+# ------------------------------------------------------------------ sources
+
+
+class EcsSource:
+    """ECS task metadata v4: a stop is under way when ``DesiredStatus`` is ``STOPPED``.
+
+    ``uri`` defaults to ``$ECS_CONTAINER_METADATA_URI_V4``. The notice carries
+    no time: the deadline stays ``stop_timeout`` after it.
+    """
+
+    name = "ecs"
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        *,
+        allow_hosts: Collection[str] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        uri = uri if uri is not None else env.get("ECS_CONTAINER_METADATA_URI_V4", "")
+        what = "ECS task metadata (ECS_CONTAINER_METADATA_URI_V4)"
+        self.url = check_url(uri, what=what, allow_hosts=allow_hosts) + "/task"
+
+    async def poll(self, fetch: Fetch) -> Sequence[WatchNotice]:
+        """One look at the task metadata."""
+        answer = await fetch("GET", self.url)
+        _expect(answer, self.url, (200,))
+        doc = parse_object(answer, self.url)
+        desired = _field(doc, "DesiredStatus", self.url)
+        known = _field(doc, "KnownStatus", self.url)
+        if desired != "STOPPED" or known == "STOPPED":
+            return ()
+        reason = f"ECS task metadata: DesiredStatus=STOPPED while KnownStatus={known}"
+        detail = {"task_arn": doc.get("TaskARN"), "known_status": known}
+        return (WatchNotice(source=self.name, reason=reason, detail=detail),)
+
+
+class Ec2Source:
+    """EC2 IMDSv2: Spot ``instance-action`` and rebalance recommendations.
+
+    The session token (``token_ttl`` s) is cached, refreshed a minute before it
+    expires and fetched again after a 401; it is never logged. With
+    ``probe=True`` (what ``watch="auto"`` uses) a first token request that gets
+    no answer means "not on EC2" and polling stops quietly.
+    """
+
+    name = "ec2"
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        rebalance: bool = True,
+        on_rebalance: Callable[[WatchNotice], object] | None = None,
+        shutdown_on_rebalance: bool = False,
+        token_ttl: int = 21600,
+        probe: bool = False,
+        allow_hosts: Collection[str] = (),
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        if endpoint is None:
+            endpoint = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", "").strip()
+        if not endpoint:
+            mode = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv4").strip().lower()
+            endpoint = IMDS_IPV6 if mode == "ipv6" else IMDS_IPV4
+        what = "EC2 metadata endpoint (AWS_EC2_METADATA_SERVICE_ENDPOINT)"
+        self.endpoint = check_url(endpoint, what=what, allow_hosts=allow_hosts)
+        if not 1 <= token_ttl <= 21600:
+            raise ValueError(f"token_ttl must be 1..21600 s, got {token_ttl!r}")
+        self.rebalance = rebalance or shutdown_on_rebalance
+        self.on_rebalance = on_rebalance
+        self.shutdown_on_rebalance = shutdown_on_rebalance
+        self.token_ttl = token_ttl
+        self.probe = probe
+        self._clock = clock
+        self._token: str | None = None
+        self._token_refresh_at = 0.0
+        self._reached = False
+        self._rebalance_seen: str | None = None
+
+    async def _session_token(self, fetch: Fetch) -> str:
+        if self._token is not None and self._clock() < self._token_refresh_at:
+            return self._token
+        url = self.endpoint + "/latest/api/token"
+        headers = {"X-aws-ec2-metadata-token-ttl-seconds": str(self.token_ttl)}
+        try:
+            answer = await fetch("PUT", url, headers=headers)
+            _expect(answer, url, (200,))
+        except Exception as exc:
+            if self.probe and not self._reached:
+                raise SourceUnavailable(f"no EC2 instance metadata here ({exc})") from None
+            raise
+        token = answer.body.decode("ascii", errors="replace").strip()
+        if not token or len(token) > 4096 or not token.isprintable():
+            raise SourceError(f"{url}: the token answer is not a token")
+        self._reached = True
+        self._token = token
+        self._token_refresh_at = self._clock() + self.token_ttl - min(60.0, self.token_ttl / 4)
+        return token
+
+    async def _get(self, fetch: Fetch, path: str) -> dict[str, Any] | None:
+        url = self.endpoint + path
+        for attempt in range(2):
+            token = await self._session_token(fetch)
+            answer = await fetch("GET", url, headers={"X-aws-ec2-metadata-token": token})
+            if answer.status == 401 and attempt == 0:
+                self._token = None  # expired or revoked: get a new one, once
+                log_event("debug", "watch.token_refresh", source=self.name)
+                continue
+            if answer.status == 404:
+                return None
+            _expect(answer, url, (200,))
+            return parse_object(answer, url)
+        raise SourceError(f"{url}: HTTP 401 with a fresh token")
+
+    async def poll(self, fetch: Fetch) -> Sequence[WatchNotice]:
+        """One look at ``spot/instance-action`` (and the rebalance recommendation)."""
+        notices: list[WatchNotice] = []
+        doc = await self._get(fetch, SPOT_PATH)
+        if doc is not None:
+            url = self.endpoint + SPOT_PATH
+            action = _field(doc, "action", url)
+            if action not in SPOT_ACTIONS:
+                raise SourceError(f"{url}: unknown action {action!r}")
+            when = _timestamp(_field(doc, "time", url), "time", url)
+            reason = f"EC2 Spot instance-action: {action} at {when:%Y-%m-%dT%H:%M:%SZ}"
+            notices.append(
+                WatchNotice(self.name, reason, time=when, detail={"action": action}),
+            )
+        if self.rebalance:
+            rebalance = await self._get(fetch, REBALANCE_PATH)
+            if rebalance is not None:
+                notices.extend(self._on_rebalance(rebalance))
+        return notices
+
+    def _on_rebalance(self, doc: Mapping[str, Any]) -> Sequence[WatchNotice]:
+        url = self.endpoint + REBALANCE_PATH
+        raw = _field(doc, "noticeTime", url)
+        _timestamp(raw, "noticeTime", url)  # validated, not used: a recommendation has no deadline
+        reason = f"EC2 rebalance recommendation at {raw}"
+        notice = WatchNotice(self.name, reason, kind="rebalance", time=None, detail={"at": raw})
+        if raw == self._rebalance_seen:
+            return (notice,) if self.shutdown_on_rebalance else ()
+        self._rebalance_seen = raw
+        log_event("warning", "watch.rebalance", source=self.name, notice_time=raw)
+        if self.on_rebalance is not None:
+            try:
+                self.on_rebalance(notice)
+            except Exception as exc:
+                log_event("error", "watch.callback_failed", source=self.name, error=repr(exc))
+        return (notice,) if self.shutdown_on_rebalance else ()
+
+
+class UrlSource:
+    """A custom endpoint: ``404``/``204`` = no notice; ``200`` + JSON object = notice.
+
+    The object may carry ``reason`` (string), ``time`` (ISO 8601 with zone) or
+    ``within`` (seconds from now) for the deadline.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "url",
+        headers: Mapping[str, str] | None = None,
+        allow_hosts: Collection[str] = (),
+    ) -> None:
+        self.name = name
+        self.url = check_url(url, what=f"watch source {name!r}", allow_hosts=allow_hosts)
+        self.headers = dict(headers or {})
+
+    async def poll(self, fetch: Fetch) -> Sequence[WatchNotice]:
+        """One GET of the URL."""
+        answer = await fetch("GET", self.url, headers=self.headers)
+        if answer.status in (204, 404):
+            return ()
+        _expect(answer, self.url, (200,))
+        doc = parse_object(answer, self.url)
+        reason = doc.get("reason", f"notice from {self.name}")
+        if not isinstance(reason, str):
+            raise SourceError(f"{self.url}: field 'reason' is not a string")
+        when: datetime | None = None
+        if "time" in doc:
+            when = _timestamp(_field(doc, "time", self.url), "time", self.url)
+        within = doc.get("within")
+        if within is not None:
+            if isinstance(within, bool) or not isinstance(within, int | float):
+                raise SourceError(f"{self.url}: field 'within' is not a number")
+            if not math.isfinite(within) or within < 0:
+                raise SourceError(f"{self.url}: field 'within' must be finite and >= 0")
+            at = datetime.now(UTC) + timedelta(seconds=within)
+            when = at if when is None else min(when, at)
+        return (WatchNotice(self.name, reason[:256], time=when),)
+
+
+# ------------------------------------------------------------------ spec
+
+
+def sources_from_spec(
+    spec: Sequence[object], *, environ: Mapping[str, str] | None = None
+) -> list[Source]:
+    """Build sources from a normalised ``watch`` option (see ``_config``).
+
+    Items: ``"auto"`` (``ecs`` when ``ECS_CONTAINER_METADATA_URI_V4`` is set;
+    ``ec2`` probed unless ``AWS_EC2_METADATA_DISABLED`` is true), ``"ecs"``,
+    ``"ec2"``, ``"url:<URL>"``, or a :class:`Source` object.
+    """
+    env = os.environ if environ is None else environ
+    ec2_disabled = env.get("AWS_EC2_METADATA_DISABLED", "").strip().lower() == "true"
+    out: list[Source] = []
+    names: set[str] = set()
+    for item in spec:
+        if not isinstance(item, str):
+            out.append(item)  # type: ignore[arg-type]  # checked by _config
+            continue
+        if item == "auto":
+            if env.get("ECS_CONTAINER_METADATA_URI_V4") and "ecs" not in names:
+                names.add("ecs")
+                out.append(EcsSource(environ=env))
+            if not ec2_disabled and "ec2" not in names:
+                names.add("ec2")
+                out.append(Ec2Source(environ=env, probe=True))
+        elif item == "ecs" and "ecs" not in names:
+            names.add("ecs")
+            out.append(EcsSource(environ=env))
+        elif item == "ec2" and "ec2" not in names:
+            names.add("ec2")
+            if ec2_disabled:
+                log_event(
+                    "warning",
+                    "watch.disabled",
+                    source="ec2",
+                    reason="AWS_EC2_METADATA_DISABLED is true",
+                )
+            else:
+                out.append(Ec2Source(environ=env))
+        elif item.startswith("url:"):
+            out.append(UrlSource(item[4:]))
+    return out
