@@ -16,7 +16,7 @@ from aiohttp import web
 
 __all__ = ["FakeState", "FaultKind", "Route", "build_app", "iso"]
 
-Route = Literal["task", "container", "token", "spot", "rebalance", "protection", "*"]
+Route = Literal["task", "container", "token", "spot", "rebalance", "protection", "notice", "*"]
 FaultKind = Literal["status", "garbage", "wrong", "slow", "huge", "reset", "throttle", "failure"]
 Recorder = Callable[[str, Route, str, int, float], None]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,8 +52,10 @@ class FakeState:
     desired_status: str = "RUNNING"
     spot_action: dict[str, str] | None = None
     rebalance: dict[str, str] | None = None
+    notice: dict[str, str] | None = None
     interrupted_at: float | None = None
     tokens: dict[str, float] = field(default_factory=dict)
+    issued: list[str] = field(default_factory=list)
     protection: dict[str, Any] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     log: list[Any] = field(default_factory=list)
@@ -77,8 +79,10 @@ class FakeState:
         with self.lock:
             if ecs:
                 self.desired_status = "STOPPED"
+            when = iso(now + timedelta(seconds=warning))
             if ec2:
-                self.spot_action = {"action": action, "time": iso(now + timedelta(seconds=warning))}
+                self.spot_action = {"action": action, "time": when}
+            self.notice = {"reason": f"fake interruption ({action})", "time": when}
             self.interrupted_at = time.monotonic()
 
     def flip_rebalance(self) -> None:
@@ -94,7 +98,7 @@ class FakeState:
         self.cancel_timers()
         with self.lock:
             self.known_status = self.desired_status = "RUNNING"
-            self.spot_action = self.rebalance = None
+            self.spot_action = self.rebalance = self.notice = None
             self.interrupted_at = None
             self.tokens.clear()
             self.protection.clear()
@@ -233,6 +237,7 @@ def build_app(state: FakeState, record: Recorder) -> web.Application:
         value = secrets.token_urlsafe(32)
         with state.lock:
             state.tokens[value] = time.monotonic() + int(raw)
+            state.issued.append(value)
         return web.Response(text=value, headers={"X-aws-ec2-metadata-token-ttl-seconds": raw})
 
     def metadata(attr: str) -> Handler:
@@ -246,6 +251,11 @@ def build_app(state: FakeState, record: Recorder) -> web.Application:
             return web.Response(text=json.dumps(doc), content_type="text/plain")
 
         return handler
+
+    async def notice(request: web.Request) -> web.StreamResponse:
+        with state.lock:
+            doc = state.notice
+        return web.Response(status=404) if doc is None else web.json_response(doc)
 
     async def get_protection(request: web.Request) -> web.StreamResponse:
         with state.lock:
@@ -299,6 +309,7 @@ def build_app(state: FakeState, record: Recorder) -> web.Application:
         "rebalance",
         metadata("rebalance"),
     )
+    add("GET", "/notice", "notice", notice)
     add("GET", "/api/{id}/task-protection/v1/state", "protection", get_protection)
     add("PUT", "/api/{id}/task-protection/v1/state", "protection", put_protection)
     return app

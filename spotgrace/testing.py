@@ -11,7 +11,9 @@ serving:
   answer shapes);
 - EC2 IMDSv2: ``PUT /latest/api/token``, ``GET
   /latest/meta-data/spot/instance-action`` and ``GET
-  /latest/meta-data/events/recommendations/rebalance``.
+  /latest/meta-data/events/recommendations/rebalance``;
+- a generic ``GET /notice`` for :class:`spotgrace.watch.UrlSource` (404 until
+  the interruption, then ``{"reason": ..., "time": ...}``).
 
 An interruption can be scheduled (:meth:`FakeEndpoints.interrupt`) and faults
 programmed per route (:meth:`FakeEndpoints.fail`)::
@@ -209,7 +211,7 @@ class FakeEndpoints:
         """Make the next ``times`` requests to ``route`` fail (``None`` = until cleared).
 
         ``route``: ``task``, ``container``, ``token``, ``spot``, ``rebalance``,
-        ``protection`` or ``*``. ``kind``: ``status`` (HTTP ``status`` with a
+        ``protection``, ``notice`` or ``*``. ``kind``: ``status`` (HTTP ``status`` with a
         JSON error body), ``garbage`` (200 with a body that is not JSON),
         ``wrong`` (200 with valid JSON of the wrong shape), ``slow`` (answer
         after ``delay`` s), ``huge`` (200 with ``size`` bytes), ``reset``
@@ -240,6 +242,11 @@ class FakeEndpoints:
         with self._state.lock:
             log = list(self._state.log)
         return [r for r in log if route is None or r.route == route]
+
+    def tokens_issued(self) -> list[str]:
+        """Every IMDSv2 token handed out so far (to check none is ever logged)."""
+        with self._state.lock:
+            return list(self._state.issued)
 
     @property
     def protection(self) -> Mapping[str, Any]:
