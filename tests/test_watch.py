@@ -89,7 +89,8 @@ def test_ecs_desired_stopped_is_a_notice_without_deadline(fake: FakeEndpoints) -
         watcher.close()
     (notice,) = got.notices
     assert notice.source == "ecs"
-    assert notice.time is None and notice.within() is None
+    assert notice.time is None
+    assert notice.within() is None
     assert "DesiredStatus=STOPPED" in notice.reason
 
 
@@ -101,9 +102,11 @@ def test_ec2_spot_notice_takes_its_deadline_from_time(fake: FakeEndpoints) -> No
     finally:
         watcher.close()
     (notice,) = got.notices
-    assert notice.source == "ec2" and notice.detail["action"] == "stop"
+    assert notice.source == "ec2"
+    assert notice.detail["action"] == "stop"
     within = notice.within()
-    assert within is not None and 90.0 < within <= 100.0
+    assert within is not None
+    assert 90.0 < within <= 100.0
 
 
 def test_notice_is_delivered_once_however_often_it_is_seen(fake: FakeEndpoints) -> None:
@@ -126,9 +129,11 @@ def test_url_source_notice_with_time(fake: FakeEndpoints) -> None:
     finally:
         watcher.close()
     (notice,) = got.notices
-    assert notice.source == "custom" and notice.reason.startswith("fake interruption")
+    assert notice.source == "custom"
+    assert notice.reason.startswith("fake interruption")
     within = notice.within()
-    assert within is not None and 50.0 < within <= 60.0
+    assert within is not None
+    assert 50.0 < within <= 60.0
 
 
 @pytest.mark.asyncio
@@ -144,7 +149,8 @@ async def test_runs_as_a_task_in_the_event_loop(fake: FakeEndpoints) -> None:
             await asyncio.sleep(0.02)
     finally:
         await watcher.aclose()
-    assert task.done() and len(got.notices) == 1
+    assert task.done()
+    assert len(got.notices) == 1
 
 
 # ---------------------------------------------------------------- IMDSv2 token
@@ -307,7 +313,8 @@ def test_rebalance_is_passed_to_the_callback_but_is_no_shutdown(fake: FakeEndpoi
         wait_for(lambda: len(fake.requests("rebalance")) >= 6)
     finally:
         watcher.close()
-    assert len(seen) == 1 and seen[0].kind == "rebalance"
+    assert len(seen) == 1
+    assert seen[0].kind == "rebalance"
     assert got.notices == []
 
 
