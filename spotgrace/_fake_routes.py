@@ -175,7 +175,8 @@ async def _apply_fault(fault: Fault, request: web.Request, state: FakeState) -> 
         await asyncio.sleep(fault.delay)
         return None
     if kind == "status":
-        return _error(fault.status, "ServerException", "injected fault")
+        code = "ServerException" if fault.status >= 500 else "ClientException"
+        return _error(fault.status, code, "injected fault")
     if kind == "garbage":
         return web.Response(body=b"<html>not json{{", content_type=JSON)
     if kind == "wrong":

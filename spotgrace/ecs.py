@@ -72,6 +72,10 @@ class _Retry(Exception):
     pass
 
 
+class _GaveUp(ProtectionError):
+    """No definite answer after every retry: the agent's state is unknown."""
+
+
 def _parse(status: int, body: bytes) -> ProtectionState:
     """Turn one agent answer into a state, or raise ProtectionError / _Retry."""
     try:
@@ -79,9 +83,7 @@ def _parse(status: int, body: bytes) -> ProtectionState:
     except (UnicodeDecodeError, ValueError):
         doc = None
     if not isinstance(doc, dict):
-        if status == 429 or status >= 500:
-            raise _Retry(f"HTTP {status}")
-        raise ProtectionError(f"ECS agent: HTTP {status} with an answer that is not JSON")
+        raise _Retry(f"ECS agent: HTTP {status} with an answer that is not a JSON object")
     error, failure, prot = doc.get("error"), doc.get("failure"), doc.get("protection")
     if isinstance(error, dict) or status != 200:
         err = error if isinstance(error, dict) else {}
@@ -142,7 +144,7 @@ class TaskProtection:
         self.timeout = timeout
         self.retries = retries
         self._count = 0
-        self._enabled = False
+        self._enabled: bool | None = False  # None: unknown (no answer)
         self._lock = threading.Lock()  # the count
         self._io = threading.Lock()  # one agent call at a time, in order
         self._stop_renewing = threading.Event()
@@ -173,7 +175,7 @@ class TaskProtection:
                 return _parse(answer.status, answer.body)
             except (_Retry, _fetch.FetchError) as exc:
                 if attempt == self.retries:
-                    raise ProtectionError(f"{exc} (gave up after {attempt + 1} attempts)") from None
+                    raise _GaveUp(f"{exc} (gave up after {attempt + 1} attempts)") from None
                 _logger.info("protection.retry", attempt=attempt + 1, error=str(exc))
                 time.sleep(delay * (1 + random.random()))
                 delay *= 2
@@ -194,6 +196,8 @@ class TaskProtection:
         try:
             state = self._call("PUT", body)
         except ProtectionError as exc:
+            if isinstance(exc, _GaveUp):
+                self._enabled = None  # unknown: the last exit will turn it off again
             _logger.warning("protection.failed", action=event, error=str(exc))
             if enabled and self.required and event == "protection.enabled":
                 raise

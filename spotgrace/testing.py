@@ -140,6 +140,12 @@ class FakeEndpoints:
         finally:
             self._state.cancel_timers()
             await runner.cleanup()
+            # Handlers still sleeping (a "slow" fault) end with the server.
+            current = asyncio.current_task()
+            rest = [t for t in asyncio.all_tasks() if t is not current]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
 
     def _record(self, method: str, route: Route, path: str, status: int, at: float) -> None:
         with self._state.lock:

@@ -175,7 +175,7 @@ def test_token_is_fetched_again_after_401(fake: FakeEndpoints) -> None:
         wait_for(lambda: got.notices)
     finally:
         watcher.close()
-    assert any(r.status == 401 for r in fake.requests("spot"))
+    assert any(r.status == 401 for r in fake.requests() if r.route in ("spot", "rebalance"))
     assert watcher.statistics()["ec2"]["errors"] == 0
 
 
