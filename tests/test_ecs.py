@@ -37,9 +37,16 @@ def test_enabled_inside_and_disabled_after(fake: FakeEndpoints) -> None:
 
 
 def test_disabled_after_an_exception(fake: FakeEndpoints) -> None:
-    with pytest.raises(KeyError), protect(environ=fake.env()):
-        assert fake.protection["ProtectionEnabled"] is True
-        raise KeyError("job failed")
+    seen: list[bool] = []
+
+    def job() -> None:
+        with protect(environ=fake.env()):
+            seen.append(fake.protection["ProtectionEnabled"])
+            raise KeyError("job failed")
+
+    with pytest.raises(KeyError):
+        job()
+    assert seen == [True]
     assert fake.protection["ProtectionEnabled"] is False
 
 
