@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import structlog
 
 from . import _fetch
 from ._errors import StateError
+from ._eventlog import emit
 
 if TYPE_CHECKING:
     from .watch import Source, WatchNotice
@@ -35,12 +35,7 @@ DEFAULT_INTERVAL = 5.0
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_WARN_EVERY = 60.0
 
-_logger = structlog.get_logger("spotgrace")
-
-
-def log_event(level: str, event: str, **fields: Any) -> None:
-    """Emit one structured spotgrace event."""
-    getattr(_logger, level)(event, **fields)
+log_event = emit
 
 
 @dataclass

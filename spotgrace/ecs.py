@@ -41,9 +41,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-import structlog
-
 from ._errors import SpotgraceError, StateError
+from ._eventlog import emit
 from ._hosts import check_url
 
 __all__ = ["ProtectionError", "ProtectionState", "TaskProtection", "protect"]
@@ -51,7 +50,6 @@ __all__ = ["ProtectionError", "ProtectionState", "TaskProtection", "protect"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_logger = structlog.get_logger("spotgrace")
 _RETRY_CODES = frozenset({"ThrottlingException", "TooManyRequestsException", "ServerException"})
 
 
@@ -176,7 +174,7 @@ class TaskProtection:
             except (_Retry, _fetch.FetchError) as exc:
                 if attempt == self.retries:
                     raise _GaveUp(f"{exc} (gave up after {attempt + 1} attempts)") from None
-                _logger.info("protection.retry", attempt=attempt + 1, error=str(exc))
+                emit("info", "protection.retry", attempt=attempt + 1, error=str(exc))
                 time.sleep(delay * (1 + random.random()))
                 delay *= 2
         raise AssertionError("unreachable")
@@ -198,12 +196,12 @@ class TaskProtection:
         except ProtectionError as exc:
             if isinstance(exc, _GaveUp):
                 self._enabled = None  # unknown: the last exit will turn it off again
-            _logger.warning("protection.failed", action=event, error=str(exc))
+            emit("warning", "protection.failed", action=event, error=str(exc))
             if enabled and self.required and event == "protection.enabled":
                 raise
             return
         self._enabled = enabled
-        _logger.info(event, expiration=state.expiration, minutes=self.minutes if enabled else None)
+        emit("info", event, expiration=state.expiration, minutes=self.minutes if enabled else None)
 
     def _sync_to_count(self, event: str) -> None:
         with self._io:
@@ -230,7 +228,7 @@ class TaskProtection:
             first = self._count == 1
         if self.url is None:
             if first:
-                _logger.info("protection.skipped", reason="ECS_AGENT_URI is not set")
+                emit("info", "protection.skipped", reason="ECS_AGENT_URI is not set")
             return
         try:
             self._sync_to_count("protection.enabled")
