@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 #: Modules that contribute a subcommand, in the order ``--help`` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("spotgrace._simulate",)
 
 
 def build_parser() -> argparse.ArgumentParser:
