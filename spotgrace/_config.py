@@ -58,6 +58,10 @@ class Options:
     signals: tuple[signal.Signals, ...] = field(
         default=(signal.SIGTERM, signal.SIGINT),
     )
+    #: Early-warning sources: ``"auto"``, ``"ecs"``, ``"ec2"``, ``"url:<URL>"``
+    #: or source objects (see ``spotgrace.watch``); empty = off.
+    watch: tuple[object, ...] = ()
+    watch_interval: float = 5.0
 
     @property
     def budget(self) -> float:
@@ -163,6 +167,42 @@ def _signals(name: str, raw: object, from_env: bool) -> tuple[signal.Signals, ..
     return tuple(out)
 
 
+def _watch(name: str, raw: object, from_env: bool) -> tuple[object, ...]:
+    from ._hosts import check_url
+
+    where = _where(name, "SPOTGRACE_" + name.upper(), from_env)
+    items: Sequence[object]
+    if isinstance(raw, str):
+        items = [p.strip() for p in raw.split(",") if p.strip()]
+    elif isinstance(raw, Sequence):
+        items = raw
+    else:
+        raise ConfigError(f"{where} must be auto, off, or a list of sources, got {raw!r}")
+    out: list[object] = []
+    for item in items:
+        if not isinstance(item, str):
+            if not (
+                isinstance(getattr(item, "name", None), str)
+                and callable(getattr(item, "poll", None))
+            ):
+                raise ConfigError(f"{where}: {item!r} is not a source (needs .name and .poll)")
+            out.append(item)
+            continue
+        text = item.strip()
+        if text.lower().startswith("url:"):
+            check_url(text[4:], what=where)
+            out.append("url:" + text[4:])
+        elif text.lower() in ("auto", "ecs", "ec2"):
+            out.append(text.lower())
+        elif text.lower() in ("off", "none") and len(items) == 1:
+            return ()
+        else:
+            raise ConfigError(
+                f"{where}: unknown source {item!r}; use auto, ecs, ec2, url:<URL> or off"
+            )
+    return tuple(out)
+
+
 def _pick(
     name: str,
     given: object,
@@ -190,6 +230,8 @@ def resolve_options(
     second_signal: Literal["exit", "ignore"] | None = None,
     interrupt: bool | None = None,
     signals: Sequence[signal.Signals | int | str] | None = None,
+    watch: str | Sequence[object] | None = None,
+    watch_interval: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Options:
     """Build validated :class:`Options`; ``None`` means "not given here".
@@ -238,6 +280,8 @@ def resolve_options(
     )
     it = _pick("interrupt", interrupt, env, _bool)
     sg = _pick("signals", signals, env, _signals)
+    wa = _pick("watch", watch, env, _watch)
+    wi = _pick("watch_interval", watch_interval, env, secs(allow_zero=False))
     return Options(
         stop_timeout=st,
         margin=mg,
@@ -249,4 +293,6 @@ def resolve_options(
         second_signal=d.second_signal if ss is None else ss,  # type: ignore[arg-type]
         interrupt=d.interrupt if it is None else it,
         signals=d.signals if sg is None else sg,
+        watch=d.watch if wa is None else wa,
+        watch_interval=d.watch_interval if wi is None else wi,
     )

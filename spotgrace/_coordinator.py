@@ -27,6 +27,7 @@ import structlog
 
 from ._config import Options
 from ._errors import ShutdownInterrupt, StateError
+from ._eventlog import write_event
 from ._flag import Flag
 from ._hooks import HookRegistry, default_registry, ordered, run_hooks
 from ._inflight import InflightTracker
@@ -107,8 +108,10 @@ class Coordinator:
         if notice is not None:
             fields.setdefault("source", notice.source)
             fields.setdefault("elapsed", round(self.clock() - notice.t0, 4))
+        level = _LEVELS.get(event, "info")
+        write_event(level, event, fields)  # SPOTGRACE_EVENTS_FILE, if set
         with contextlib.suppress(Exception):
-            getattr(self._log, _LEVELS.get(event, "info"))(event, **fields)
+            getattr(self._log, level)(event, **fields)
 
     # ------------------------------------------------------------------ budget
 

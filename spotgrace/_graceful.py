@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ._config import ExitCode, Options, resolve_options
 from ._coordinator import PLATFORM_SOURCES, Coordinator, Notice, State
@@ -19,6 +19,10 @@ from ._inflight import InflightScope
 from ._signals import Handler, install, restore
 from ._threads import start_daemon
 from ._watchdog import flush_logs
+from ._watching import make_watcher
+
+if TYPE_CHECKING:
+    from ._watcher import Watcher
 
 __all__ = ["AsyncGrace", "Grace", "Graceful", "graceful", "run"]
 
@@ -139,17 +143,24 @@ class Graceful:
         self._c = Coordinator(options, clock=clock)
         self._entered = False
         self._previous: dict[signal.Signals, Handler] = {}
+        self._watcher: Watcher | None = None
 
     def _open(self, *, sync: bool) -> None:
         if self._entered:
             raise StateError("a spotgrace.graceful() object can be entered only once")
         self._entered = True
+        self._watcher = make_watcher(self._c.options, self._c.request_shutdown)
         sigs = self._c.options.signals
         self._previous = install(sigs, self._c.handle_signal, owner_type=Coordinator)
         kick = None
         if sync and self._c.options.interrupt:
             kick = signal.SIGINT if signal.SIGINT in sigs else sigs[0]
         self._c.start(kick_signal=kick)
+        if self._watcher is not None:
+            if sync:
+                self._watcher.start_thread()
+            else:
+                self._watcher.start_task()
 
     def _close_begin(self, exc: BaseException | None) -> None:
         c = self._c
@@ -204,6 +215,8 @@ class Graceful:
         start_daemon(
             lambda: asyncio.run(self._c.finish(registries)), name="spotgrace-sequence"
         ).join()
+        if self._watcher is not None:
+            self._watcher.close()
         return self._close_end(exc)
 
     async def __aenter__(self) -> AsyncGrace:
@@ -219,6 +232,8 @@ class Graceful:
     ) -> bool:
         self._close_begin(exc)
         await self._c.finish(self._c.registries())
+        if self._watcher is not None:
+            await self._watcher.aclose()
         return self._close_end(exc)
 
 
@@ -234,6 +249,8 @@ def graceful(
     second_signal: Literal["exit", "ignore"] | None = None,
     interrupt: bool | None = None,
     signals: Sequence[signal.Signals | int | str] | None = None,
+    watch: str | Sequence[object] | None = None,
+    watch_interval: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Graceful:
     """Handle SIGTERM/SIGINT and run the shutdown sequence; ``with`` or ``async with``.
@@ -254,6 +271,8 @@ def graceful(
         second_signal=second_signal,
         interrupt=interrupt,
         signals=signals,
+        watch=watch,
+        watch_interval=watch_interval,
     )
     return Graceful(options, clock=clock)
 

@@ -273,6 +273,17 @@ def _report(outcome: Outcome, start: float, stop_timeout: float, out: TextIO) ->
     return 0 if ok else 1
 
 
+def _shortfall(summary: dict[str, Any]) -> str:
+    parts = []
+    if summary.get("drained") is False:
+        parts.append("in-flight work did not drain in time")
+    for key, what in (("timed_out", "timed out"), ("failed", "failed"), ("skipped", "skipped")):
+        n = summary.get(key)
+        if isinstance(n, int) and n > 0:
+            parts.append(f"{n} hook{'s' if n > 1 else ''} {what}")
+    return ", ".join(parts) or "see the events above"
+
+
 def _verdict(o: Outcome, stop_timeout: float) -> tuple[bool, str]:
     names = [e["event"] for e in o.events]
     started = "shutdown.started" in names
@@ -304,6 +315,12 @@ def _verdict(o: Outcome, stop_timeout: float) -> tuple[bool, str]:
         return False, f"the watchdog ended it at its deadline (code {code}): something was stuck"
     if code != 0:
         return False, f"it exited {took:.2f}s after SIGTERM with {_describe_code(code)}" + last
+    summary = next((e for e in reversed(o.events) if e["event"] == "shutdown.finished"), None)
+    if summary is not None and summary.get("clean") is False:
+        return False, (
+            f"exited with code 0 {took:.2f}s after SIGTERM, before the SIGKILL, but the "
+            f"shutdown was not clean: {_shortfall(summary)}"
+        )
     if not finished:
         return True, (
             f"exited with code 0 {took:.2f}s after SIGTERM ({spare:.2f}s before the SIGKILL), "

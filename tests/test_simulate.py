@@ -29,7 +29,18 @@ import time, spotgrace
 
 @spotgrace.on_shutdown(timeout=60)
 def stuck() -> None:
-    time.sleep(60)
+    time.sleep(60)  # a sync hook: timed out and left behind
+
+with spotgrace.graceful() as grace:
+    grace.wait()
+"""
+
+LOOP_BLOCKING_HOOK = """
+import time, spotgrace
+
+@spotgrace.on_shutdown(timeout=60)
+async def blocks_the_loop() -> None:
+    time.sleep(60)  # blocks the sequence's event loop: only the watchdog can end it
 
 with spotgrace.graceful() as grace:
     grace.wait()
@@ -92,9 +103,26 @@ def test_app_that_ignores_sigterm_is_killed_and_the_verdict_says_so() -> None:
     assert not pid_alive(int(match.group(1)))
 
 
-def test_stuck_hook_ends_with_the_watchdog_and_is_not_clean() -> None:
+def test_hook_timeout_exits_in_time_but_is_not_clean() -> None:
     proc = simulate(
         "--interrupt-after", "1", "--stop-timeout", "4", "--", sys.executable, "-c", STUCK_HOOK
+    )
+    assert proc.returncode == 1
+    assert "Verdict: NOT CLEAN: exited with code 0" in proc.stdout
+    assert "1 hook timed out" in proc.stdout
+    assert "hook.timeout" in timeline(proc.stdout)
+
+
+def test_loop_blocking_hook_ends_with_the_watchdog_and_is_not_clean() -> None:
+    proc = simulate(
+        "--interrupt-after",
+        "1",
+        "--stop-timeout",
+        "4",
+        "--",
+        sys.executable,
+        "-c",
+        LOOP_BLOCKING_HOOK,
     )
     assert proc.returncode == 1
     assert "Verdict: NOT CLEAN: the watchdog ended it" in proc.stdout
