@@ -48,7 +48,11 @@ def latency_runs(runs: int, interval: float) -> list[float]:
         for _ in range(runs):
             fake.reset()
             with spotgrace.graceful(
-                watch=["ecs", "ec2"], watch_interval=interval, signals=(), stop_timeout=30
+                watch=["ecs", "ec2"],
+                watch_interval=interval,
+                signals=(),
+                stop_timeout=30,
+                exit_code="return",  # keep this process (and its watchdog) for the next run
             ) as grace:
                 time.sleep(random.uniform(0.5, 0.5 + interval))  # a random phase
                 fake.interrupt()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -463,3 +464,140 @@ def test_import_spotgrace_does_not_import_httpx_or_aiohttp() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- graceful(watch=...)
+# In-process blocks use exit_code="return": a watch notice is a platform stop,
+# after which the default policy raises SystemExit and leaves the watchdog armed
+# for the interpreter's exit; in a test process that would end pytest itself.
+# The default policy (exit 0) is covered end to end in test_simulate.py.
+
+
+def test_graceful_watch_starts_the_shutdown_with_the_notice_deadline(
+    fake: FakeEndpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spotgrace
+
+    for key, value in fake.env().items():
+        monkeypatch.setenv(key, value)
+    seen: dict[str, object] = {}
+
+    def app() -> None:
+        with spotgrace.graceful(
+            watch=["ec2"], watch_interval=FAST, signals=(), stop_timeout=60, exit_code="return"
+        ) as grace:
+            fake.interrupt(warning=20.0)
+            seen["stopped"] = grace.wait(timeout=15)
+            seen["notice"] = grace.notice
+            seen["remaining"] = grace.remaining()
+
+    app()
+    assert seen["stopped"] is True
+    notice = seen["notice"]
+    assert isinstance(notice, spotgrace.Notice)
+    assert notice.source == "watch"
+    assert "instance-action" in notice.reason
+    remaining = seen["remaining"]
+    assert isinstance(remaining, float)
+    assert 10.0 < remaining < 20.0  # min(60 - margin, 20 - margin): the Spot time wins
+
+
+def test_graceful_watch_from_the_environment(
+    fake: FakeEndpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spotgrace
+
+    for key, value in fake.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SPOTGRACE_WATCH", "ecs")
+    monkeypatch.setenv("SPOTGRACE_WATCH_INTERVAL", str(FAST))
+    seen: list[object] = []
+
+    def app() -> None:
+        with spotgrace.graceful(signals=(), exit_code="return") as grace:
+            seen.extend([grace.options.watch, grace.options.watch_interval])
+            fake.interrupt()
+            seen.append(grace.wait(timeout=15))
+
+    app()
+    assert seen == [("ecs",), FAST, True]
+    assert len(fake.requests("spot")) == 0  # only the ECS source was polled
+
+
+@pytest.mark.asyncio
+async def test_async_graceful_watch_polls_in_the_event_loop(
+    fake: FakeEndpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spotgrace
+
+    monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", fake.env()["ECS_CONTAINER_METADATA_URI_V4"])
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    seen: list[object] = []
+
+    async def app() -> None:
+        async with spotgrace.graceful(
+            watch="auto", watch_interval=FAST, signals=(), exit_code="return"
+        ) as grace:
+            seen.append({t.get_name() for t in asyncio.all_tasks()})
+            await asyncio.to_thread(fake.interrupt)
+            seen.append(await grace.wait(timeout=15))
+
+    await app()
+    assert "spotgrace-watch" in seen[0]  # type: ignore[operator]
+    assert seen[1] is True
+    assert not any(t.get_name() == "spotgrace-watch" for t in asyncio.all_tasks())
+
+
+def test_graceful_without_watch_polls_nothing(
+    fake: FakeEndpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spotgrace
+
+    for key, value in fake.env().items():
+        monkeypatch.setenv(key, value)
+    with spotgrace.graceful(signals=()) as grace:
+        assert grace.options.watch == ()
+        time.sleep(0.3)
+    assert fake.requests() == []
+
+
+def test_watcher_thread_stops_with_the_block(
+    fake: FakeEndpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spotgrace
+
+    monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", fake.env()["ECS_CONTAINER_METADATA_URI_V4"])
+    with spotgrace.graceful(watch="ecs", watch_interval=FAST, signals=()):
+        wait_for(lambda: len(fake.requests("task")) >= 2)
+    assert not any(t.name == "spotgrace-watch" for t in threading.enumerate())
+    polls = len(fake.requests("task"))
+    time.sleep(0.3)
+    assert len(fake.requests("task")) == polls
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"watch": "gce"}, "unknown source"),
+        ({"watch": "url:http://198.51.100.7/notice"}, "refusing to contact"),
+        ({"watch": ["ecs", 42]}, "not a source"),
+        ({"watch_interval": 0}, "watch_interval"),
+        ({"watch_interval": -1}, "watch_interval"),
+    ],
+)
+def test_bad_watch_options_are_config_errors(kwargs: dict[str, object], message: str) -> None:
+    import spotgrace
+
+    with pytest.raises(ConfigError, match=message):
+        spotgrace.graceful(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_ecs_variable_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import spotgrace
+
+    monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", "http://198.51.100.7/v4/x")
+    before = signal.getsignal(signal.SIGTERM)
+    block = spotgrace.graceful(watch="ecs")
+    with pytest.raises(ConfigError, match="ECS_CONTAINER_METADATA_URI_V4"):
+        block.__enter__()
+    assert signal.getsignal(signal.SIGTERM) is before  # refused before installing anything
