@@ -32,28 +32,29 @@ class Answer:
     body: bytes
 
 
-def _client_kwargs(timeout: float) -> dict[str, object]:
+def _client_kwargs(timeout: float, *, keepalive: bool) -> dict[str, object]:
     # trust_env=False: an HTTP(S)_PROXY meant for the internet must never see
-    # metadata requests (nor IMDS tokens). Connections are not kept alive: one
-    # request every few seconds does not need a pool, and a fresh connection
-    # recovers by itself from a reset.
+    # metadata requests (nor IMDS tokens). The pollers keep connections alive
+    # between polls (it saves a third of the CPU per poll); one that broke is
+    # dropped by httpx and the next poll opens a new one.
+    pool = 4 if keepalive else 0
     return {
         "trust_env": False,
         "follow_redirects": False,
         "timeout": httpx.Timeout(timeout),
-        "limits": httpx.Limits(max_keepalive_connections=0),
+        "limits": httpx.Limits(max_keepalive_connections=pool, keepalive_expiry=60),
         "headers": {"Accept-Encoding": "identity", "User-Agent": "spotgrace"},
     }
 
 
 def async_client(timeout: float) -> httpx.AsyncClient:
     """An AsyncClient configured for metadata endpoints."""
-    return httpx.AsyncClient(**_client_kwargs(timeout))  # type: ignore[arg-type]
+    return httpx.AsyncClient(**_client_kwargs(timeout, keepalive=True))  # type: ignore[arg-type]
 
 
 def sync_client(timeout: float) -> httpx.Client:
-    """A Client configured for metadata endpoints."""
-    return httpx.Client(**_client_kwargs(timeout))  # type: ignore[arg-type]
+    """A Client configured for metadata endpoints (no keep-alive: calls are rare)."""
+    return httpx.Client(**_client_kwargs(timeout, keepalive=False))  # type: ignore[arg-type]
 
 
 def _too_big(response: httpx.Response, max_body: int) -> bool:

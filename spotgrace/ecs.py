@@ -259,6 +259,10 @@ class TaskProtection:
             renewer.join(self.timeout * (self.retries + 1) + 5)
         if self.url is not None and last:
             self._sync_to_count("protection.disabled")
+            with self._io:
+                client, self._client = self._client, None
+            if client is not None:
+                client.close()
 
     def protect(self) -> protect:
         """A ``with``/``async with``/decorator block counted on this object."""
