@@ -10,11 +10,12 @@
    (watcher in a daemon thread). Goal: at most interval + 100 ms.
 2. Poller CPU: a child process runs ``graceful(watch=...)`` at the default
    interval (5 s) against a fake server in *this* process, for
-   ``--cpu-seconds``; its CPU time (getrusage user+sys, from after start-up to
-   the end) minus that of the same child without watching, divided by the
-   wall time, is the poller's share of one core; x 3600 = CPU-seconds per
-   hour. A second child polls every 0.05 s to get the CPU cost of one poll
-   cycle with more resolution; x 720 cycles = the per-hour cost at 5 s.
+   ``--cpu-seconds``, once per source set (``ecs``, ``ec2``, ``ecs,ec2``);
+   its CPU time (getrusage user+sys, from after start-up to the end) minus
+   that of the same child with ``watch="off"``, divided by the wall time, is
+   the poller's share of one core; x 3600 = CPU-seconds per hour. Another
+   child polls every 0.05 s for more resolution: CPU per poll cycle x 720
+   cycles = the per-hour cost at 5 s.
 
 Nothing leaves 127.0.0.1.
 """
@@ -22,6 +23,7 @@ Nothing leaves 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -70,8 +72,7 @@ def cpu_child(mode: str, interval: float, seconds: float) -> None:
     """Run in a child process: report CPU seconds over ``seconds`` of wall time."""
     import spotgrace
 
-    watch = ["ecs", "ec2"] if mode == "watch" else "off"
-    with spotgrace.graceful(watch=watch, watch_interval=interval, signals=()) as grace:
+    with spotgrace.graceful(watch=mode, watch_interval=interval, signals=()) as grace:
         time.sleep(1.0)  # let start-up finish before measuring
         cpu0, wall0 = _cpu(), time.monotonic()
         grace.wait(timeout=seconds)
@@ -98,7 +99,7 @@ def main() -> None:
     parser.add_argument("--cpu-seconds", type=float, default=60.0)
     parser.add_argument("--skip-cpu", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
-    parser.add_argument("--cpu-child", choices=["watch", "idle"], help=argparse.SUPPRESS)
+    parser.add_argument("--cpu-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cpu_child:
         cpu_child(args.cpu_child, args.interval, args.cpu_seconds)
@@ -124,30 +125,35 @@ def main() -> None:
         with FakeEndpoints() as fake:
             results: dict[str, dict[str, float]] = {}
             cycles: dict[str, int] = {}
-            for name, mode, interval, secs in (  # one after the other: no competition
-                ("idle", "idle", 5.0, args.cpu_seconds),
-                ("watch@5s", "watch", 5.0, args.cpu_seconds),
-                ("watch@0.05s", "watch", 0.05, min(args.cpu_seconds, 20.0)),
-            ):
-                before = len(fake.requests("task"))
-                results[name] = run_child(fake, mode, interval, secs)
-                cycles[name] = len(fake.requests("task")) - before
-        idle, slow, fast = results["idle"], results["watch@5s"], results["watch@0.05s"]
+            runs = [("off", 5.0, args.cpu_seconds)]
+            runs += [(spec, 5.0, args.cpu_seconds) for spec in ("ecs", "ec2", "ecs,ec2")]
+            runs += [("ecs,ec2@fast", 0.05, min(args.cpu_seconds, 20.0))]
+            for name, interval, secs in runs:  # one after the other: no competition
+                before = len(fake.requests("spot")) + len(fake.requests("task"))
+                results[name] = run_child(fake, name.split("@")[0], interval, secs)
+                cycles[name] = len(fake.requests("spot")) + len(fake.requests("task")) - before
+        idle = results["off"]
         idle_rate = idle["cpu"] / idle["wall"]
-        per_s = max(0.0, slow["cpu"] / slow["wall"] - idle_rate)
-        print(f"poller CPU at the default 5 s interval, {slow['wall']:.0f} s measured:")
+        sniffio = importlib.util.find_spec("sniffio") is not None
         print(
-            f"  CPU over the period: idle child {idle['cpu'] * 1000:.1f} ms, "
-            f"watching child {slow['cpu'] * 1000:.1f} ms ({cycles['watch@5s']} poll cycles)"
+            f"poller CPU at the default 5 s interval ({'with' if sniffio else 'without'} sniffio):"
         )
-        print(f"  => {per_s * 3600:.2f} CPU-s per hour = {per_s * 100:.4f}% of one core")
-        n = max(1, cycles["watch@0.05s"])
+        print(f"  no watch: {idle['cpu'] * 1000:.1f} ms CPU in {idle['wall']:.0f} s")
+        for spec in ("ecs", "ec2", "ecs,ec2"):
+            r = results[spec]
+            per_s = max(0.0, r["cpu"] / r["wall"] - idle_rate)
+            print(
+                f"  watch={spec:<8} {r['cpu'] * 1000:6.1f} ms CPU in {r['wall']:.0f} s "
+                f"({cycles[spec]} polls) => {per_s * 3600:.2f} CPU-s/hour "
+                f"= {per_s * 100:.4f}% of one core"
+            )
+        fast = results["ecs,ec2@fast"]
+        n = max(1, cycles["ecs,ec2@fast"] // 2)
         per_cycle = max(0.0, fast["cpu"] - idle_rate * fast["wall"]) / n
         print(
-            f"  cross-check: polling every 0.05 s for {fast['wall']:.0f} s, {n} cycles "
-            f"(ECS task + IMDS spot + rebalance): {per_cycle * 1000:.2f} ms CPU per cycle; "
-            f"x 720 cycles/h at 5 s = {per_cycle * 720:.2f} CPU-s per hour "
-            f"= {per_cycle * 720 / 36:.4f}% of one core"
+            f"  cross-check: watch=ecs,ec2 every 0.05 s for {fast['wall']:.0f} s, ~{n} cycles: "
+            f"{per_cycle * 1000:.2f} ms CPU per cycle; x 720 cycles/h at 5 s = "
+            f"{per_cycle * 720:.2f} CPU-s/hour = {per_cycle * 720 / 36:.4f}% of one core"
         )
 
 

@@ -195,7 +195,9 @@ class EcsSource:
 class Ec2Source:
     """EC2 IMDSv2: Spot ``instance-action`` and rebalance recommendations.
 
-    The session token (``token_ttl`` s) is cached, refreshed a minute before it
+    The recommendation is advisory, so it is checked on every
+    ``rebalance_every``-th poll only (every 30 s at the default 5 s interval),
+    which keeps the polling cost down. The session token (``token_ttl`` s) is cached, refreshed a minute before it
     expires and fetched again after a 401; it is never logged. With
     ``probe=True`` (what ``watch="auto"`` uses) a first token request that gets
     no answer means "not on EC2" and polling stops quietly.
@@ -208,6 +210,7 @@ class Ec2Source:
         endpoint: str | None = None,
         *,
         rebalance: bool = True,
+        rebalance_every: int = 6,
         on_rebalance: Callable[[WatchNotice], object] | None = None,
         shutdown_on_rebalance: bool = False,
         token_ttl: int = 21600,
@@ -227,6 +230,10 @@ class Ec2Source:
         if not 1 <= token_ttl <= 21600:
             raise ValueError(f"token_ttl must be 1..21600 s, got {token_ttl!r}")
         self.rebalance = rebalance or shutdown_on_rebalance
+        if rebalance_every < 1:
+            raise ValueError(f"rebalance_every must be >= 1, got {rebalance_every!r}")
+        self.rebalance_every = rebalance_every
+        self._polls = 0
         self.on_rebalance = on_rebalance
         self.shutdown_on_rebalance = shutdown_on_rebalance
         self.token_ttl = token_ttl
@@ -286,7 +293,8 @@ class Ec2Source:
             notices.append(
                 WatchNotice(self.name, reason, time=when, detail={"action": action}),
             )
-        if self.rebalance:
+        self._polls += 1
+        if self.rebalance and (self._polls - 1) % self.rebalance_every == 0:
             rebalance = await self._get(fetch, REBALANCE_PATH)
             if rebalance is not None:
                 notices.extend(self._on_rebalance(rebalance))

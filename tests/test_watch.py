@@ -319,6 +319,20 @@ def test_rebalance_is_passed_to_the_callback_but_is_no_shutdown(fake: FakeEndpoi
     assert got.notices == []
 
 
+@pytest.mark.asyncio
+async def test_rebalance_is_checked_on_every_nth_poll(fake: FakeEndpoints) -> None:
+    source = Ec2Source(environ=fake.env(), rebalance_every=3)
+    async with async_client(2.0) as client:
+
+        async def get(method: str, url: str, *, headers: object = None) -> Answer:
+            return await fetch(client, method, url, time_limit=2.0, headers=headers)  # type: ignore[arg-type]
+
+        for _ in range(7):
+            await source.poll(get)
+    assert len(fake.requests("spot")) == 7
+    assert len(fake.requests("rebalance")) == 3  # polls 1, 4 and 7
+
+
 def test_rebalance_shuts_down_when_asked(fake: FakeEndpoints) -> None:
     watcher, got = running([Ec2Source(environ=fake.env(), shutdown_on_rebalance=True)])
     try:
