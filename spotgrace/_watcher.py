@@ -22,6 +22,7 @@ import httpx
 from . import _fetch
 from ._errors import StateError
 from ._eventlog import emit
+from ._strict import SourceUnavailable
 
 if TYPE_CHECKING:
     from .watch import Source, WatchNotice
@@ -81,6 +82,9 @@ class Watcher:
         if not timeout > 0 or max_body < 1:
             raise ValueError("timeout must be > 0 and max_body >= 1")
         self.sources = tuple(sources)
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
         self.on_notice = on_notice
         self.interval = interval
         self.jitter = jitter
@@ -136,8 +140,6 @@ class Watcher:
 
     async def _poll_forever(self, source: Source, fetch: Any) -> None:
         state = self._stats[source.name]
-        from .watch import SourceUnavailable
-
         while True:
             started = self._clock()
             wait = self.interval

@@ -27,7 +27,6 @@ contacted unless a host is listed in ``allow_hosts``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -36,8 +35,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from ._errors import ConfigError
 from ._fetch import Answer
 from ._hosts import check_url
+from ._strict import SourceError, SourceUnavailable, expect, parse_object, string_field, timestamp
 from ._watcher import DEFAULT_INTERVAL, Watcher, log_event
 
 __all__ = [
@@ -59,14 +60,6 @@ IMDS_IPV6 = "http://[fd00:ec2::254]"
 SPOT_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 SPOT_ACTIONS = frozenset({"terminate", "stop", "hibernate"})
-
-
-class SourceError(Exception):
-    """A poll failed (bad status, bad JSON, transport error); retried with backoff."""
-
-
-class SourceUnavailable(SourceError):
-    """The source does not exist here (an ``auto`` probe failed); polling it stops."""
 
 
 @dataclass(frozen=True)
@@ -114,46 +107,6 @@ class Source(Protocol):
     def poll(self, fetch: Fetch) -> Awaitable[Sequence[WatchNotice]]: ...
 
 
-# ------------------------------------------------------------------ parsing
-
-
-def parse_object(answer: Answer, url: str) -> dict[str, Any]:
-    """Strict JSON: UTF-8, no NaN/Infinity, a JSON object at the top."""
-
-    def no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
-    try:
-        doc = json.loads(answer.body.decode("utf-8"), parse_constant=no_constants)
-    except (UnicodeDecodeError, ValueError):
-        raise SourceError(f"{url}: answer is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise SourceError(f"{url}: expected a JSON object, got {type(doc).__name__}")
-    return doc
-
-
-def _field(doc: Mapping[str, Any], key: str, url: str) -> str:
-    value = doc.get(key)
-    if not isinstance(value, str) or not value or len(value) > 256:
-        raise SourceError(f"{url}: field {key!r} missing or not a short string")
-    return value
-
-
-def _timestamp(text: str, key: str, url: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise SourceError(f"{url}: field {key!r} is not an ISO 8601 time: {text!r}") from None
-    if when.tzinfo is None:
-        raise SourceError(f"{url}: field {key!r} has no time zone: {text!r}")
-    return when.astimezone(UTC)
-
-
-def _expect(answer: Answer, url: str, ok: Collection[int]) -> None:
-    if answer.status not in ok:
-        raise SourceError(f"{url}: HTTP {answer.status}")
-
-
 # ------------------------------------------------------------------ sources
 
 
@@ -176,15 +129,17 @@ class EcsSource:
         env = os.environ if environ is None else environ
         uri = uri if uri is not None else env.get("ECS_CONTAINER_METADATA_URI_V4", "")
         what = "ECS task metadata (ECS_CONTAINER_METADATA_URI_V4)"
+        if not uri:
+            raise ConfigError(f"{what} is not set: not on ECS? watch='auto' watches what exists")
         self.url = check_url(uri, what=what, allow_hosts=allow_hosts) + "/task"
 
     async def poll(self, fetch: Fetch) -> Sequence[WatchNotice]:
         """One look at the task metadata."""
         answer = await fetch("GET", self.url)
-        _expect(answer, self.url, (200,))
+        expect(answer, self.url, (200,))
         doc = parse_object(answer, self.url)
-        desired = _field(doc, "DesiredStatus", self.url)
-        known = _field(doc, "KnownStatus", self.url)
+        desired = string_field(doc, "DesiredStatus", self.url)
+        known = string_field(doc, "KnownStatus", self.url)
         if desired != "STOPPED" or known == "STOPPED":
             return ()
         reason = f"ECS task metadata: DesiredStatus=STOPPED while KnownStatus={known}"
@@ -251,7 +206,7 @@ class Ec2Source:
         headers = {"X-aws-ec2-metadata-token-ttl-seconds": str(self.token_ttl)}
         try:
             answer = await fetch("PUT", url, headers=headers)
-            _expect(answer, url, (200,))
+            expect(answer, url, (200,))
         except Exception as exc:
             if self.probe and not self._reached:
                 raise SourceUnavailable(f"no EC2 instance metadata here ({exc})") from None
@@ -275,7 +230,7 @@ class Ec2Source:
                 continue
             if answer.status == 404:
                 return None
-            _expect(answer, url, (200,))
+            expect(answer, url, (200,))
             return parse_object(answer, url)
         raise SourceError(f"{url}: HTTP 401 with a fresh token")
 
@@ -285,10 +240,10 @@ class Ec2Source:
         doc = await self._get(fetch, SPOT_PATH)
         if doc is not None:
             url = self.endpoint + SPOT_PATH
-            action = _field(doc, "action", url)
+            action = string_field(doc, "action", url)
             if action not in SPOT_ACTIONS:
                 raise SourceError(f"{url}: unknown action {action!r}")
-            when = _timestamp(_field(doc, "time", url), "time", url)
+            when = timestamp(string_field(doc, "time", url), "time", url)
             reason = f"EC2 Spot instance-action: {action} at {when:%Y-%m-%dT%H:%M:%SZ}"
             notices.append(
                 WatchNotice(self.name, reason, time=when, detail={"action": action}),
@@ -302,8 +257,8 @@ class Ec2Source:
 
     def _on_rebalance(self, doc: Mapping[str, Any]) -> Sequence[WatchNotice]:
         url = self.endpoint + REBALANCE_PATH
-        raw = _field(doc, "noticeTime", url)
-        _timestamp(raw, "noticeTime", url)  # validated, not used: a recommendation has no deadline
+        raw = string_field(doc, "noticeTime", url)
+        timestamp(raw, "noticeTime", url)  # validated, not used: a recommendation has no deadline
         reason = f"EC2 rebalance recommendation at {raw}"
         notice = WatchNotice(self.name, reason, kind="rebalance", time=None, detail={"at": raw})
         if raw == self._rebalance_seen:
@@ -342,14 +297,14 @@ class UrlSource:
         answer = await fetch("GET", self.url, headers=self.headers)
         if answer.status in (204, 404):
             return ()
-        _expect(answer, self.url, (200,))
+        expect(answer, self.url, (200,))
         doc = parse_object(answer, self.url)
         reason = doc.get("reason", f"notice from {self.name}")
         if not isinstance(reason, str):
             raise SourceError(f"{self.url}: field 'reason' is not a string")
         when: datetime | None = None
         if "time" in doc:
-            when = _timestamp(_field(doc, "time", self.url), "time", self.url)
+            when = timestamp(string_field(doc, "time", self.url), "time", self.url)
         within = doc.get("within")
         if within is not None:
             if isinstance(within, bool) or not isinstance(within, int | float):
@@ -403,5 +358,6 @@ def sources_from_spec(
             else:
                 out.append(Ec2Source(environ=env))
         elif item.startswith("url:"):
-            out.append(UrlSource(item[4:]))
+            n = sum(isinstance(s, UrlSource) for s in out)
+            out.append(UrlSource(item[4:], name="url" if n == 0 else f"url-{n + 1}"))
     return out
