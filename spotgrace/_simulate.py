@@ -144,9 +144,10 @@ def simulate(
             env.setdefault("SPOTGRACE_WATCH_INTERVAL", "1")
         start = time.time()
 
-        def note(text: str) -> None:
-            outcome.timeline.append((time.time(), "simulate", text))
-            out.write(f"[simulate +{time.time() - start:6.2f}s] {text}\n")
+        def note(text: str, at: float | None = None) -> None:
+            at = time.time() if at is None else at  # `at`: taken just before the action
+            outcome.timeline.append((at, "simulate", text))
+            out.write(f"[simulate +{at - start:6.2f}s] {text}\n")
             out.flush()
 
         note(f"starting {' '.join(command)} (fake ECS/EC2 endpoints on {fake.url})")
@@ -201,22 +202,27 @@ def _drive(
 
     if wait(interrupt_after):
         return
+    at = time.time()
     fake.interrupt(warning=warning + stop_timeout)
     note(
         "interruption: task metadata DesiredStatus=STOPPED, IMDS spot/instance-action "
-        f"terminate in {warning + stop_timeout:g}s"
+        f"terminate in {warning + stop_timeout:g}s",
+        at,
     )
     if warning > 0 and wait(warning):
         return
-    os.kill(proc.pid, signal.SIGTERM)
     outcome.sigterm_at = time.time()
-    note(f"SIGTERM sent to pid {proc.pid} (as ECS does); SIGKILL in {stop_timeout:g}s")
+    os.kill(proc.pid, signal.SIGTERM)
+    note(
+        f"SIGTERM sent to pid {proc.pid} (as ECS does); SIGKILL in {stop_timeout:g}s",
+        outcome.sigterm_at,
+    )
     if wait(stop_timeout):
         _kill_group(proc)  # like the container runtime: nothing outlives PID 1
         return
-    _kill_group(proc)
     outcome.killed_at = time.time()
-    note("stop timeout reached: SIGKILL sent to the process group (as ECS does)")
+    _kill_group(proc)
+    note("stop timeout reached: SIGKILL sent to the process group (as ECS does)", outcome.killed_at)
     proc.wait()
     outcome.returncode = proc.returncode
 

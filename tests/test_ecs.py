@@ -21,52 +21,56 @@ def fake() -> Iterator[FakeEndpoints]:
         yield server
 
 
+def enabled(fake: FakeEndpoints) -> object:
+    return fake.protection.get("ProtectionEnabled")
+
+
 def puts(fake: FakeEndpoints) -> list[int]:
     return [r.status for r in fake.requests("protection") if r.method == "PUT"]
 
 
 def test_enabled_inside_and_disabled_after(fake: FakeEndpoints) -> None:
     with protect(minutes=30, environ=fake.env()) as protection:
-        assert fake.protection["ProtectionEnabled"] is True
+        assert enabled(fake) is True
         state = protection.state()
         assert state is not None
         assert state.enabled
         assert state.expiration is not None
-    assert fake.protection["ProtectionEnabled"] is False
+    assert enabled(fake) is False
     assert puts(fake) == [200, 200]
 
 
 def test_disabled_after_an_exception(fake: FakeEndpoints) -> None:
-    seen: list[bool] = []
+    seen: list[object] = []
 
     def job() -> None:
         with protect(environ=fake.env()):
-            seen.append(fake.protection["ProtectionEnabled"])
+            seen.append(enabled(fake))
             raise KeyError("job failed")
 
     with pytest.raises(KeyError):
         job()
     assert seen == [True]
-    assert fake.protection["ProtectionEnabled"] is False
+    assert enabled(fake) is False
 
 
 @pytest.mark.asyncio
 async def test_async_with(fake: FakeEndpoints) -> None:
     async with protect(minutes=5, environ=fake.env()):
-        assert fake.protection["ProtectionEnabled"] is True
-    assert fake.protection["ProtectionEnabled"] is False
+        assert enabled(fake) is True
+    assert enabled(fake) is False
 
 
 def test_decorator_on_a_sync_function(fake: FakeEndpoints) -> None:
     @protect(environ=fake.env())
     def job(x: int) -> int:
-        assert fake.protection["ProtectionEnabled"] is True
+        assert enabled(fake) is True
         return x * 2
 
     assert job(21) == 42
     assert job(1) == 2
     assert job.__name__ == "job"
-    assert fake.protection["ProtectionEnabled"] is False
+    assert enabled(fake) is False
     assert puts(fake) == [200, 200, 200, 200]
 
 
@@ -74,12 +78,12 @@ def test_decorator_on_a_sync_function(fake: FakeEndpoints) -> None:
 async def test_decorator_on_an_async_function(fake: FakeEndpoints) -> None:
     @protect(environ=fake.env())
     async def job() -> str:
-        assert fake.protection["ProtectionEnabled"] is True
+        assert enabled(fake) is True
         await asyncio.sleep(0)
         return "done"
 
     assert await job() == "done"
-    assert fake.protection["ProtectionEnabled"] is False
+    assert enabled(fake) is False
 
 
 def test_overlapping_blocks_enable_once_and_disable_on_the_last_exit(
@@ -98,11 +102,11 @@ def test_overlapping_blocks_enable_once_and_disable_on_the_last_exit(
     for t in threads:
         t.start()
     inside.wait(10)
-    assert fake.protection["ProtectionEnabled"] is True
+    assert enabled(fake) is True
     release.set()
     for t in threads:
         t.join(10)
-    assert fake.protection["ProtectionEnabled"] is False
+    assert enabled(fake) is False
     assert puts(fake) == [200, 200]  # one enable, one disable
 
 
@@ -111,10 +115,10 @@ def test_long_work_is_re_extended(fake: FakeEndpoints) -> None:
         deadline = time.monotonic() + 15
         while len(puts(fake)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert fake.protection["ProtectionEnabled"] is True
+        assert enabled(fake) is True
     assert len(puts(fake)) >= 4  # enable, >= 2 renewals, disable
     assert any(e["event"] == "protection.extended" for e in logs)
-    assert fake.protection["ProtectionEnabled"] is False
+    assert enabled(fake) is False
 
 
 def test_failure_body_is_logged_and_the_work_runs(fake: FakeEndpoints) -> None:
@@ -139,7 +143,7 @@ def test_failure_body_raises_when_protection_is_required(fake: FakeEndpoints) ->
 def test_throttling_is_retried_with_backoff(fake: FakeEndpoints) -> None:
     fake.fail("protection", "throttle", times=2)
     with protect(environ=fake.env()):
-        assert fake.protection["ProtectionEnabled"] is True
+        assert enabled(fake) is True
     assert puts(fake) == [400, 400, 200, 200]
 
 
