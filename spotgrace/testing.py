@@ -146,6 +146,10 @@ class FakeEndpoints:
             for task in rest:
                 task.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
+            # Let the closed transports' connection_lost callbacks run before
+            # the loop closes (else: "unclosed transport" ResourceWarnings).
+            for _ in range(3):
+                await asyncio.sleep(0.01)
 
     def _record(self, method: str, route: Route, path: str, status: int, at: float) -> None:
         with self._state.lock:
