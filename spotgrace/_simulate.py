@@ -6,7 +6,9 @@
 
 It starts the fake endpoints (:mod:`spotgrace.testing`) and runs the command
 with the ``ECS_*`` / ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` variables pointing
-at them, ``SPOTGRACE_STOP_TIMEOUT`` set (unless already set) and
+at them, the directory of the running Python first on ``PATH`` (so that
+``python`` means this interpreter and its virtual environment),
+``SPOTGRACE_STOP_TIMEOUT`` set (unless already set) and
 ``SPOTGRACE_EVENTS_FILE`` naming a file where spotgrace in the app writes its
 events. Then it does what ECS does: at ``--interrupt-after`` the task metadata
 says ``DesiredStatus: STOPPED`` and IMDS answers ``spot/instance-action``;
@@ -139,6 +141,9 @@ def simulate(
         env = {**os.environ, **fake.env(), EVENTS_FILE_ENV: str(events_path)}
         env.setdefault("SPOTGRACE_STOP_TIMEOUT", f"{stop_timeout:g}")
         env["PYTHONUNBUFFERED"] = "1"
+        # `python` in the command means the interpreter running simulate (its venv).
+        bindir = os.path.dirname(sys.executable)
+        env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")]).rstrip(os.pathsep)
         if watch:
             env.setdefault("SPOTGRACE_WATCH", "ecs,ec2")
             env.setdefault("SPOTGRACE_WATCH_INTERVAL", "1")
