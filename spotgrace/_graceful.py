@@ -257,6 +257,8 @@ def graceful(
 
     Every option left as ``None`` comes from its ``SPOTGRACE_<NAME>`` environment
     variable, else its default; bad values raise :class:`ConfigError` here.
+    ``watch`` (``"auto"``, ``["ecs", "ec2"]``, ``"off"``...) and ``watch_interval``
+    turn on early-warning polling (extra ``watch``; ``docs/early-warning.md``).
     See ``docs/reference.md`` for each option and ``docs/semantics.md`` for the
     sequence.
     """
