@@ -174,3 +174,50 @@ def test_demo_script_runs_the_rehearsal() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Verdict: CLEAN" in proc.stdout
+
+
+def test_in_process_simulate_of_an_app_that_ignores_sigterm() -> None:
+    import io
+
+    from spotgrace._simulate import simulate as run_simulation
+
+    out = io.StringIO()
+    code = run_simulation(
+        [sys.executable, "-c", IGNORES_SIGTERM], interrupt_after=0.5, stop_timeout=1.0, out=out
+    )
+    assert code == 1
+    text = out.getvalue()
+    assert "stop timeout reached: SIGKILL sent" in text
+    assert "Verdict: NOT CLEAN: killed by SIGKILL" in text
+
+
+def test_events_file_gets_one_json_line_per_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from spotgrace._eventlog import EVENTS_FILE_ENV, emit
+
+    path = tmp_path / "events.jsonl"
+    monkeypatch.setenv(EVENTS_FILE_ENV, str(path))
+    emit("info", "watch.started", sources=["ecs"], interval=5.0)
+    emit("warning", "watch.notice", reason="x" * 10, within=None, odd=object())
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e["event"], e["level"]) for e in lines] == [
+        ("watch.started", "info"),
+        ("watch.notice", "warning"),
+    ]
+    assert lines[0]["sources"] == ["ecs"]
+    assert lines[0]["pid"] == os.getpid()
+    assert lines[1]["odd"].startswith("<object")  # not JSON: written as its repr
+    assert abs(lines[0]["ts"] - time.time()) < 60
+
+
+def test_events_file_that_cannot_be_written_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spotgrace._eventlog import EVENTS_FILE_ENV, emit
+
+    monkeypatch.setenv(EVENTS_FILE_ENV, str(tmp_path / "missing-dir" / "events.jsonl"))
+    emit("info", "watch.started", sources=[])  # must not raise
+    assert not (tmp_path / "missing-dir").exists()
