@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -230,3 +231,25 @@ def test_python_m_spotgrace_testing_prints_the_variables() -> None:
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def test_pytest_plugin_fixture(tmp_path: Path) -> None:
+    # pytester is not enabled in this suite's conftest: run pytest in a subprocess.
+    (tmp_path / "test_user.py").write_text(
+        """
+import os
+import httpx
+
+def test_uses_the_fake(spotgrace_fake):
+    uri = os.environ["ECS_CONTAINER_METADATA_URI_V4"]
+    assert uri.startswith(spotgrace_fake.url)
+    spotgrace_fake.interrupt()
+    with httpx.Client(trust_env=False) as client:
+        assert client.get(uri + "/task").json()["DesiredStatus"] == "STOPPED"
+"""
+    )
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    cmd += ["-p", "spotgrace._pytest_plugin", "test_user.py"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
