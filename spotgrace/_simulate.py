@@ -59,7 +59,14 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "simulate",
         help="rehearse a Spot interruption of a command and judge its shutdown",
-        description=__doc__.split("::")[0].strip() if __doc__ else None,
+        description=(
+            "Run COMMAND with fake ECS/EC2 metadata endpoints, flip them to 'interrupted' "
+            "after --interrupt-after seconds, send SIGTERM like ECS does, SIGKILL after "
+            "--stop-timeout, then print the app's shutdown timeline and a verdict "
+            "(exit status 0 = clean)."
+        ),
+        epilog="example: spotgrace simulate --interrupt-after 5 --stop-timeout 30 "
+        "-- python examples/worker_app.py",
     )
     p.add_argument(
         "--interrupt-after",
