@@ -13,7 +13,13 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 #: The benchmark scripts, in the order they run.
-SCRIPTS = ["core.py", "zero_drop.py", "middleware_cost.py", "checkpoint_bench.py"]
+SCRIPTS = [
+    "core.py",
+    "zero_drop.py",
+    "middleware_cost.py",
+    "detect_latency.py",
+    "checkpoint_bench.py",
+]
 
 
 def main() -> int:
