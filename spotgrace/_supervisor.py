@@ -57,8 +57,9 @@ FORWARDED_SIGNALS: tuple[signal.Signals, ...] = (
     signal.SIGWINCH,
 )
 
-#: Sent by :meth:`Supervisor.notify` to its own main thread to wake the wait.
-_WAKEUP = signal.SIGALRM
+#: Sent by :meth:`Supervisor.notify` to its own main thread to wake the wait; a
+#: real-time signal nobody else uses, so that no ordinary signal is taken for it.
+_WAKEUP = signal.Signals(signal.SIGRTMIN)
 
 #: Reset to their default action in the child: Python ignores SIGPIPE and
 #: SIGXFSZ, and an ignored disposition would survive ``exec``.
