@@ -240,3 +240,53 @@ def test_python_dash_m_and_the_console_script_agree() -> None:
         pytest.skip("the console script is not installed next to this Python")
     done = os.spawnv(os.P_WAIT, str(script), [str(script), "run", "--", "sh", "-c", "exit 5"])
     assert done == 5
+
+
+# ----------------------------------------------------------------------- notices
+
+
+def test_a_notice_sigterms_the_child_and_the_platform_sigterm_is_not_sent_twice(
+    started: list[Supervised], tmp_path: Path
+) -> None:
+    trigger = tmp_path / "notice"
+    child = program("record_signals.py", "child", "--exit-on", "SIGUSR1")
+    run = start(
+        started, [str(trigger), "none", *child], pid1=False, driver=PROGRAMS / "notify_driver.py"
+    )
+    run.wait_line("child ready")
+    trigger.touch()
+    run.wait_line("child got SIGTERM")
+    begun = run.wait_event("shutdown.started")
+    assert (begun["source"], begun["reason"]) == ("watch", "spot interruption notice")
+    assert begun["deadline_in"] == 29  # stop_timeout 30 - margin 1
+    run.send(signal.SIGTERM)  # the platform's own SIGTERM, after the notice
+    run.wait_event("signal.absorbed")
+    run.send(signal.SIGTERM)  # a second one is the user escalating: passed on
+    run.wait_lines("child got SIGTERM", 2)
+    run.send(signal.SIGUSR1)
+    assert run.wait() == 0, run.transcript()
+    steps = [(e["event"], e["signal"]) for e in run.events() if e["event"].startswith("signal.")]
+    assert steps == [
+        ("signal.forwarded", "SIGTERM"),
+        ("signal.absorbed", "SIGTERM"),
+        ("signal.forwarded", "SIGTERM"),
+        ("signal.forwarded", "SIGUSR1"),
+    ]
+
+
+def test_a_notice_with_a_termination_time_brings_the_deadline_forward(
+    started: list[Supervised], tmp_path: Path
+) -> None:
+    trigger = tmp_path / "notice"
+    run = start(
+        started,
+        [str(trigger), "3", *program("ignore_term.py")],
+        pid1=False,
+        driver=PROGRAMS / "notify_driver.py",
+    )
+    run.wait_line("ready")
+    trigger.touch()
+    assert run.wait(timeout=30) == 137, run.transcript()
+    begun = run.wait_event("shutdown.started")
+    assert begun["deadline_in"] == 2  # within 3 - margin 1, not stop_timeout 30 - 1
+    assert run.wait_event("shutdown.deadline_exceeded")["elapsed"] >= 2

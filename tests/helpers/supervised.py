@@ -70,9 +70,10 @@ class Supervised:
         *,
         pid1: bool,
         env: dict[str, str] | None = None,
-        module_args: tuple[str, ...] = ("run",),
+        driver: Path | None = None,
     ) -> None:
-        cmd = [PYTHON, "-m", "spotgrace", *module_args, *args]
+        """``driver``: a Python script to run instead of ``-m spotgrace run``."""
+        cmd = [PYTHON, *([str(driver)] if driver else ["-m", "spotgrace", "run"]), *args]
         if pid1:
             require_pid_namespace()
             cmd = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *cmd]
@@ -111,6 +112,12 @@ class Supervised:
     def wait_line(self, text: str, *, timeout: float = WAIT) -> str:
         """The first stdout line containing ``text``; fails after ``timeout``."""
         return self._wait(lambda: next((x for x in self.out if text in x), None), text, timeout)
+
+    def wait_lines(self, text: str, count: int, *, timeout: float = WAIT) -> None:
+        """Until ``count`` stdout lines contain ``text``; fails after ``timeout``."""
+        self._wait(
+            lambda: True if sum(text in x for x in self.out) >= count else None, text, timeout
+        )
 
     def wait_event(self, name: str, *, timeout: float = WAIT) -> dict[str, Any]:
         """The first supervisor event called ``name``; fails after ``timeout``."""
