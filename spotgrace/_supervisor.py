@@ -132,8 +132,14 @@ class Supervisor:
         if self._thread_id is not None:
             signal.pthread_kill(self._thread_id, _WAKEUP)
 
-    def run(self) -> int:
-        """Start the child, supervise it until it ends, return the exit code."""
+    def run(self, *, before_spawn: Callable[[], object] | None = None) -> int:
+        """Start the child, supervise it until it ends, return the exit code.
+
+        ``before_spawn`` is called once the supervised signals are blocked and
+        before the child starts: the place to start an early-warning watcher
+        thread, which then inherits the blocked mask and never takes a signal
+        meant for the supervisor's wait; it calls :meth:`notify`.
+        """
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("spotgrace run must supervise from the main thread")
         forwarded = tuple(dict.fromkeys(FORWARDED_SIGNALS + self.settings.options.signals))
@@ -142,6 +148,8 @@ class Supervisor:
         subreaper = False if pid1 else set_child_subreaper()
         signal.pthread_sigmask(signal.SIG_BLOCK, waited)
         self._thread_id = threading.get_ident()
+        if before_spawn is not None:
+            before_spawn()
         if not self._notices.empty():
             signal.pthread_kill(self._thread_id, _WAKEUP)
         child = self._spawn(forwarded)

@@ -10,14 +10,13 @@ a notice, whatever found it. stop_timeout is 30 s and margin 1 s.
 """
 
 import os
-import signal
 import sys
 import threading
 import time
 
 from spotgrace._config import resolve_options
 from spotgrace._supervise import configure_logging
-from spotgrace._supervisor import FORWARDED_SIGNALS, RunSettings, Supervisor
+from spotgrace._supervisor import RunSettings, Supervisor
 
 trigger, within_text = sys.argv[1], sys.argv[2]
 command = sys.argv[sys.argv.index("--") + 1 :]
@@ -35,8 +34,6 @@ def watcher() -> None:
     supervisor.notify("spot interruption notice", within=within)
 
 
-# Block first, so the watcher thread inherits the mask and never takes a
-# signal meant for the supervisor's own wait.
-signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED_SIGNALS, signal.SIGCHLD})
-threading.Thread(target=watcher, daemon=True).start()
-sys.exit(supervisor.run())
+# Started by run() once the signals are blocked, so the thread inherits the
+# mask and never takes a signal meant for the supervisor's own wait.
+sys.exit(supervisor.run(before_spawn=threading.Thread(target=watcher, daemon=True).start))
