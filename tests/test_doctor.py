@@ -243,3 +243,16 @@ def test_exit_code_policy(
     assert _doctor.main(args) == expected
     out = capsys.readouterr().out
     assert "message 1" in out
+
+
+def test_the_documented_task_definition_passes_doctor(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "ecs-deployment.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```json\n")[1:]]
+    task = next(json.loads(b) for b in blocks if "containerDefinitions" in b)
+    container = task["containerDefinitions"][0]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert float(env["SPOTGRACE_STOP_TIMEOUT"]) == container["stopTimeout"] == 120
+    found = checks({**env, "AWS_EXECUTION_ENV": "AWS_ECS_FARGATE"}, tmp_path)
+    assert found["stop_timeout"].status == "ok"
+    assert found["config"].status == "ok"
+    assert found["variables"].status == "ok"
