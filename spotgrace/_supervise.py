@@ -16,6 +16,7 @@ import structlog
 
 from ._config import resolve_options
 from ._errors import ConfigError
+from ._logging import configure_json_logging
 from ._supervisor import RunSettings, Supervisor
 
 __all__ = ["add_parser", "configure_logging", "main"]
@@ -31,23 +32,22 @@ def _exit_code(text: str) -> int:
     return code
 
 
-def configure_logging(fmt: str, stream: Any = None) -> None:
-    """JSON lines (or coloured console lines) on stderr, unless the app configured structlog."""
-    if structlog.is_configured():
+def configure_logging(fmt: str) -> None:
+    """Events on stderr: the library's JSON lines, or plain console lines for people.
+
+    ``spotgrace run`` is a program of its own, so unlike the library it does
+    configure structlog (the library leaves that to the app).
+    """
+    if fmt == "json":
+        configure_json_logging()
         return
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            structlog.dev.ConsoleRenderer(colors=False),
         ],
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
 
 

@@ -65,6 +65,10 @@ _WAKEUP = signal.Signals(signal.SIGRTMIN)
 #: SIGXFSZ, and an ignored disposition would survive ``exec``.
 _RESET_IN_CHILD = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, _WAKEUP)
 
+#: Seconds the supervisor waits, after the deadline SIGKILL, for the rest of
+#: the child's process group to be reaped.
+GROUP_REAP_WAIT = 1.0
+
 #: Exit codes when CMD cannot be started, as shells use them.
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
@@ -219,7 +223,7 @@ class Supervisor:
 
     def _on_signal(self, child: int, sig: signal.Signals) -> None:
         if sig in self.settings.options.signals:
-            self._start_shutdown(source="signal", signal=sig.name)
+            self._start_shutdown(source="signal", reason=f"received {sig.name}", signal=sig.name)
         if sig == signal.SIGTERM and self._absorb_sigterm:
             self._absorb_sigterm = False
             self._emit("signal.absorbed", signal=sig.name, why="already sent for the notice")
@@ -241,14 +245,21 @@ class Supervisor:
         opts = self.settings.options
         deadline = now + opts.budget
         if within is not None:
-            deadline = min(deadline, now + within - opts.margin)
+            # As the core does: `margin` before the platform's time, never "already late".
+            deadline = min(deadline, now + max(within - opts.margin, within / 2))
         if self._t0 is None:
             self._t0, self._source, self._deadline = now, source, deadline
-            self._emit("shutdown.started", budget=opts.budget, deadline_in=deadline - now, **fields)
+            self._emit(
+                "shutdown.started",
+                stop_timeout=opts.stop_timeout,
+                margin=opts.margin,
+                deadline_in=round(deadline - now, 3),
+                **fields,
+            )
         elif deadline < self._deadline:
             self._deadline = deadline
             self._emit(
-                "shutdown.deadline_tightened", by=source, deadline_in=deadline - now, **fields
+                "shutdown.deadline_moved", by=source, deadline_in=round(deadline - now, 3), **fields
             )
 
     def _forward(self, child: int, sig: signal.Signals) -> None:
@@ -267,10 +278,10 @@ class Supervisor:
         self._killed = True
         self._emit(
             "shutdown.deadline_exceeded",
-            level="error",
+            level="critical",
             action="SIGKILL",
             pgid=child,
-            overshoot=self._clock() - self._deadline,
+            overshoot=round(self._clock() - self._deadline, 6),
         )
         # ProcessLookupError: the leader is a zombie and the rest of its group is gone.
         with contextlib.suppress(ProcessLookupError):
@@ -288,7 +299,26 @@ class Supervisor:
                 )
         return result
 
+    def _reap_killed_group(self, pgid: int) -> None:
+        """After the deadline SIGKILL, reap the rest of the child's group before leaving.
+
+        They are dying already; waiting (at most ``GROUP_REAP_WAIT``) means the
+        supervisor exits only once they are gone, instead of leaving them to
+        whichever reaper is next. ``killpg(pgid, 0)`` fails once the last
+        member, zombies included, has been reaped.
+        """
+        end = self._clock() + GROUP_REAP_WAIT
+        while self._clock() < end:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            signal.sigtimedwait({signal.SIGCHLD}, 0.05)
+            self._reap(pgid)
+
     def _finish(self, ended: Exit) -> int:
+        if self._killed:
+            self._reap_killed_group(ended.pid)
         # Orphans that ended together with the child: reap them before leaving.
         self._reap(ended.pid)
         code = ended.shell_code
@@ -300,7 +330,7 @@ class Supervisor:
             signal=ended.signal_name,
         )
         if self._t0 is not None:
-            self._emit("shutdown.finished", killed=self._killed)
+            self._emit("shutdown.finished", clean=not self._killed, killed=self._killed)
         exit_code = 0 if mapped else code
         self._emit(
             "run.exiting",
@@ -314,7 +344,7 @@ class Supervisor:
     # ------------------------------------------------------------------ events
 
     def _when(self) -> dict[str, Any]:
-        elapsed = None if self._t0 is None else round(self._clock() - self._t0, 6)
+        elapsed = None if self._t0 is None else round(self._clock() - self._t0, 4)
         return {"source": self._source, "elapsed": elapsed}
 
     def _emit(self, event: str, *, level: str = "info", **fields: Any) -> None:

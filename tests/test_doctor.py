@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.fake_ecs import FakeECS, fake_ecs
-from helpers.supervised import PYTHON, ROOT, WAIT, require_pid_namespace
 
 from spotgrace import _doctor
 from spotgrace._doctor import Check, run_checks
 from spotgrace._probes import signal_mask
+from tests.helpers.fake_ecs import FakeECS, fake_ecs
+from tests.helpers.supervised import PYTHON, ROOT, WAIT, require_pid_namespace
 
 DOCTOR = [PYTHON, "-m", "spotgrace", "doctor", "--json"]
 

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.supervised import PROGRAMS, PYTHON, Supervised
+
+from tests.helpers.supervised import PROGRAMS, PYTHON, Supervised
 
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 
@@ -161,8 +162,9 @@ def test_the_deadline_sigkill_reaches_the_whole_group(started: list[Supervised])
     run.wait_line("ready")
     run.send(signal.SIGTERM)
     assert run.wait(timeout=30) == 137, run.transcript()
-    # Killed and reaped by the supervisor (its subreaper), so gone from /proc.
+    # Killed, and reaped by the supervisor (its subreaper) before it exited.
     assert not Path(f"/proc/{grandchild}").exists()
+    assert run.wait_event("run.exiting")["orphans_reaped"] >= 1
 
 
 # ----------------------------------------------------------------------- exit codes
