@@ -40,8 +40,11 @@ Status = Literal["ok", "info", "warning", "problem"]
 #: Fargate's largest ``stopTimeout``; Fargate Spot gives exactly this much warning.
 FARGATE_MAX_STOP_TIMEOUT = 120.0
 
-#: ``SPOTGRACE_*`` variables read outside ``resolve_options`` (the watchers).
-OTHER_VARIABLES = frozenset({"SPOTGRACE_WATCH", "SPOTGRACE_WATCH_INTERVAL"})
+#: ``SPOTGRACE_*`` variables read outside ``resolve_options`` (the watchers and
+#: their event log); add a name here when a module starts reading one.
+OTHER_VARIABLES = frozenset(
+    {"SPOTGRACE_WATCH", "SPOTGRACE_WATCH_INTERVAL", "SPOTGRACE_EVENTS_FILE"}
+)
 
 
 @dataclass(frozen=True)
