@@ -10,7 +10,9 @@ property of the supervisor's own clock.
 from __future__ import annotations
 
 import os
+import select
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.supervised import PROGRAMS, PYTHON, Supervised
+from spotgrace._cli import main as cli_main
+from spotgrace._reaper import Exit
+from tests.helpers.supervised import PROGRAMS, PYTHON, WAIT, Supervised
 
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 
@@ -292,3 +296,78 @@ def test_a_notice_with_a_termination_time_brings_the_deadline_forward(
     begun = run.wait_event("shutdown.started")
     assert begun["deadline_in"] == 2  # within 3 - margin 1, not stop_timeout 30 - 1
     assert run.wait_event("shutdown.deadline_exceeded")["elapsed"] >= 2
+
+
+# ----------------------------------------------------------------------- terminal
+
+
+def test_an_interactive_child_gets_the_terminal_foreground() -> None:
+    """As under ``docker run -it``: the supervisor owns a terminal, the child must read it."""
+    probe = "import os; print('fg' if os.tcgetpgrp(0) == os.getpgrp() else 'bg', flush=True)"
+    leader, follower = os.openpty()
+    # setsid --ctty: a new session whose controlling terminal is stdin (the pty).
+    cmd = ["setsid", "--ctty", PYTHON, "-m", "spotgrace", "run", "--", PYTHON, "-c", probe]
+    proc = subprocess.Popen(cmd, stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    output = b""
+    try:
+        end = time.monotonic() + WAIT
+        while time.monotonic() < end:
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: every process holding the terminal is gone
+                break
+            if not chunk:
+                break
+            output += chunk
+        code = proc.wait(WAIT)
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, output
+    assert "fg" in output.decode(errors="replace").splitlines(), output
+
+
+# ----------------------------------------------------------------------- in-process units
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "name"),
+    [
+        (0, 0, None),
+        (3 << 8, 3, None),
+        (signal.SIGKILL, 137, "SIGKILL"),
+        (signal.SIGTERM, 143, "SIGTERM"),
+    ],
+)
+def test_wait_statuses_decode_to_shell_exit_codes(status: int, code: int, name: str | None) -> None:
+    ended = Exit.from_status(42, status)
+    assert ended.shell_code == code
+    assert ended.signal_name == name
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["run", "--"], "no command given"),
+        (["run", "--watch", "auto", "--", "true"], "spotgrace.watch"),
+        (["run", "--stop-timeout", "5", "--margin", "9", "--", "true"], "margin"),
+    ],
+)
+def test_bad_invocations_exit_2_before_starting_anything(
+    capsys: pytest.CaptureFixture[str], argv: list[str], words: str
+) -> None:
+    assert cli_main(argv) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_map_to_zero_rejects_a_code_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["run", "-e", "256", "--", "true"])
+    assert exc.value.code == 2
+    assert "0-255" in capsys.readouterr().err
