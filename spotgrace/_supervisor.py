@@ -62,8 +62,9 @@ FORWARDED_SIGNALS: tuple[signal.Signals, ...] = (
 _WAKEUP = signal.Signals(signal.SIGRTMIN)
 
 #: Reset to their default action in the child: Python ignores SIGPIPE and
-#: SIGXFSZ, and an ignored disposition would survive ``exec``.
-_RESET_IN_CHILD = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, _WAKEUP)
+#: SIGXFSZ, the supervisor ignores SIGTTOU, and an ignored disposition would
+#: survive ``exec``.
+_RESET_IN_CHILD = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTTOU, signal.SIGCHLD, _WAKEUP)
 
 #: Seconds the supervisor waits, after the deadline SIGKILL, for the rest of
 #: the child's process group to be reaped.
@@ -116,8 +117,10 @@ class Supervisor:
         self._t0: float | None = None
         self._source: str | None = None
         self._deadline = math.inf
-        #: The next SIGTERM was already sent by us for a notice: do not send it twice.
-        self._absorb_sigterm = False
+        #: The child already got its shutdown signal for a notice: the platform's
+        #: own, which follows, is not passed on (a spotgrace child would take a
+        #: second one as "exit now").
+        self._absorb_next = False
         self._killed = False
         #: Descendants other than the child reaped so far (orphans re-parented to us).
         self.orphans_reaped = 0
@@ -130,7 +133,10 @@ class Supervisor:
         Thread-safe; meant for a watcher thread. ``within`` is the number of
         seconds from now by which the process must be gone (a Spot notice's
         ``time`` minus now); the deadline is then the earlier of
-        ``now + stop_timeout - margin`` and ``now + within - margin``.
+        ``now + stop_timeout - margin`` and ``now + within - margin`` (but at
+        least ``now + within / 2``, as in the core). The child gets the first
+        of the shutdown signals (``SPOTGRACE_SIGNALS``, SIGTERM by default),
+        and the next shutdown signal from the platform is not passed on again.
         """
         self._notices.put(_Notice(reason, source, within))
         if self._thread_id is not None:
@@ -151,6 +157,9 @@ class Supervisor:
         pid1 = os.getpid() == 1
         subreaper = False if pid1 else set_child_subreaper()
         signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+        # Once the child owns the terminal, the supervisor is a background
+        # process: its own writes there must not stop it (TOSTOP).
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         self._thread_id = threading.get_ident()
         if before_spawn is not None:
             before_spawn()
@@ -224,10 +233,10 @@ class Supervisor:
     def _on_signal(self, child: int, sig: signal.Signals) -> None:
         if sig in self.settings.options.signals:
             self._start_shutdown(source="signal", reason=f"received {sig.name}", signal=sig.name)
-        if sig == signal.SIGTERM and self._absorb_sigterm:
-            self._absorb_sigterm = False
-            self._emit("signal.absorbed", signal=sig.name, why="already sent for the notice")
-            return
+            if self._absorb_next:
+                self._absorb_next = False
+                self._emit("signal.absorbed", signal=sig.name, why="already sent for the notice")
+                return
         self._forward(child, sig)
 
     def _take_notices(self, child: int) -> None:
@@ -236,8 +245,9 @@ class Supervisor:
             first = self._t0 is None
             self._start_shutdown(source=notice.source, reason=notice.reason, within=notice.within)
             if first:
-                self._forward(child, signal.SIGTERM)
-                self._absorb_sigterm = True
+                shutdown_signals = self.settings.options.signals
+                self._forward(child, shutdown_signals[0] if shutdown_signals else signal.SIGTERM)
+                self._absorb_next = True
 
     def _start_shutdown(self, *, source: str, within: float | None = None, **fields: Any) -> None:
         """Fix (or tighten) the deadline; the first call starts the shutdown."""
@@ -361,10 +371,9 @@ def _give_terminal(pgid: int) -> None:
     try:
         if not os.isatty(0) or os.tcgetpgrp(0) != os.getpgrp():
             return
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
-        try:
-            os.tcsetpgrp(0, pgid)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        os.tcsetpgrp(0, pgid)  # SIGTTOU is ignored: allowed even if we lost the foreground
+        # A child that read the terminal before it was its own was stopped by
+        # SIGTTIN; let it go on.
+        os.killpg(pgid, signal.SIGCONT)
     except OSError:
         return

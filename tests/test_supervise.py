@@ -251,31 +251,39 @@ def test_python_dash_m_and_the_console_script_agree() -> None:
 # ----------------------------------------------------------------------- notices
 
 
-def test_a_notice_sigterms_the_child_and_the_platform_sigterm_is_not_sent_twice(
-    started: list[Supervised], tmp_path: Path
+@pytest.mark.parametrize(
+    ("stop_signal", "env"), [("SIGTERM", {}), ("SIGINT", {"SPOTGRACE_SIGNALS": "SIGINT"})]
+)
+def test_a_notice_signals_the_child_and_the_platform_signal_is_not_sent_twice(
+    started: list[Supervised], tmp_path: Path, stop_signal: str, env: dict[str, str]
 ) -> None:
+    sig = signal.Signals[stop_signal]
     trigger = tmp_path / "notice"
     child = program("record_signals.py", "child", "--exit-on", "SIGUSR1")
     run = start(
-        started, [str(trigger), "none", *child], pid1=False, driver=PROGRAMS / "notify_driver.py"
+        started,
+        [str(trigger), "none", *child],
+        pid1=False,
+        driver=PROGRAMS / "notify_driver.py",
+        env=env,
     )
     run.wait_line("child ready")
     trigger.touch()
-    run.wait_line("child got SIGTERM")
+    run.wait_line(f"child got {stop_signal}")
     begun = run.wait_event("shutdown.started")
     assert (begun["source"], begun["reason"]) == ("watch", "spot interruption notice")
     assert begun["deadline_in"] == 29  # stop_timeout 30 - margin 1
-    run.send(signal.SIGTERM)  # the platform's own SIGTERM, after the notice
+    run.send(sig)  # the platform's own stop signal, after the notice
     run.wait_event("signal.absorbed")
-    run.send(signal.SIGTERM)  # a second one is the user escalating: passed on
-    run.wait_lines("child got SIGTERM", 2)
+    run.send(sig)  # a second one is the user escalating: passed on
+    run.wait_lines(f"child got {stop_signal}", 2)
     run.send(signal.SIGUSR1)
     assert run.wait() == 0, run.transcript()
     steps = [(e["event"], e["signal"]) for e in run.events() if e["event"].startswith("signal.")]
     assert steps == [
-        ("signal.forwarded", "SIGTERM"),
-        ("signal.absorbed", "SIGTERM"),
-        ("signal.forwarded", "SIGTERM"),
+        ("signal.forwarded", stop_signal),
+        ("signal.absorbed", stop_signal),
+        ("signal.forwarded", stop_signal),
         ("signal.forwarded", "SIGUSR1"),
     ]
 
