@@ -20,14 +20,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = ROOT / "tests" / "programs"
 PYTHON = sys.executable
+_T = TypeVar("_T")
 
 #: Generous: the CI machine is a noisy shared 2-core box.
 WAIT = 20.0
@@ -125,7 +127,7 @@ class Supervised:
             lambda: next((e for e in self.events() if e["event"] == name), None), name, timeout
         )
 
-    def _wait(self, find: Any, what: str, timeout: float) -> Any:
+    def _wait(self, find: Callable[[], _T | None], what: str, timeout: float) -> _T:
         end = time.monotonic() + timeout
         with self._cond:
             while True:
