@@ -99,7 +99,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--orphans", type=int, default=50)
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # run_all.py passes its extras to every script
     if os.geteuid() != 0:
         print("needs root (unshare --pid --mount-proc)", file=sys.stderr)
         return 2
