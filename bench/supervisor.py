@@ -101,8 +101,8 @@ def main() -> int:
     parser.add_argument("--orphans", type=int, default=50)
     args, _ = parser.parse_known_args()  # run_all.py passes its extras to every script
     if os.geteuid() != 0:
-        print("needs root (unshare --pid --mount-proc)", file=sys.stderr)
-        return 2
+        print("skipped: needs root for a PID namespace (unshare --pid --mount-proc)")
+        return 0
     print(f"zombies left by {args.orphans} orphans (after up to 3 s):")
     print(
         f"  spotgrace run as PID 1:          {zombies([PY, '-m', 'spotgrace', 'run', '--'], args.orphans)}"
