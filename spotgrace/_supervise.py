@@ -18,6 +18,7 @@ from ._config import resolve_options
 from ._errors import ConfigError
 from ._logging import configure_json_logging
 from ._supervisor import RunSettings, Supervisor
+from ._watching import make_watcher
 
 __all__ = ["add_parser", "configure_logging", "main"]
 
@@ -94,9 +95,16 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--watch",
-        choices=("auto", "ecs", "ec2", "off"),
-        default="off",
-        help="early-warning sources (needs spotgrace.watch; not in this build yet)",
+        metavar="SOURCES",
+        help="early warning: auto, ecs, ec2 (comma-separated), or off; a notice sends the "
+        "child SIGTERM before the platform does (default: $SPOTGRACE_WATCH, else off; "
+        "needs spotgrace[watch])",
+    )
+    p.add_argument(
+        "--watch-interval",
+        type=float,
+        metavar="S",
+        help="seconds between polls of each source (default: $SPOTGRACE_WATCH_INTERVAL, else 5)",
     )
     p.add_argument(
         "--log-format",
@@ -118,23 +126,31 @@ def main(args: argparse.Namespace) -> int:
             "spotgrace run: no command given (spotgrace run [options] -- CMD ...)", file=sys.stderr
         )
         return 2
-    if args.watch != "off":
-        print(
-            f"spotgrace run: --watch {args.watch} needs spotgrace.watch, which is not part of "
-            "this build yet; run without --watch (the platform's SIGTERM still works)",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        options = resolve_options(stop_timeout=args.stop_timeout, margin=args.margin)
+        options = resolve_options(
+            stop_timeout=args.stop_timeout,
+            margin=args.margin,
+            watch=args.watch,
+            watch_interval=args.watch_interval,
+        )
     except ConfigError as exc:
         print(f"spotgrace run: {exc}", file=sys.stderr)
         return 2
     configure_logging(args.log_format)
-    settings = RunSettings(
-        command=tuple(command),
-        options=options,
-        group=args.group,
-        map_to_zero=frozenset(args.map_to_zero),
+    supervisor = Supervisor(
+        RunSettings(
+            command=tuple(command),
+            options=options,
+            group=args.group,
+            map_to_zero=frozenset(args.map_to_zero),
+        )
     )
-    return Supervisor(settings).run()
+    try:
+        # The same watchers as graceful(watch=...); a notice calls notify().
+        watcher = make_watcher(options, supervisor.notify)
+    except ConfigError as exc:
+        print(f"spotgrace run: {exc}", file=sys.stderr)
+        return 2
+    # Started once the supervisor's signals are blocked, so the watcher's
+    # thread inherits the mask; a daemon thread, it ends with the process.
+    return supervisor.run(before_spawn=None if watcher is None else watcher.start_thread)

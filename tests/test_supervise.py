@@ -22,6 +22,7 @@ import pytest
 
 from spotgrace._cli import main as cli_main
 from spotgrace._reaper import Exit
+from spotgrace.testing import FakeEndpoints
 from tests.helpers.supervised import PROGRAMS, PYTHON, WAIT, Supervised
 
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
@@ -234,10 +235,10 @@ def test_stop_timeout_comes_from_the_environment(started: list[Supervised]) -> N
     assert started_event["margin"] == 5  # the core's default margin for 120 s
 
 
-def test_watch_is_reported_as_not_available_yet(started: list[Supervised]) -> None:
-    run = start(started, ["--watch", "ecs", "--", "true"], pid1=False)
+def test_a_bad_watch_spec_is_an_error_at_start(started: list[Supervised]) -> None:
+    run = start(started, ["--watch", "gcp", "--", "true"], pid1=False)
     assert run.wait() == 2
-    assert any("spotgrace.watch" in line for line in run.err)
+    assert any("watch" in line and "gcp" in line for line in run.err), run.transcript()
 
 
 def test_python_dash_m_and_the_console_script_agree() -> None:
@@ -363,7 +364,7 @@ def test_wait_statuses_decode_to_shell_exit_codes(status: int, code: int, name: 
     ("argv", "words"),
     [
         (["run", "--"], "no command given"),
-        (["run", "--watch", "auto", "--", "true"], "spotgrace.watch"),
+        (["run", "--watch", "nowhere", "--", "true"], "SPOTGRACE_WATCH"),
         (["run", "--stop-timeout", "5", "--margin", "9", "--", "true"], "margin"),
     ],
 )
@@ -379,3 +380,49 @@ def test_map_to_zero_rejects_a_code_out_of_range(capsys: pytest.CaptureFixture[s
         cli_main(["run", "-e", "256", "--", "true"])
     assert exc.value.code == 2
     assert "0-255" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------- early warning
+
+
+def test_as_pid1_a_task_metadata_notice_sigterms_the_child_before_the_platform(
+    started: list[Supervised],
+) -> None:
+    with FakeEndpoints() as fake:
+        child = program("record_signals.py", "child", "--exit-on", "SIGUSR1")
+        run = start(
+            started,
+            ["--watch", "ecs", "--watch-interval", "0.2", *child],
+            pid1=True,
+            env=fake.env(),
+        )
+        run.wait_line("child ready")
+        fake.interrupt(ec2=False)  # DesiredStatus STOPPED while RUNNING
+        run.wait_line("child got SIGTERM")
+        begun = run.wait_event("shutdown.started")
+        assert begun["source"] == "watch"
+        run.send(signal.SIGTERM)  # the platform's SIGTERM, later: not passed on again
+        run.wait_event("signal.absorbed")
+        run.send(signal.SIGUSR1)
+        assert run.wait() == 0, run.transcript()
+    forwarded = [e["signal"] for e in run.events() if e["event"] == "signal.forwarded"]
+    assert forwarded == ["SIGTERM", "SIGUSR1"]
+
+
+def test_an_ec2_spot_notice_sets_the_deadline_from_its_time(started: list[Supervised]) -> None:
+    with FakeEndpoints() as fake:
+        run = start(
+            started,
+            ["--watch", "ec2", "--watch-interval", "0.2", *program("ignore_term.py")],
+            pid1=True,
+            env=fake.env(),
+        )
+        run.wait_line("ready")
+        fake.interrupt(warning=4.0, ecs=False)  # instance-action "time" 4 s ahead
+        code = run.wait(timeout=30)
+    assert code == 137, run.transcript()
+    begun = run.wait_event("shutdown.started")
+    assert begun["source"] == "watch"
+    # max(within - margin 3, within / 2) with within <= 4: at most 2 s, not 27.
+    assert 0 < begun["deadline_in"] <= 2.0
+    assert run.wait_event("shutdown.deadline_exceeded")["action"] == "SIGKILL"
