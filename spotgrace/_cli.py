@@ -13,7 +13,11 @@ import sys
 from collections.abc import Sequence
 
 #: Modules that contribute a subcommand, in the order ``--help`` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("spotgrace._simulate",)
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "spotgrace._supervise",
+    "spotgrace._doctor",
+    "spotgrace._simulate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
