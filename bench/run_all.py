@@ -19,6 +19,7 @@ SCRIPTS = [
     "middleware_cost.py",
     "detect_latency.py",
     "checkpoint_bench.py",
+    "supervisor.py",
 ]
 
 
