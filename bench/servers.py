@@ -6,6 +6,8 @@
 ``plain-uvicorn``  a Starlette app under ``uvicorn.run``
 ``grace-aiohttp``  the same aiohttp app under ``spotgrace.aiohttp.run_app``
 ``grace-asgi``     the same Starlette app under ``spotgrace.asgi.serve``
+``noop-aiohttp``   plain aiohttp with a do-nothing middleware and ``on_response_prepare``
+                   receiver: what aiohttp itself charges for the hooks spotgrace uses
 
 Every app has ``GET /work?ms=N`` (sleeps N ms, answers ``ok``) and ``GET /hello``.
 """
@@ -16,7 +18,7 @@ import asyncio
 import sys
 from typing import Any
 
-KINDS = ("plain-aiohttp", "plain-uvicorn", "grace-aiohttp", "grace-asgi")
+KINDS = ("plain-aiohttp", "plain-uvicorn", "grace-aiohttp", "grace-asgi", "noop-aiohttp")
 
 
 def aiohttp_app() -> Any:
@@ -70,6 +72,21 @@ def main(kind: str, port: int) -> None:
         spotgrace.aiohttp.run_app(
             aiohttp_app(), host=host, port=port, runner_options={"access_log": None}
         )
+    elif kind == "noop-aiohttp":
+        from aiohttp import web
+
+        app = aiohttp_app()
+
+        @web.middleware
+        async def noop(request: web.Request, handler: Any) -> Any:
+            return await handler(request)
+
+        async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+            pass
+
+        app.middlewares.append(noop)
+        app.on_response_prepare.append(on_prepare)
+        web.run_app(app, host=host, port=port, print=None, access_log=None)
     elif kind == "grace-asgi":
         import spotgrace.asgi
 
