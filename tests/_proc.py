@@ -17,6 +17,18 @@ PROGRAMS = Path(__file__).parent / "programs"
 ROOT = Path(__file__).parent.parent
 
 
+def parse_events(lines: list[str]) -> list[dict[str, Any]]:
+    """The JSON objects among ``lines`` (configure_json_logging output), in order."""
+    found = []
+    for line in lines:
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return found
+
+
 @dataclass
 class Proc:
     """A started program: its Popen, and every stdout line read so far.
@@ -90,14 +102,7 @@ class Proc:
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON event lines (configure_json_logging output) in order."""
-        found = []
-        for line in self.lines:
-            if line.startswith("{"):
-                try:
-                    found.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return found
+        return parse_events(self.output().splitlines())
 
     def event(self, name: str) -> dict[str, Any]:
         matches = [e for e in self.events() if e.get("event") == name]

@@ -6,12 +6,13 @@ Zero requests dropped, the hooks and the framework's own shutdown ran, exit 0.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
 
 from bench.harness import Run, sigterm_under_load
+
+from ._proc import parse_events
 
 pytestmark = pytest.mark.slow
 
@@ -19,14 +20,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _events(run: Run) -> list[dict[str, object]]:
-    found = []
-    for line in run.output.splitlines():
-        if line.startswith("{"):
-            try:
-                found.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return found
+    return parse_events(run.output.splitlines())
 
 
 def _sigterm_example(name: str) -> Run:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 import spotgrace
 
 from ._proc import alive, kill_quietly, start
+from .helpers.supervised import pid_namespace_problem
 
 # ------------------------------------------------------------------ in-process
 
@@ -157,19 +157,6 @@ def test_platform_exit_freezes_the_heap_for_a_quick_interpreter_exit() -> None:
     assert "frozen True code 0" in out.stdout, out.stdout + out.stderr
 
 
-def _can_unshare() -> str | None:
-    if shutil.which("unshare") is None:
-        return "unshare(1) is not installed"
-    if os.geteuid() != 0:
-        return "a new PID namespace needs root here"
-    probe = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, check=False
-    )
-    if probe.returncode != 0:
-        return f"unshare --pid fails here: {probe.stderr.decode().strip()}"
-    return None
-
-
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
@@ -177,7 +164,7 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_pid_1_in_a_fresh_pid_namespace_handles_sigterm() -> None:
-    reason = _can_unshare()
+    reason = pid_namespace_problem()
     if reason is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the PID 1 test: {reason}")
