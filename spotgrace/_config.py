@@ -280,6 +280,11 @@ def resolve_options(
     )
     it = _pick("interrupt", interrupt, env, _bool)
     sg = _pick("signals", signals, env, _signals)
+    if (d.interrupt if it is None else it) and (d.signals if sg is None else sg) == ():
+        raise ConfigError(
+            "interrupt (env SPOTGRACE_INTERRUPT) needs a signal handler of spotgrace's to "
+            "interrupt the main thread with, but signals (env SPOTGRACE_SIGNALS) is empty"
+        )
     wa = _pick("watch", watch, env, _watch)
     wi = _pick("watch_interval", watch_interval, env, secs(allow_zero=False))
     return Options(

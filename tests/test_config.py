@@ -137,3 +137,8 @@ def test_watchdog_exit_code_zero_is_refused() -> None:
 def test_exit_code_return_is_accepted() -> None:
     assert resolve_options(exit_code="return", environ={}).exit_code == "return"
     assert resolve_options(environ={"SPOTGRACE_EXIT_CODE": "Return"}).exit_code == "return"
+
+
+def test_interrupt_without_any_signal_is_refused() -> None:
+    with pytest.raises(spotgrace.ConfigError, match=r"interrupt .* signals"):
+        spotgrace.graceful(interrupt=True, signals=())
