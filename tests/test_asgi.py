@@ -235,8 +235,8 @@ async def test_event_stream_is_ended_cleanly_when_intake_closes() -> None:
 
 @pytest.mark.asyncio
 async def test_websocket_is_closed_with_1001_going_away_when_intake_closes() -> None:
-    pytest.importorskip("wsproto")
     import aiohttp
+    import wsproto  # noqa: F401  uvicorn's WebSocket support (a dev dependency): fail, not skip
 
     async with spotgrace.graceful(signals=(), stop_timeout=10) as grace:
         async with (
