@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import math
-import os
 import queue
 import signal
 import threading
@@ -32,9 +32,13 @@ from ._flag import Flag
 from ._hooks import HookRegistry, default_registry, ordered, run_hooks
 from ._inflight import InflightTracker
 from ._threads import start_daemon
-from ._watchdog import Watchdog, flush_logs, stacks
+from ._watchdog import Watchdog, hard_exit, stacks
 
 __all__ = ["Coordinator", "Notice", "State"]
+
+#: At most this share of the time to the deadline goes to the lame-duck period
+#: when a notice brings the deadline closer than ``drain_delay`` allows for.
+_LAME_SHARE = 0.5
 
 #: Sources whose shutdown means the platform wants the process gone.
 PLATFORM_SOURCES = frozenset({"signal", "watch"})
@@ -179,10 +183,15 @@ class Coordinator:
             if self.notice is not None:
                 if deadline < self._deadline:
                     self._deadline = deadline
+                    self.notice = dataclasses.replace(self.notice, deadline=deadline)
                     self.watchdog.arm(time.monotonic() + (deadline - now))
+                    if self._stop_at is not None:  # the lame duck must fit the new deadline
+                        cap = time.monotonic() + _LAME_SHARE * (deadline - now)
+                        self._stop_at = min(self._stop_at, cap)
                     self.emit("shutdown.deadline_moved", deadline_in=round(deadline - now, 3))
                 return False
             lame = 0.0 if source in ("exit", "error") else self.options.drain_delay
+            lame = min(lame, _LAME_SHARE * (deadline - now))
             self.notice = Notice(source, reason, sig, now, deadline)
             self._deadline = deadline
             self.state = State.DRAINING
@@ -210,13 +219,11 @@ class Coordinator:
                 return
             self.stopping.set()
             self.emit("shutdown.stopping", inflight=self.tracker.count)
+            # Also from the main thread itself (an admin request in serve_forever()):
+            # the handler runs at its next bytecode, and holds the interrupt back
+            # while the main thread is inside an inflight() scope.
             kick = self._kick_signal
-            if (
-                kick is not None
-                and self.options.interrupt
-                and self.body_running
-                and threading.current_thread() is not threading.main_thread()
-            ):
+            if kick is not None and self.options.interrupt and self.body_running:
                 self._kick_pending = True
                 signal.pthread_kill(threading.main_thread().ident or 0, kick)
 
@@ -248,9 +255,12 @@ class Coordinator:
             self.emit("signal.ignored", signal=sig.name, state=self.state.value)
             return
         code = 128 + sig
-        self.emit("signal.escalated", signal=sig.name, state=self.state.value, exit_code=code)
-        flush_logs()
-        os._exit(code)
+        hard_exit(
+            code,
+            lambda: self.emit(
+                "signal.escalated", signal=sig.name, state=self.state.value, exit_code=code
+            ),
+        )
 
     # ------------------------------------------------------------------ the sequence
 

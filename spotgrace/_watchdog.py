@@ -18,11 +18,16 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from ._threads import start_daemon
 
-__all__ = ["Watchdog", "flush_logs", "stacks"]
+__all__ = ["Watchdog", "flush_logs", "hard_exit", "stacks"]
+
+#: How long a hard exit waits for its report to be logged and flushed. Logging
+#: can block (a stalled stdout pipe, a handler's lock held elsewhere): the
+#: exit must not.
+REPORT_WAIT = 0.25
 
 
 def flush_logs() -> None:
@@ -35,6 +40,22 @@ def flush_logs() -> None:
         for handler in getattr(logger, "handlers", ()):
             with contextlib.suppress(Exception):
                 handler.flush()
+
+
+def hard_exit(code: int, report: Callable[[], None], *, wait: float = REPORT_WAIT) -> NoReturn:
+    """Log ``report()`` and flush, waiting at most ``wait`` s for that; then ``os._exit``."""
+    reported = threading.Event()
+
+    def run() -> None:
+        try:
+            report()
+            flush_logs()
+        finally:
+            reported.set()
+
+    start_daemon(run, name="spotgrace-exit-report")
+    reported.wait(wait)
+    os._exit(code)
 
 
 def stacks(loop: asyncio.AbstractEventLoop | None) -> dict[str, Any]:
@@ -105,8 +126,4 @@ class Watchdog:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-        try:
-            self._on_fire()
-        finally:
-            flush_logs()
-            os._exit(self._exit_code)
+        hard_exit(self._exit_code, self._on_fire)

@@ -114,6 +114,29 @@ def test_drain_delay_keeps_serving_then_stopping() -> None:
         assert time.monotonic() - start >= 0.25
 
 
+def test_a_notice_with_a_near_deadline_cuts_the_lame_duck_short() -> None:
+    with quiet(stop_timeout=30, margin=3, drain_delay=10) as grace:
+        start = time.monotonic()
+        grace.request_shutdown("spot notice", source="watch", within=4)  # deadline in 2 s
+        assert grace.wait(timeout=8)
+        assert time.monotonic() - start < 5, "the 10 s lame duck ignored the 2 s deadline"
+
+
+def test_a_nearer_notice_shortens_a_lame_duck_under_way() -> None:
+    with quiet(stop_timeout=30, margin=3, drain_delay=10) as grace:
+        grace.request_shutdown("deploy")
+        assert not grace.wait(timeout=0.2)  # in the lame duck
+        first = grace.notice
+        start = time.monotonic()
+        grace.request_shutdown("spot notice", source="watch", within=4)
+        assert grace.wait(timeout=8)
+        assert time.monotonic() - start < 5
+        assert first is not None
+        assert grace.notice is not None
+        assert grace.notice.deadline < first.deadline  # the notice shows the moved deadline
+        assert grace.notice.reason == "deploy"
+
+
 def test_wait_timeout_returns_false_while_running() -> None:
     with quiet() as grace:
         assert grace.wait(timeout=0.05) is False

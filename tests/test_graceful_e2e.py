@@ -138,6 +138,24 @@ def test_interrupt_ends_blocking_serve_forever_after_request_in_flight() -> None
     assert "after-block" not in printed, "exit policy: SystemExit(0) after a signal"
 
 
+def test_interrupt_after_request_shutdown_from_the_main_thread_itself() -> None:
+    proc = start("blocking_server.py")
+    try:
+        line = proc.wait_for_line("ready port=")
+        port = int(line.split("port=")[1])
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/quit", timeout=10).read()
+        code = proc.finish(timeout=20)
+    finally:
+        kill_quietly(proc)
+    assert body == b"ok\n", "the request that asked for the shutdown was answered"
+    assert code == 0, proc.output()
+    printed = proc.printed()
+    assert "served /quit" in printed
+    assert "hook:closed" in printed
+    assert "after-block" in printed  # a manual shutdown returns normally from the block
+    assert proc.event("shutdown.started")["source"] == "manual"
+
+
 def test_run_cancels_main_at_stopping_then_runs_hooks() -> None:
     proc = start("run_main.py")
     try:

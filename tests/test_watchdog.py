@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
-from ._proc import Proc, alive, kill_quietly, start
+from ._proc import PROGRAMS, Proc, alive, kill_quietly, start
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +75,28 @@ def test_hanging_hook_never_overruns_in_repeated_runs() -> None:
     for _ in range(5):
         _code, took, _proc = _run("sync-hang")
         assert took < STOP_TIMEOUT
+
+
+def test_watchdog_exits_even_when_logging_is_stuck_on_a_stalled_pipe() -> None:
+    # stdout is a pipe nobody reads: the hook and then the watchdog's own report
+    # block on it. The exit must not wait for the report.
+    proc = subprocess.Popen(
+        [sys.executable, str(PROGRAMS / "stalled_stdout.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == b"ready\n"
+        started = time.monotonic()
+        code = proc.wait(timeout=STOP_TIMEOUT + 10)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert code == 124
+    assert took < STOP_TIMEOUT + 1.0, f"took {took:.2f}s"

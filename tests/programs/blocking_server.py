@@ -27,6 +27,8 @@ with spotgrace.graceful(interrupt=True) as grace:
             if self.path == "/slow":
                 say("slow-start")
                 time.sleep(1.0)
+            if self.path == "/quit":  # an admin endpoint, in the main thread itself
+                grace.request_shutdown("admin asked")
             body = b"ok\n"
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
