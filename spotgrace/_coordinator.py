@@ -46,6 +46,7 @@ PLATFORM_SOURCES = frozenset({"signal", "watch"})
 _LEVELS = {
     "shutdown.deadline_exceeded": "critical",
     "hook.failed": "error",
+    "shutdown.body_failed": "error",
     "hook.timeout": "warning",
     "hook.skipped": "warning",
     "drain.timeout": "warning",
@@ -95,6 +96,7 @@ class Coordinator:
         self._lock = threading.RLock()
         self._deadline = math.inf
         self._stop_at: float | None = None  # time.monotonic() when the lame duck ends
+        self._drain_until: float | None = None  # time.monotonic() when the drain gives up
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._running_hooks: set[str] = set()
@@ -131,10 +133,17 @@ class Coordinator:
         return self._deadline
 
     def drain_bound(self) -> float:
-        """How long the drain may wait now: ``drain_timeout``, else 80% of what is left."""
-        left = self.remaining()
-        bound = self.options.drain_timeout if self.options.drain_timeout is not None else 0.8 * left
-        return max(0.0, min(bound, left))
+        """How long the drain may still wait: ``drain_timeout``, else 80% of what was left.
+
+        Fixed at the first call, so ``run()`` waiting for the drain and the drain
+        step itself share one bound instead of taking one each.
+        """
+        now = time.monotonic()
+        if self._drain_until is None:
+            left = self.remaining()
+            opt = self.options.drain_timeout
+            self._drain_until = now + max(0.0, min(opt if opt is not None else 0.8 * left, left))
+        return max(0.0, min(self._drain_until - now, self.remaining()))
 
     # ------------------------------------------------------------------ lifecycle
 

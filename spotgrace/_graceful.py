@@ -167,21 +167,33 @@ class Graceful:
         c.body_running = False
         if exc is None or isinstance(exc, ShutdownInterrupt):
             c.begin(source="exit", reason="the block ended", sig=None, within=None)
-        else:
-            c.begin(source="error", reason=f"the block raised {exc!r}", sig=None, within=None)
+        elif not c.begin(source="error", reason=f"the block raised {exc!r}", sig=None, within=None):
+            # The shutdown was already under way: the exit policy may replace the
+            # exception with SystemExit, so it must at least be in the log.
+            c.emit("shutdown.body_failed", error=repr(exc), exc_info=exc)
         c.set_stopping()
 
-    def _close_end(self, exc: BaseException | None) -> bool:
-        c = self._c
+    def _release(self) -> None:
+        """Give back the signal handlers and stop the notice thread."""
         restore(self._previous)
-        c.stop_thread()
+        self._previous = {}
+        self._c.stop_thread()
+
+    def _leaving(self) -> bool:
+        """Whether the platform wants the process gone (and the policy says leave)."""
+        c = self._c
         notice = c.notice
         platform = c.signal_seen is not None or (
             notice is not None and notice.source in PLATFORM_SOURCES
         )
+        return platform and c.options.exit_code != "return"
+
+    def _close_end(self, exc: BaseException | None) -> bool:
+        c = self._c
+        self._release()
         policy: ExitCode = c.options.exit_code
-        if not platform or policy == "return":
-            c.watchdog.disarm()
+        if not self._leaving():
+            c.watchdog.close()
             return isinstance(exc, ShutdownInterrupt)
         # The platform wants the process gone: leave, with the watchdog still armed
         # in case the interpreter's own exit (non-daemon threads, atexit) hangs.
@@ -212,9 +224,19 @@ class Graceful:
         # The sequence gets an event loop of its own in a thread, so a sync body
         # inside someone else's loop, or a hook that blocks, cannot get in its way.
         registries = self._c.registries()
-        start_daemon(
-            lambda: asyncio.run(self._c.finish(registries)), name="spotgrace-sequence"
-        ).join()
+        try:
+            start_daemon(
+                lambda: asyncio.run(self._c.finish(registries)),
+                name="spotgrace-sequence",
+                block_signals=False,  # it runs user hooks, which may start processes
+            ).join()
+        except BaseException:
+            # Interrupted while waiting (a Ctrl-C whose handler is not ours): the
+            # handlers go back all the same; the watchdog stays only if leaving.
+            self._release()
+            if not self._leaving():
+                self._c.watchdog.close()
+            raise
         if self._watcher is not None:
             self._watcher.close()
         return self._close_end(exc)

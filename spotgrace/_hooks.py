@@ -44,8 +44,9 @@ class Hook:
 
     @property
     def is_async(self) -> bool:
-        """Whether calling it returns an awaitable to run in the loop."""
-        return inspect.iscoroutinefunction(self.fn)
+        """Whether it is an async function (or an object with an async ``__call__``)."""
+        fn = self.fn
+        return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def _check(order: object, timeout: object, fn: object) -> None:
@@ -141,23 +142,40 @@ def ordered(registries: Iterable[HookRegistry]) -> list[Hook]:
     return sorted(hooks, key=lambda h: (h.order, -h.seq))
 
 
-def _in_thread(fn: Callable[[], Any], name: str) -> concurrent.futures.Future[Any]:
+def _in_thread(
+    fn: Callable[[], Any], name: str, loop: asyncio.AbstractEventLoop
+) -> concurrent.futures.Future[Any]:
     fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
     def target() -> None:
         if not fut.set_running_or_notify_cancel():
             return
         try:
-            fut.set_result(fn())
+            result = fn()
+            if inspect.isawaitable(result):  # e.g. ``lambda: pool.aclose()``: await it
+                result = asyncio.run_coroutine_threadsafe(_await(result), loop).result()
+            fut.set_result(result)
         except BaseException as exc:  # reported by the runner, not lost
             fut.set_exception(exc)
 
-    start_daemon(target, name=f"spotgrace-hook:{name}")
+    start_daemon(target, name=f"spotgrace-hook:{name}", block_signals=False)
     return fut
 
 
+async def _await(aw: Awaitable[Any]) -> Any:
+    return await aw
+
+
+class HookExit(RuntimeError):
+    """A hook raised SystemExit or KeyboardInterrupt; the other hooks still run."""
+
+
 async def _call_async(fn: Callable[[], Awaitable[Any]]) -> Any:
-    return await fn()
+    try:
+        return await fn()
+    except (SystemExit, KeyboardInterrupt) as exc:
+        # In a task these would escape the event loop and end the whole sequence.
+        raise HookExit(f"the hook raised {exc!r}") from exc
 
 
 Emit = Callable[..., None]
@@ -204,7 +222,7 @@ async def run_hooks(
             if hook.is_async:
                 fut = asyncio.ensure_future(_call_async(hook.fn))
             else:
-                thread_fut = _in_thread(hook.fn, hook.name)
+                thread_fut = _in_thread(hook.fn, hook.name, asyncio.get_running_loop())
                 # A thread that outlives its timeout leaves `running` when it ends.
                 thread_fut.add_done_callback(_discarder(running, hook.name))
                 fut = asyncio.wrap_future(thread_fut)

@@ -15,11 +15,19 @@ _BLOCKED = frozenset(
 )
 
 
-def start_daemon(target: Callable[[], None], *, name: str) -> threading.Thread:
-    """Start ``target`` in a daemon thread with the usual stop signals blocked."""
+def start_daemon(
+    target: Callable[[], None], *, name: str, block_signals: bool = True
+) -> threading.Thread:
+    """Start ``target`` in a daemon thread, by default with the stop signals blocked.
+
+    Threads that run user code (hooks, the sequence's loop) pass
+    ``block_signals=False``: a blocked mask is inherited by the processes they
+    start, which could then not be stopped with SIGTERM.
+    """
 
     def run() -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        if block_signals:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
         target()
 
     thread = threading.Thread(target=run, name=name, daemon=True)

@@ -95,6 +95,7 @@ class Watchdog:
         self._cond = threading.Condition()
         self._deadline: float | None = None
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     @property
     def deadline(self) -> float | None:
@@ -116,10 +117,19 @@ class Watchdog:
             self._deadline = None
             self._cond.notify_all()
 
+    def close(self) -> None:
+        """Disarm for good and let the thread end."""
+        with self._cond:
+            self._deadline = None
+            self._closed = True
+            self._cond.notify_all()
+
     def _run(self) -> None:
         with self._cond:
             while True:
                 if self._deadline is None:
+                    if self._closed:
+                        return
                     self._cond.wait()
                     continue
                 left = self._deadline - self._clock()
