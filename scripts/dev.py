@@ -2,7 +2,7 @@
 """The project's one entry point for set-up, the demo and the test suite.
 
     python3 scripts/dev.py demo    # an example app survives a simulated Spot interruption
-    python3 scripts/dev.py test    # lint, format check, mypy --strict, the whole test suite
+    python3 scripts/dev.py test    # lint, format check, mypy --strict, layer contracts, the whole test suite
     python3 scripts/dev.py bench   # the benchmarks under bench/
 
 It needs only Python 3.11+ and pip. It makes a virtual environment in
@@ -70,6 +70,7 @@ def cmd_test(args: list[str]) -> int:
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy", "--strict", "spotgrace")
+    run(BIN / "lint-imports")  # the layer contracts in pyproject.toml
     pytest = [str(BIN / "python"), "-m", "pytest", "--cov=spotgrace", "--cov-report=term", *args]
     log(" ".join(pytest))
     return subprocess.run(pytest, cwd=ROOT, check=False).returncode

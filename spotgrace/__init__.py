@@ -7,25 +7,25 @@ import their frameworks when they are imported themselves.
 
 from __future__ import annotations
 
-from ._config import ExitCode as ExitCode
-from ._config import Options as Options
-from ._coordinator import Notice as Notice
-from ._coordinator import State as State
-from ._errors import ConfigError as ConfigError
-from ._errors import ShutdownInterrupt as ShutdownInterrupt
-from ._errors import SignalInstallError as SignalInstallError
-from ._errors import SpotgraceError as SpotgraceError
-from ._errors import StateError as StateError
-from ._graceful import AsyncGrace as AsyncGrace
-from ._graceful import Grace as Grace
-from ._graceful import Graceful as Graceful
-from ._graceful import graceful as graceful
-from ._graceful import run as run
-from ._hooks import Hook as Hook
-from ._hooks import HookRegistry as HookRegistry
-from ._hooks import on_shutdown as on_shutdown
-from ._inflight import InflightScope as InflightScope
-from ._logging import configure_json_logging as configure_json_logging
+from ._core._config import ExitCode as ExitCode
+from ._core._config import Options as Options
+from ._core._coordinator import Notice as Notice
+from ._core._coordinator import State as State
+from ._core._errors import ConfigError as ConfigError
+from ._core._errors import ShutdownInterrupt as ShutdownInterrupt
+from ._core._errors import SignalInstallError as SignalInstallError
+from ._core._errors import SpotgraceError as SpotgraceError
+from ._core._errors import StateError as StateError
+from ._core._hooks import Hook as Hook
+from ._core._hooks import HookRegistry as HookRegistry
+from ._core._hooks import on_shutdown as on_shutdown
+from ._core._inflight import InflightScope as InflightScope
+from ._core._logging import configure_json_logging as configure_json_logging
+from ._graceful._graceful import AsyncGrace as AsyncGrace
+from ._graceful._graceful import Grace as Grace
+from ._graceful._graceful import Graceful as Graceful
+from ._graceful._graceful import graceful as graceful
+from ._graceful._graceful import run as run
 
 __version__ = "0.1.0"
 

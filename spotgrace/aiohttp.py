@@ -33,7 +33,8 @@ from typing import Any, cast
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler, Middleware
 
-from ._http import (
+from ._graceful._graceful import graceful
+from ._http._shared import (
     UNAVAILABLE_BODY,
     GraceLike,
     HttpOptions,
@@ -170,9 +171,7 @@ async def _run(
     runner_options: dict[str, Any],
     options: dict[str, Any],
 ) -> None:
-    import spotgrace
-
-    async with spotgrace.graceful(**options) as grace:
+    async with graceful(**options) as grace:
         setup(app, grace, readyz=http.readyz, healthz=http.healthz, retry_after=http.retry_after)
         runner = web.AppRunner(app, handle_signals=False, **runner_options)
         await runner.setup()  # on_startup, cleanup_ctx

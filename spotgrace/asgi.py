@@ -32,7 +32,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from ._http import (
+from ._graceful._graceful import graceful
+from ._http._shared import (
     UNAVAILABLE_BODY,
     GraceLike,
     HttpOptions,
@@ -288,14 +289,12 @@ async def _serve(
 ) -> None:
     import uvicorn
 
-    import spotgrace
-
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Any:
             yield  # spotgrace owns the signals
 
-    async with spotgrace.graceful(**options) as grace:
+    async with graceful(**options) as grace:
         middleware = GraceMiddleware(
             app, grace=grace, readyz=http.readyz, healthz=http.healthz, retry_after=http.retry_after
         )

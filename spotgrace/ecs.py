@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from ._errors import SpotgraceError, StateError
-from ._eventlog import emit
-from ._hosts import check_url
+from ._core._errors import SpotgraceError, StateError
+from ._core._eventlog import emit
+from ._core._hosts import check_url
 
 __all__ = ["ProtectionError", "ProtectionState", "TaskProtection", "protect"]
 
@@ -152,7 +152,7 @@ class TaskProtection:
     # ------------------------------------------------------------------ agent calls
 
     def _call(self, method: str, body: Mapping[str, object] | None) -> ProtectionState:
-        from . import _fetch
+        from ._metadata import _fetch
 
         assert self.url is not None  # callers check
         if self._client is None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from spotgrace._hooks import default_registry
+from spotgrace._core._hooks import default_registry
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 

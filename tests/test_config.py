@@ -7,7 +7,7 @@ import signal
 import pytest
 
 import spotgrace
-from spotgrace._config import default_margin, resolve_options
+from spotgrace._core._config import default_margin, resolve_options
 
 
 def test_defaults() -> None:

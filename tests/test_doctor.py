@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from spotgrace import _doctor
-from spotgrace._doctor import Check, run_checks
-from spotgrace._probes import signal_mask
+from spotgrace._cli import _doctor
+from spotgrace._cli._doctor import Check, run_checks
+from spotgrace._supervisor._probes import signal_mask
 from tests.helpers.fake_ecs import FakeECS, fake_ecs
 from tests.helpers.supervised import PYTHON, ROOT, WAIT, require_pid_namespace
 

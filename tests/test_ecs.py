@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from spotgrace._errors import ConfigError, StateError
+from spotgrace._core._errors import ConfigError, StateError
 from spotgrace.ecs import ProtectionError, TaskProtection, protect
 from spotgrace.testing import FakeEndpoints
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import spotgrace
-from spotgrace._hooks import HookRegistry, default_registry, ordered
+from spotgrace._core._hooks import HookRegistry, default_registry, ordered
 
 
 def test_bare_decorator_registers_on_the_default_registry_and_returns_the_function() -> None:

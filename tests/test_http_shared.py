@@ -11,7 +11,7 @@ import pytest
 
 import spotgrace.aiohttp
 import spotgrace.asgi
-from spotgrace._http import HttpOptions, close_idle_connections, close_listeners
+from spotgrace._http._shared import HttpOptions, close_idle_connections, close_listeners
 
 
 class _Echo(asyncio.Protocol):

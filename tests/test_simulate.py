@@ -179,7 +179,7 @@ def test_demo_script_runs_the_rehearsal() -> None:
 def test_in_process_simulate_of_an_app_that_ignores_sigterm() -> None:
     import io
 
-    from spotgrace._simulate import simulate as run_simulation
+    from spotgrace._cli._simulate import simulate as run_simulation
 
     out = io.StringIO()
     code = run_simulation(
@@ -196,7 +196,7 @@ def test_events_file_gets_one_json_line_per_event(
 ) -> None:
     import json
 
-    from spotgrace._eventlog import EVENTS_FILE_ENV, emit
+    from spotgrace._core._eventlog import EVENTS_FILE_ENV, emit
 
     path = tmp_path / "events.jsonl"
     monkeypatch.setenv(EVENTS_FILE_ENV, str(path))
@@ -216,7 +216,7 @@ def test_events_file_gets_one_json_line_per_event(
 def test_events_file_that_cannot_be_written_is_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from spotgrace._eventlog import EVENTS_FILE_ENV, emit
+    from spotgrace._core._eventlog import EVENTS_FILE_ENV, emit
 
     monkeypatch.setenv(EVENTS_FILE_ENV, str(tmp_path / "missing-dir" / "events.jsonl"))
     emit("info", "watch.started", sources=[])  # must not raise

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from spotgrace._cli import main as cli_main
-from spotgrace._reaper import Exit
+from spotgrace._supervisor._reaper import Exit
 from spotgrace.testing import FakeEndpoints
 from tests.helpers.supervised import PROGRAMS, PYTHON, WAIT, Supervised
 

@@ -249,7 +249,7 @@ def test_uses_the_fake(spotgrace_fake):
 """
     )
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    cmd += ["-p", "spotgrace._pytest_plugin", "test_user.py"]
+    cmd += ["-p", "spotgrace.testing.pytest_plugin", "test_user.py"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout

@@ -22,8 +22,8 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from spotgrace._errors import ConfigError
-from spotgrace._fetch import Answer, async_client, fetch
+from spotgrace._core._errors import ConfigError
+from spotgrace._metadata._fetch import Answer, async_client, fetch
 from spotgrace.testing import FakeEndpoints
 from spotgrace.watch import (
     Ec2Source,

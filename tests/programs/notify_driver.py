@@ -14,9 +14,9 @@ import sys
 import threading
 import time
 
-from spotgrace._config import resolve_options
-from spotgrace._supervise import configure_logging
-from spotgrace._supervisor import RunSettings, Supervisor
+from spotgrace._cli._run import configure_logging
+from spotgrace._core._config import resolve_options
+from spotgrace._supervisor._supervisor import RunSettings, Supervisor
 
 trigger, within_text = sys.argv[1], sys.argv[2]
 command = sys.argv[sys.argv.index("--") + 1 :]

@@ -12,17 +12,17 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from ._config import ExitCode, Options, resolve_options
-from ._coordinator import PLATFORM_SOURCES, Coordinator, Notice, State
-from ._errors import ShutdownInterrupt, StateError
-from ._inflight import InflightScope
-from ._signals import Handler, install, restore
-from ._threads import start_daemon
-from ._watchdog import flush_logs
-from ._watching import make_watcher
+from .._core._config import ExitCode, Options, resolve_options
+from .._core._coordinator import PLATFORM_SOURCES, Coordinator, Notice, State
+from .._core._errors import ShutdownInterrupt, StateError
+from .._core._inflight import InflightScope
+from .._core._signals import Handler, install, restore
+from .._core._threads import start_daemon
+from .._core._watchdog import flush_logs
+from ._early_warning import make_watcher
 
 if TYPE_CHECKING:
-    from ._watcher import Watcher
+    from ..watch._watcher import Watcher
 
 __all__ = ["AsyncGrace", "Grace", "Graceful", "graceful", "run"]
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import structlog
 
-from ._config import Options
+from .._core._config import Options
 from ._reaper import Exit, reap_ready, set_child_subreaper
 
 __all__ = ["FORWARDED_SIGNALS", "RunSettings", "Supervisor"]

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ._config import Options, resolve_options
-from ._errors import ConfigError
-from ._probes import describe_pid1, get_json
+from .._core._config import Options, resolve_options
+from .._core._errors import ConfigError
+from .._supervisor._probes import describe_pid1, get_json
 
 __all__ = ["Check", "add_parser", "main", "run_checks"]
 

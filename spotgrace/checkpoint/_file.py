@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._checkpoint_base import (
+from ._base import (
     CheckpointError,
     CheckpointPathError,
     SyncCheckpointStore,

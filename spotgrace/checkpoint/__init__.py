@@ -20,22 +20,22 @@ Errors::
 
 from __future__ import annotations
 
-from ._checkpoint_base import (
+from ._base import (
     CheckpointError as CheckpointError,
 )
-from ._checkpoint_base import (
+from ._base import (
     CheckpointPathError as CheckpointPathError,
 )
-from ._checkpoint_base import (
+from ._base import (
     CheckpointStore as CheckpointStore,
 )
-from ._checkpoint_base import (
+from ._base import (
     SyncCheckpointStore as SyncCheckpointStore,
 )
-from ._checkpoint_file import FileCheckpoint as FileCheckpoint
-from ._checkpoint_redis import RedisCheckpoint as RedisCheckpoint
 from ._checkpointed import Checkpointed as Checkpointed
 from ._checkpointed import checkpointed as checkpointed
+from ._file import FileCheckpoint as FileCheckpoint
+from ._redis import RedisCheckpoint as RedisCheckpoint
 
 __all__ = [
     "CheckpointError",

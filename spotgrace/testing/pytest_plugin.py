@@ -1,7 +1,7 @@
 """A pytest plugin with the ``spotgrace_fake`` fixture (extra ``watch``).
 
-Enable it with ``-p spotgrace._pytest_plugin`` (or ``pytest_plugins =
-["spotgrace._pytest_plugin"]`` in the top-level ``conftest.py``)::
+Enable it with ``-p spotgrace.testing.pytest_plugin`` (or ``pytest_plugins =
+["spotgrace.testing.pytest_plugin"]`` in the top-level ``conftest.py``)::
 
     def test_my_app_stops_on_a_spot_notice(spotgrace_fake):
         spotgrace_fake.interrupt(after=1.0)
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .testing import FakeEndpoints
+from . import FakeEndpoints
 
 __all__ = ["spotgrace_fake"]
 

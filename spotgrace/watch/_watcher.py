@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from . import _fetch
-from ._errors import StateError
-from ._eventlog import emit
-from ._strict import SourceUnavailable
+from .._core._errors import StateError
+from .._core._eventlog import emit
+from .._metadata import _fetch
+from .._metadata._strict import SourceUnavailable
 
 if TYPE_CHECKING:
-    from .watch import Source, WatchNotice
+    from ._notice import Source, WatchNotice
 
 __all__ = ["DEFAULT_INTERVAL", "Watcher", "log_event"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Self
 
-from ._checkpoint_base import SyncCheckpointStore, check_key, decode, encode
+from ._base import SyncCheckpointStore, check_key, decode, encode
 
 if TYPE_CHECKING:
     import redis

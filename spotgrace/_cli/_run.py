@@ -1,6 +1,6 @@
 """``spotgrace run [options] -- CMD ARGS...``: the command line of the supervisor.
 
-The supervisor itself is :class:`spotgrace._supervisor.Supervisor`; this module
+The supervisor itself is :class:`spotgrace._supervisor._supervisor.Supervisor`; this module
 parses the options (through the core's :func:`resolve_options`, so the
 ``SPOTGRACE_*`` variables mean the same here as in the library), configures
 the event output and hands over. See ``docs/supervisor.md``.
@@ -14,11 +14,11 @@ from typing import Any
 
 import structlog
 
-from ._config import resolve_options
-from ._errors import ConfigError
-from ._logging import configure_json_logging
-from ._supervisor import RunSettings, Supervisor
-from ._watching import make_watcher
+from .._core._config import resolve_options
+from .._core._errors import ConfigError
+from .._core._logging import configure_json_logging
+from .._graceful._early_warning import make_watcher
+from .._supervisor._supervisor import RunSettings, Supervisor
 
 __all__ = ["add_parser", "configure_logging", "main"]
 

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
 
-from ._checkpoint_base import CheckpointError, CheckpointStore, check_key
-from ._errors import StateError
+from .._core._errors import StateError
+from ._base import CheckpointError, CheckpointStore, check_key
 
 if TYPE_CHECKING:
-    from ._graceful import AsyncGrace, Grace
+    from .._graceful._graceful import AsyncGrace, Grace
 
 __all__ = ["Checkpointed", "checkpointed"]
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ._fake_routes import FakeState, FaultKind, Route, build_app
+from ._routes import FakeState, FaultKind, Route, build_app
 
 __all__ = ["FakeEndpoints", "FaultKind", "RecordedRequest", "Route"]
 
@@ -293,7 +293,3 @@ def main() -> None:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
-
-
-if __name__ == "__main__":
-    main()

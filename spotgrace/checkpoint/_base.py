@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any, Protocol
 
-from ._errors import SpotgraceError
+from .._core._errors import SpotgraceError
 
 __all__ = [
     "CheckpointError",

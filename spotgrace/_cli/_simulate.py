@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._eventlog import EVENTS_FILE_ENV
+from .._core._eventlog import EVENTS_FILE_ENV
 
 __all__ = ["add_parser", "simulate"]
 
@@ -140,7 +140,7 @@ def simulate(
     out: TextIO = sys.stdout,
 ) -> int:
     """Run ``command`` through one rehearsed interruption; print the timeline and verdict."""
-    from .testing import FakeEndpoints
+    from ..testing import FakeEndpoints
 
     outcome = Outcome()
     with tempfile.TemporaryDirectory(prefix="spotgrace-sim-") as tmp, FakeEndpoints() as fake:

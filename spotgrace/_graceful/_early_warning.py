@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._config import Options
-from ._errors import ConfigError
+from .._core._config import Options
+from .._core._errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._watcher import Watcher
+    from ..watch._watcher import Watcher
 
 __all__ = ["RequestShutdown", "make_watcher"]
 
@@ -29,7 +29,7 @@ def make_watcher(options: Options, request_shutdown: RequestShutdown) -> Watcher
     if not options.watch:
         return None
     try:
-        from .watch import Watcher, WatchNotice, sources_from_spec
+        from ..watch import Watcher, WatchNotice, sources_from_spec
     except ImportError as exc:
         raise ConfigError(
             f"watch={list(options.watch)!r} needs the watch extra: "

@@ -1,57 +1,31 @@
-"""Early warning: turn a platform's interruption notice into a graceful shutdown.
-
-Needs the ``watch`` extra (httpx). Usually switched on through
-``spotgrace.graceful(watch="auto")`` or ``SPOTGRACE_WATCH=auto``; this module
-is for explicit sources and custom set-ups::
-
-    from spotgrace.watch import Ec2Source, EcsSource
-
-    with spotgrace.graceful(watch=[EcsSource(), Ec2Source(on_rebalance=notify)]):
-        ...
-
-Sources (each polled on its own schedule, with jitter and error backoff):
-
-- :class:`EcsSource`: ECS task metadata v4 ``$ECS_CONTAINER_METADATA_URI_V4/task``;
-  ``DesiredStatus == "STOPPED"`` while the task still runs is a notice.
-- :class:`Ec2Source`: EC2 IMDSv2 ``spot/instance-action`` (a notice whose
-  deadline is its ``time``) and ``events/recommendations/rebalance`` (a softer
-  event: logged and passed to ``on_rebalance``; a shutdown only with
-  ``shutdown_on_rebalance=True``). Honours ``AWS_EC2_METADATA_SERVICE_ENDPOINT``,
-  ``AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE`` and ``AWS_EC2_METADATA_DISABLED``.
-- :class:`UrlSource`: any URL; ``404``/``204`` = nothing, ``200`` with a JSON
-  object (optional ``reason``, ``time``, ``within``) = a notice.
-
-Only link-local (169.254.0.0/16, fd00:ec2::254) and loopback hosts are
-contacted unless a host is listed in ``allow_hosts``.
-"""
+"""The early-warning sources: ECS task metadata, EC2 IMDSv2, any URL."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from ._errors import ConfigError
-from ._fetch import Answer
-from ._hosts import check_url
-from ._strict import SourceError, SourceUnavailable, expect, parse_object, string_field, timestamp
-from ._watcher import DEFAULT_INTERVAL, Watcher, log_event
+from .._core._errors import ConfigError
+from .._core._hosts import check_url
+from .._metadata._strict import (
+    SourceError,
+    SourceUnavailable,
+    expect,
+    parse_object,
+    string_field,
+    timestamp,
+)
+from ._notice import Fetch, Source, WatchNotice
+from ._watcher import log_event
 
 __all__ = [
-    "DEFAULT_INTERVAL",
     "Ec2Source",
     "EcsSource",
-    "Fetch",
-    "Source",
-    "SourceError",
-    "SourceUnavailable",
     "UrlSource",
-    "WatchNotice",
-    "Watcher",
     "sources_from_spec",
 ]
 
@@ -60,51 +34,6 @@ IMDS_IPV6 = "http://[fd00:ec2::254]"
 SPOT_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 SPOT_ACTIONS = frozenset({"terminate", "stop", "hibernate"})
-
-
-@dataclass(frozen=True)
-class WatchNotice:
-    """A notice that the process will be stopped.
-
-    ``time`` is when the platform acts (the Spot ``time``), when known.
-    """
-
-    source: str
-    reason: str
-    kind: Literal["interruption", "rebalance"] = "interruption"
-    time: datetime | None = None
-    detail: Mapping[str, Any] = field(default_factory=dict)
-
-    def within(self, now: datetime | None = None) -> float | None:
-        """Seconds from ``now`` until :attr:`time` (never negative), or None."""
-        if self.time is None:
-            return None
-        now = datetime.now(UTC) if now is None else now
-        return max(0.0, (self.time - now).total_seconds())
-
-
-class Fetch(Protocol):
-    """What a source polls with: a bounded request returning an :class:`Answer`."""
-
-    def __call__(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-    ) -> Awaitable[Answer]: ...
-
-
-class Source(Protocol):
-    """An early-warning source: ``poll`` returns the notices that mean "shut down".
-
-    ``poll`` raises :class:`SourceError` (or anything else) when it cannot tell;
-    the watcher logs it, backs off and tries again.
-    """
-
-    name: str
-
-    def poll(self, fetch: Fetch) -> Awaitable[Sequence[WatchNotice]]: ...
 
 
 # ------------------------------------------------------------------ sources

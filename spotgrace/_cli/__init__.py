@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 #: Modules that contribute a subcommand, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "spotgrace._supervise",
-    "spotgrace._doctor",
-    "spotgrace._simulate",
+    "spotgrace._cli._run",
+    "spotgrace._cli._doctor",
+    "spotgrace._cli._simulate",
 )
 
 
