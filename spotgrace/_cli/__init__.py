@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "spotgrace._cli._run",
     "spotgrace._cli._doctor",
     "spotgrace._cli._simulate",
+    "spotgrace._cli._plan",
 )
 
 
