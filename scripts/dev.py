@@ -4,6 +4,7 @@
     python3 scripts/dev.py demo    # an example app survives a simulated Spot interruption
     python3 scripts/dev.py test    # lint, format check, mypy --strict, layer contracts, the whole test suite
     python3 scripts/dev.py bench   # the benchmarks under bench/
+    python3 scripts/dev.py docs    # the documentation site, built into site/
 
 It needs only Python 3.11+ and pip. It makes a virtual environment in
 ``.venv`` (once; again when pyproject.toml changes), installs the package with
@@ -83,6 +84,15 @@ def cmd_demo(args: list[str]) -> int:
     return subprocess.run(cmd, cwd=ROOT, check=False).returncode
 
 
+def cmd_docs(args: list[str]) -> int:
+    """Build the documentation site into site/ (warnings are errors)."""
+    ensure_venv()
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    cmd = [str(BIN / "mkdocs"), "build", "--strict", "-d", str(ROOT / "site"), *args]
+    log(" ".join(cmd))
+    return subprocess.run(cmd, cwd=ROOT, check=False, env=env).returncode
+
+
 def cmd_bench(args: list[str]) -> int:
     ensure_venv()
     cmd = [str(BIN / "python"), str(ROOT / "bench" / "run_all.py"), *args]
@@ -90,7 +100,7 @@ def cmd_bench(args: list[str]) -> int:
     return subprocess.run(cmd, cwd=ROOT, check=False).returncode
 
 
-COMMANDS = {"test": cmd_test, "demo": cmd_demo, "bench": cmd_bench}
+COMMANDS = {"test": cmd_test, "demo": cmd_demo, "bench": cmd_bench, "docs": cmd_docs}
 
 
 def main() -> int:
