@@ -17,7 +17,9 @@ Standard library only. On the command line: ``spotgrace timeline FILE --html OUT
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
+from ._files import write_private
 from ._html import render_html as render_html
 from ._model import Band as Band
 from ._model import HookBar as HookBar
@@ -43,6 +45,7 @@ __all__ = [
     "read_shutdowns",
     "render_html",
     "render_text",
+    "write_html",
 ]
 
 
@@ -54,4 +57,16 @@ def read_shutdowns(lines: Iterable[str]) -> tuple[list[Shutdown], ParseStats]:
     """
     events, stats = parse_lines(lines)
     shutdowns, stats.outside = group_shutdowns(events)
+    return shutdowns, stats
+
+
+def write_html(
+    lines: Iterable[str], path: str | Path, *, title: str = "Shutdown timeline"
+) -> tuple[list[Shutdown], ParseStats]:
+    """Render the shutdowns in ``lines`` to the HTML file ``path`` (0600, atomically).
+
+    Returns what :func:`read_shutdowns` found, so a caller can report on it.
+    """
+    shutdowns, stats = read_shutdowns(lines)
+    write_private(Path(path), render_html(shutdowns, stats, title=title))
     return shutdowns, stats

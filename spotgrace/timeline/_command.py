@@ -10,16 +10,14 @@ without any shutdown.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import read_shutdowns, render_html, render_text
+from ._files import write_private
 
-__all__ = ["add_parser", "main", "write_private"]
+__all__ = ["add_parser", "main"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -40,22 +38,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--title", default="Shutdown timeline", help="the HTML page's title")
     p.add_argument("--quiet", action="store_true", help="print only the verdicts")
     p.set_defaults(func=main)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only (0600)."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def main(

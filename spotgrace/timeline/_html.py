@@ -49,6 +49,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 6px}
 .verdict{padding:8px 12px;border-radius:6px;margin:6px 0 10px;font-weight:600}
 .clean{background:#e8f5e9;border-left:6px solid #2e7d32}
 .unclean{background:#fdecea;border-left:6px solid #c62828}
+.note{background:#fff8e1;border-left:6px solid #ef6c00;padding:6px 12px;margin:6px 0}
 svg{display:block;max-width:100%;height:auto}
 svg text{font:11px system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;fill:#1b1f23}
 svg .lab{font-size:12px}svg .dim{fill:#57606a}
@@ -124,7 +125,8 @@ def _marks(s: Shutdown) -> list[tuple[float, str, str]]:
         marks.append((s.kill_at, f"platform SIGKILL +{s.kill_at:.2f} s{est}", "kill"))
     if s.exit_at is not None:
         code = "?" if s.exit_code is None else s.exit_code
-        marks.append((s.exit_at, f"exit {code} +{s.exit_at:.2f} s", "exit"))
+        why = f" ({s.exit_why})" if s.exit_why in ("watchdog",) else ""
+        marks.append((s.exit_at, f"exit {code}{why} +{s.exit_at:.2f} s", "exit"))
     elif s.finished_at is not None:
         marks.append((s.finished_at, f"finished +{s.finished_at:.2f} s", "exit"))
     marks.extend((m.at, m.label, m.kind) for m in s.marks)
@@ -187,7 +189,8 @@ def _hook_row(h: HookBar, x: Callable[[float], float], y: float) -> list[str]:
 
 def _inflight(s: Shutdown, x: Callable[[float], float], y: float, end: float) -> list[str]:
     points = sorted(s.inflight)
-    top = max(n for _, n in points) or 1
+    peak = max(n for _, n in points)
+    top = peak or 1
     base = y + FLIGHT_H - 8
 
     def py(n: int) -> float:
@@ -202,7 +205,7 @@ def _inflight(s: Shutdown, x: Callable[[float], float], y: float, end: float) ->
     area = " ".join(path) + f" L{x(max(end, points[-1][0])):.1f} {base:.1f} Z"
     out = [
         _text(X0 - 8, y + 22, "in flight", anchor="end", cls="lab"),
-        _text(X0 - 8, y + 36, f"max {top}", anchor="end", cls="dim"),
+        _text(X0 - 8, y + 36, f"max {peak}", anchor="end", cls="dim"),
         f'<line x1="{X0}" y1="{base:.1f}" x2="{X1}" y2="{base:.1f}" stroke="#d0d7de"/>',
         f'<path d="{area}" fill="#1565c0" fill-opacity="0.15" stroke="#1565c0" '
         'stroke-width="1.5"/>',
@@ -212,7 +215,8 @@ def _inflight(s: Shutdown, x: Callable[[float], float], y: float, end: float) ->
             f'<circle cx="{x(t):.1f}" cy="{py(n):.1f}" r="2.5" fill="#1565c0">'
             f"<title>{n} in flight at +{t:.3f} s</title></circle>"
         )
-    out.append(_text(X0 + 2, py(top) - 3, str(top), cls="dim"))
+    if peak:
+        out.append(_text(X0 + 2, py(top) - 3, str(top), cls="dim"))
     return out
 
 
@@ -331,6 +335,7 @@ def render_html(
         parts.append(f'<p class="meta">notice at {escape(when)} · {escape(why)}</p>')
         klass = "clean" if s.clean else "unclean"
         parts.append(f'<p class="verdict {klass}">{escape(s.verdict)}</p>')
+        parts.extend(f'<p class="note">Note: {escape(n)}</p>' for n in s.notes)
         parts.append(render_shutdown_svg(s) + "</section>")
     parts.append(_legend())
     parts.append("<footer>made by <code>spotgrace timeline</code></footer></body></html>")

@@ -12,23 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._parse import Event
+from ._parse import SUPERVISOR_EVENTS, Event
 
 __all__ = ["Band", "HookBar", "Mark", "Shutdown", "group_shutdowns"]
-
-#: Events only ``spotgrace run`` (the supervisor) emits.
-_SUPERVISOR_ONLY = frozenset(
-    {
-        "child.started",
-        "child.exited",
-        "child.spawn_failed",
-        "signal.forwarded",
-        "signal.not_forwarded",
-        "signal.absorbed",
-        "run.exiting",
-        "orphan.reaped",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -88,6 +74,7 @@ class Shutdown:
     end: float = 0.0
     clean: bool = False
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     verdict: str = ""
     events: list[tuple[float, Event]] = field(default_factory=list)
     child_pid: int | None = None
@@ -100,7 +87,7 @@ class Shutdown:
 
 
 def _role(event: Event) -> str:
-    if event.name in _SUPERVISOR_ONLY:
+    if event.name in SUPERVISOR_EVENTS:
         return "supervisor"
     f = event.fields
     if event.name == "shutdown.started" and "drain_delay" not in f and "inflight" not in f:
@@ -133,21 +120,68 @@ def group_shutdowns(events: Iterable[Event]) -> tuple[list[Shutdown], int]:
         evs.sort(key=lambda e: (e.at, e.line))
         current: list[Event] | None = None
         chunks: list[list[Event]] = []
+        child: int | None = None  # from child.started, which comes before the notice
+        children: list[int | None] = []
         for ev in evs:
+            if ev.name == "child.started":
+                value = ev.fields.get("pid")
+                child = value if isinstance(value, int) else None
             if ev.name == "shutdown.started":
                 current = [ev]
                 chunks.append(current)
+                children.append(child)
             elif current is None:
                 outside += 1
             else:
                 current.append(ev)
-        for chunk in chunks:
+        for chunk, child_pid in zip(chunks, children, strict=True):
             role = "supervisor" if any(_role(e) == "supervisor" for e in chunk) else "app"
             if kind != "pid":
                 role = kind
-            shutdowns.append(_build(chunk, role, pid))
+            s = _build(chunk, role, pid)
+            s.child_pid = s.child_pid or child_pid
+            shutdowns.append(s)
+    _name(shutdowns)
+    _pair(shutdowns)
     shutdowns.sort(key=lambda s: (s.notice_at, s.role != "supervisor"))
     return shutdowns, outside
+
+
+def _pair(shutdowns: list[Shutdown]) -> None:
+    """Mark the supervisor's SIGKILL on its child's axis, and a child deadline beyond it."""
+    for sup in shutdowns:
+        if sup.role != "supervisor" or sup.deadline is None:
+            continue
+        end = sup.notice_at + sup.span
+        for app in shutdowns:
+            if app.role != "app":
+                continue
+            if sup.child_pid is not None and app.pid is not None:
+                if app.pid != sup.child_pid:
+                    continue
+            elif not sup.notice_at - 0.5 <= app.notice_at <= end:
+                continue
+            kill = sup.notice_at + sup.deadline - app.notice_at
+            app.marks.append(Mark(kill, f"spotgrace run SIGKILL +{kill:.2f} s", "kill"))
+            if app.deadline is not None and app.deadline > kill:
+                app.notes.append(
+                    f"its deadline (+{app.deadline:.2f} s) is after spotgrace run's SIGKILL "
+                    f"(+{kill:.2f} s): give the app the same SPOTGRACE_STOP_TIMEOUT"
+                )
+
+
+def _name(shutdowns: list[Shutdown]) -> None:
+    """Say who is who: ``spotgrace run (supervisor of pid N)``, ``pid N (under spotgrace run)``."""
+    children = {s.child_pid for s in shutdowns if s.role == "supervisor" and s.child_pid}
+    for s in shutdowns:
+        own = f"pid {s.pid}" if s.pid is not None else "no pid in the log"
+        if s.role == "supervisor":
+            child = f"supervisor of pid {s.child_pid}" if s.child_pid else "supervisor"
+            s.process = f"spotgrace run ({child}; {own})"
+        elif s.pid is not None and s.pid in children:
+            s.process = f"pid {s.pid} (the app under spotgrace run)"
+        else:
+            s.process = f"pid {s.pid}" if s.pid is not None else "app (no pid in the log)"
 
 
 def _num(value: Any) -> float | None:
@@ -161,9 +195,8 @@ def _build(chunk: list[Event], role: str, pid: int | None) -> Shutdown:
     f = first.fields
     offset = first.number("elapsed") or 0.0
     notice_at = first.at - offset
-    name = f"pid {pid}" if pid is not None else "process (no pid in the log)"
     s = Shutdown(
-        process=("spotgrace run, " + name) if role == "supervisor" else name,
+        process="",
         role=role,
         pid=pid,
         notice_at=notice_at,
@@ -317,7 +350,6 @@ class _Reader:
         what = ", ".join(f"hook {h}" for h in stuck) if stuck else ""
         if n:
             what = (what + ", " if what else "") + f"{n} in flight"
-        s.marks.append(Mark(t, "watchdog", "watchdog"))
         s.problems.append(
             f"the watchdog ended the process at its deadline (+{t:.2f} s, exit code {code})"
             + (f"; still running: {what}" if what else "")
@@ -396,7 +428,8 @@ class _Reader:
                 s.kill_at, s.kill_estimated = s.deadline + s.margin, True
         for name, (start, limit) in self.open_hooks.items():
             s.hooks.append(HookBar(name, start, max(0.0, end - start), "running", limit))
-            s.problems.append(f"hook {name} was still running at +{end:.2f} s")
+            if not any(f"hook {name}" in p for p in s.problems):
+                s.problems.append(f"hook {name} was still running at +{end:.2f} s")
         s.hooks.sort(key=lambda h: h.start)
         if self.hooks_expected is not None and len(s.hooks) < self.hooks_expected:
             missing = self.hooks_expected - len(s.hooks)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["SCHEMA_VERSIONS", "Event", "ParseStats", "parse_lines"]
+__all__ = ["SCHEMA_VERSIONS", "SUPERVISOR_EVENTS", "Event", "ParseStats", "parse_lines"]
 
 #: Event schema versions this renderer understands. Events carry no version
 #: today (read as version 1); an event whose ``v`` field is not listed here is
@@ -38,6 +38,21 @@ _NAMESPACES = (
     "watch.",
     "protection.",
     "checkpoint.",
+)
+
+#: Events only ``spotgrace run`` (the supervisor) emits. In these, ``pid`` is
+#: the child's, not the emitting process's.
+SUPERVISOR_EVENTS = frozenset(
+    {
+        "child.started",
+        "child.exited",
+        "child.spawn_failed",
+        "signal.forwarded",
+        "signal.not_forwarded",
+        "signal.absorbed",
+        "run.exiting",
+        "orphan.reaped",
+    }
 )
 
 #: What may stand before the JSON object on a line: timestamps, stream labels
@@ -170,7 +185,7 @@ def parse_lines(lines: Iterable[str]) -> tuple[list[Event], ParseStats]:
         if at is None:
             stats.untimed += 1
             continue
-        pid = doc.get("pid")
+        pid = None if name in SUPERVISOR_EVENTS else doc.get("pid")
         events.append(
             Event(
                 name=name,

@@ -79,6 +79,7 @@ def render_shutdown_text(s: Shutdown, *, width: int = 48) -> str:
         detail = " ".join(f"{k}={_fmt(v)}" for k, v in ev.fields.items() if k not in _HIDDEN)
         lines.append(f"   {t:+9.3f}  {ev.name:<28} {detail}".rstrip())
     lines.append(f"   verdict: {s.verdict}")
+    lines.extend(f"   note: {n}" for n in s.notes)
     return "\n".join(lines)
 
 
