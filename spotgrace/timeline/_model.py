@@ -7,12 +7,11 @@ clock; that is used when present, the event's wall time otherwise.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._parse import SUPERVISOR_EVENTS, Event
+from ._parse import SUPERVISOR_EVENTS, Event, number
 
 __all__ = ["Band", "HookBar", "Mark", "Shutdown", "group_shutdowns"]
 
@@ -184,12 +183,6 @@ def _name(shutdowns: list[Shutdown]) -> None:
             s.process = f"pid {s.pid}" if s.pid is not None else "app (no pid in the log)"
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _build(chunk: list[Event], role: str, pid: int | None) -> Shutdown:
     first = chunk[0]
     f = first.fields
@@ -202,8 +195,8 @@ def _build(chunk: list[Event], role: str, pid: int | None) -> Shutdown:
         notice_at=notice_at,
         source=str(f.get("source") or ""),
         reason=str(f.get("reason") or f.get("signal") or ""),
-        stop_timeout=_num(f.get("stop_timeout")),
-        margin=_num(f.get("margin")),
+        stop_timeout=number(f.get("stop_timeout")),
+        margin=number(f.get("margin")),
     )
     for ev in chunk:
         elapsed = ev.number("elapsed")
@@ -240,14 +233,14 @@ class _Reader:
 
     def on_shutdown_started(self, t: float, ev: Event) -> None:
         s = self.s
+        # deadline_in was measured at the notice itself (elapsed 0), not at `t`.
         d = ev.number("deadline_in")
         if d is not None:
-            s.deadline = t + d
+            s.deadline = d
         if ev.fields.get("signal"):
-            self.sigterm_at = t
-        lame = ev.number("drain_delay")
-        if lame == 0:
-            self.stopping_at = t
+            self.sigterm_at = 0.0
+        if ev.number("drain_delay") == 0:
+            self.stopping_at = 0.0  # no lame duck: intake stops at the notice
         self._inflight(t, ev)
 
     def on_shutdown_deadline_moved(self, t: float, ev: Event) -> None:
@@ -262,7 +255,8 @@ class _Reader:
         self.s.marks.append(Mark(t, f"{ev.fields.get('signal', 'signal')} received", "signal"))
 
     def on_shutdown_stopping(self, t: float, ev: Event) -> None:
-        self.stopping_at = t
+        if self.stopping_at is None:
+            self.stopping_at = t
         self._inflight(t, ev)
 
     def on_drain_started(self, t: float, ev: Event) -> None:

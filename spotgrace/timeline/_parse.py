@@ -11,13 +11,14 @@ event or counted under one of the :class:`ParseStats` reasons.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-__all__ = ["SCHEMA_VERSIONS", "SUPERVISOR_EVENTS", "Event", "ParseStats", "parse_lines"]
+__all__ = ["SCHEMA_VERSIONS", "SUPERVISOR_EVENTS", "Event", "ParseStats", "number", "parse_lines"]
 
 #: Event schema versions this renderer understands. Events carry no version
 #: today (read as version 1); an event whose ``v`` field is not listed here is
@@ -55,9 +56,13 @@ SUPERVISOR_EVENTS = frozenset(
     }
 )
 
-#: What may stand before the JSON object on a line: timestamps, stream labels
-#: (``app |``, ``web-1  |``), tabs. Anything else means "not a log line of ours".
-_PREFIX = re.compile(r"^[\w:.+\-/ ,\t\[\]|]*$")
+#: What may stand before the JSON object on a line: a ``docker compose`` /
+#: ``spotgrace simulate`` label (``web-1  |``), a timestamp (``docker logs -t``:
+#: ISO 8601; a CloudWatch export: ISO or Unix milliseconds), in that order or
+#: the other. Anything else means "not a log line of ours".
+_LABEL = r"(?:[\w.\-/]+\s*\|\s*)?"
+_STAMP = r"(?:(?P<iso>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)|(?P<epoch>\d{10,13}))?\s*"
+_PREFIX = re.compile(rf"^\s*{_LABEL}{_STAMP}{_LABEL}$")
 _DECODER = json.JSONDecoder()
 
 
@@ -73,10 +78,7 @@ class Event:
 
     def number(self, key: str) -> float | None:
         """The field ``key`` as a float, or None when it is missing or not a number."""
-        value = self.fields.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        return float(value)
+        return number(self.fields.get(key))
 
 
 @dataclass
@@ -116,15 +118,36 @@ class ParseStats:
         return text + ("; skipped " + ", ".join(parts) if parts else "")
 
 
+#: The largest magnitude taken as a number of seconds; beyond it (or NaN) a
+#: field is treated as missing, so a corrupt value cannot wreck the picture.
+_LIMIT = 1e11
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a finite float of sane size, or None (bools are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and abs(value) < _LIMIT else None
+
+
 def _parse_time(doc: Mapping[str, Any], prefix: str) -> float | None:
-    ts = doc.get("ts")
-    if isinstance(ts, int | float) and not isinstance(ts, bool):
-        return float(ts)
-    for text in (doc.get("timestamp"), doc.get("time"), prefix.strip(" |\t[]").split(" ")[0]):
+    ts = number(doc.get("ts"))
+    if ts is not None:
+        return ts if ts >= 0 else None
+    for text in (doc.get("timestamp"), doc.get("time")):
         if isinstance(text, str) and text:
             when = _iso(text)
             if when is not None:
                 return when
+    match = _PREFIX.match(prefix)
+    if match is None:  # pragma: no cover - parse_lines only passes matching prefixes
+        return None
+    if match["iso"]:
+        return _iso(match["iso"].replace(" ", "T").replace(",", "."))
+    if match["epoch"]:
+        value = int(match["epoch"])
+        return value / 1000 if value > 10**11 else float(value)
     return None
 
 
@@ -139,11 +162,10 @@ def _iso(text: str) -> float | None:
     zone = "+00:00" if zone in (None, "Z") else zone
     try:
         when = datetime.fromisoformat(base + frac + zone)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
-    if when.tzinfo is None:  # pragma: no cover - the zone is always added above
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    stamp = when.timestamp()
+    return stamp if 0 <= stamp < _LIMIT else None
 
 
 def parse_lines(lines: Iterable[str]) -> tuple[list[Event], ParseStats]:
