@@ -20,12 +20,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ._files import write_private
+from ._group import group_shutdowns as group_shutdowns
 from ._html import render_html as render_html
 from ._model import Band as Band
 from ._model import HookBar as HookBar
 from ._model import Mark as Mark
 from ._model import Shutdown as Shutdown
-from ._model import group_shutdowns as group_shutdowns
 from ._parse import SCHEMA_VERSIONS as SCHEMA_VERSIONS
 from ._parse import Event as Event
 from ._parse import ParseStats as ParseStats

@@ -136,12 +136,20 @@ def _marks(s: Shutdown) -> list[tuple[float, str, str]]:
 def _draw_marks(s: Shutdown, x: Callable[[float], float], bottom: float) -> list[str]:
     out: list[str] = []
     levels: list[float] = [-1e9, -1e9, -1e9]
-    for t, label, kind in sorted(_marks(s), key=lambda m: x(m[0])):
+    marks = sorted(_marks(s), key=lambda m: x(m[0]))
+    lines = [x(m[0]) for m in marks]
+    for t, label, kind in marks:
         px = x(t)
         colour, dash = MARK_STYLE.get(kind, MARK_STYLE["info"])
         width = 6.2 * len(label)
-        # Labels right of the line, unless that runs off the page; 3 levels.
-        left = px + 3 + width > WIDTH - 4
+
+        def crosses(a: float, b: float, px: float = px) -> bool:
+            return any(a < other < b and abs(other - px) > 1 for other in lines)
+
+        # Right of the line, unless that runs off the page or across another mark's line.
+        left = px + 3 + width > WIDTH - 4 or (
+            crosses(px + 3, px + 3 + width) and not crosses(px - 3 - width, px - 3)
+        )
         start = px - 3 - width if left else px + 3
         level = next((i for i, end in enumerate(levels) if start > end + 4), len(levels) - 1)
         levels[level] = start + width
@@ -254,7 +262,7 @@ def render_shutdown_svg(s: Shutdown) -> str:
         body.extend(_hook_row(h, x, y))
         y += HOOK_H
     end = s.exit_at if s.exit_at is not None else s.span
-    if s.inflight:
+    if any(n for _, n in s.inflight):  # a row of zeros says nothing
         body.extend(_inflight(s, x, y, end))
         y += FLIGHT_H
     body.extend(_axis(x, y))

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import tempfile
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,26 +79,32 @@ def screenshot(page: Path, out: Path, *, width: int = 1100, height: int = 900) -
 
 @dataclass
 class Image:
-    """A decoded 8-bit RGB(A) PNG: ``pixels[y][x] == (r, g, b)``."""
+    """A decoded 8-bit RGB(A) PNG, kept as a histogram: ``colours[(r, g, b)] == count``."""
 
     width: int
     height: int
-    pixels: list[list[tuple[int, int, int]]]
+    colours: Counter[tuple[int, int, int]]
 
     def count(self, predicate: Callable[[int, int, int], bool]) -> int:
         """How many pixels satisfy ``predicate(r, g, b)``."""
-        return sum(1 for row in self.pixels for p in row if predicate(*p))
+        return sum(n for rgb, n in self.colours.items() if predicate(*rgb))
 
     def near(self, colour: str, tolerance: int = 24) -> int:
         """How many pixels are within ``tolerance`` (per channel) of ``#rrggbb``."""
         want = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
         return self.count(
-            lambda r, g, b: (
-                abs(r - want[0]) <= tolerance
-                and abs(g - want[1]) <= tolerance
-                and abs(b - want[2]) <= tolerance
-            )
+            lambda r, g, b: abs(r - want[0]) <= tolerance
+            and abs(g - want[1]) <= tolerance
+            and abs(b - want[2]) <= tolerance
         )
+
+
+def _add_bytes(x: bytes | bytearray, y: bytes | bytearray) -> bytearray:
+    """Bytewise (x + y) mod 256, on whole rows at once (no carry between bytes)."""
+    n = len(x)
+    low, high = int.from_bytes(b"\x7f" * n, "big"), int.from_bytes(b"\x80" * n, "big")
+    a, b = int.from_bytes(x, "big"), int.from_bytes(y, "big")
+    return bytearray((((a & low) + (b & low)) ^ ((a ^ b) & high)).to_bytes(n, "big"))
 
 
 def _paeth(a: int, b: int, c: int) -> int:
@@ -132,22 +139,23 @@ def read_png(data: bytes) -> Image:
     raw = zlib.decompress(idat)
     stride = width * bpp
     prev = bytearray(stride)
-    pixels = []
+    colours: Counter[tuple[int, int, int]] = Counter()
     for y in range(height):
         start = y * (stride + 1)
         kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b = prev[i]
-            c = prev[i - bpp] if i >= bpp else 0
-            if kind == 1:
-                line[i] = (line[i] + a) & 0xFF
-            elif kind == 2:
-                line[i] = (line[i] + b) & 0xFF
-            elif kind == 3:
-                line[i] = (line[i] + (a + b) // 2) & 0xFF
-            elif kind == 4:
-                line[i] = (line[i] + _paeth(a, b, c)) & 0xFF
-        pixels.append([(line[x], line[x + 1], line[x + 2]) for x in range(0, stride, bpp)])
+        if kind == 2:
+            line = _add_bytes(line, prev)
+        elif kind in (1, 3, 4):
+            for i in range(stride):
+                a = line[i - bpp] if i >= bpp else 0
+                b = prev[i]
+                if kind == 1:
+                    line[i] = (line[i] + a) & 0xFF
+                elif kind == 3:
+                    line[i] = (line[i] + (a + b) // 2) & 0xFF
+                else:
+                    c = prev[i - bpp] if i >= bpp else 0
+                    line[i] = (line[i] + _paeth(a, b, c)) & 0xFF
+        colours.update(zip(line[0::bpp], line[1::bpp], line[2::bpp], strict=True))
         prev = line
-    return Image(width, height, pixels)
+    return Image(width, height, colours)
