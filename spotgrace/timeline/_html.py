@@ -283,7 +283,7 @@ def _axis(x: _Scale, y: float) -> list[str]:
         px = x(t)
         if px > x.split + 0.5:
             break
-        label = f"{t * 1000:g} ms" if unit_ms else f"{t:g} s"
+        label = f"{t * 1000:g} ms" if unit_ms and t < 1 else f"{t:g} s"
         out.append(
             f'<line x1="{px:.1f}" y1="{y:.1f}" x2="{px:.1f}" y2="{y + 5:.1f}" stroke="#57606a"/>'
         )
@@ -298,7 +298,7 @@ def _axis(x: _Scale, y: float) -> list[str]:
                 f'<line x1="{mid + dx - 4:.1f}" y1="{y + 6:.1f}" x2="{mid + dx + 4:.1f}" '
                 f'y2="{y - 6:.1f}" stroke="#57606a" stroke-width="1.5"/>'
             )
-        out.append(_text(mid, y + 18, "axis break", anchor="middle", cls="dim"))
+        out.append(_text(mid, y + 18, "…", anchor="middle", cls="dim"))
     out.append(_text(X1 + 10, y + 4, "time since notice", cls="dim"))
     return out
 
