@@ -151,6 +151,27 @@ def test_supervisor_and_child(runs: dict[str, Capture]) -> None:
     assert_rendered(app, "27.000")
 
 
+def test_supervisor_kills_a_stuck_child(runs: dict[str, Capture]) -> None:
+    cap = runs["supervisor_kill"]
+    assert cap.returncodes == [137]
+    shutdowns, stats = read_shutdowns(cap.output.splitlines())
+    assert [s.role for s in shutdowns] == ["supervisor", "app"], stats.summary()
+    sup, app = shutdowns
+    assert "the supervisor SIGKILLed its process group at +1.50 s" in sup.verdict
+    assert sup.exit_code == 137
+    assert hooks(app) == {"first_good": "ok", "block_the_loop": "running"}
+    assert app.exit_code == 137
+    assert app.exit_at == pytest.approx(1.5, abs=0.3)
+    assert "SIGKILLed by spotgrace run at the supervisor's deadline" in app.verdict
+    assert "before its shutdown finished" in app.verdict
+    assert any("after spotgrace run's SIGKILL (+1.50 s)" in n for n in app.notes)
+    page = render_html(shutdowns, stats)
+    assert "spotgrace run SIGKILL +1.50 s" in page
+    # The child's own events file alone: its events just stop.
+    alone = only(cap.events_file)
+    assert "the events stop at" in alone.verdict
+
+
 def test_rolling_restart(runs: dict[str, Capture]) -> None:
     cap = runs["rolling"]
     assert cap.returncodes == [0, 0]
@@ -170,10 +191,10 @@ def test_rolling_restart(runs: dict[str, Capture]) -> None:
 def test_every_scenario_in_one_page(runs: dict[str, Capture]) -> None:
     lines = [line for cap in runs.values() for line in cap.events_file.splitlines()]
     shutdowns, stats = read_shutdowns(lines)
-    assert len(shutdowns) == 7  # rolling has two; supervised's file holds the child's
+    assert len(shutdowns) == 8  # rolling has two; the supervised files hold the child's
     assert stats.skipped == 0
-    assert sorted(s.clean for s in shutdowns) == [False, False, False, True, True, True, True]
-    assert render_html(shutdowns, stats).count("<svg ") == 7
+    assert [s.clean for s in shutdowns].count(False) == 4
+    assert render_html(shutdowns, stats).count("<svg ") == 8
 
 
 def run_cli(*argv: str, stdin: str = "") -> tuple[int, str]:

@@ -1,7 +1,8 @@
 """Look at the timeline the way a user would: real headless Chromium, a screenshot.
 
 The page holds the shutdowns of the real scenarios in ``tests/helpers/shutdowns.py``
-(clean, hook timeout, watchdog, second signal, run + child, rolling restart).
+(clean, hook timeout, watchdog, second signal, run + child, a child
+SIGKILLed by run, rolling restart).
 Chromium is Debian's package; ``python3 scripts/dev.py test`` installs it as
 root. Without it the tests skip, except in CI (``CI=true``), where they fail.
 """
@@ -36,7 +37,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = run_all(tmp)
     lines = [line for cap in runs.values() for line in cap.events_file.splitlines()]
     shutdowns, stats = read_shutdowns(lines)
-    assert len(shutdowns) == 7
+    assert len(shutdowns) == 8
     path = tmp / "timeline.html"
     path.write_text(render_html(shutdowns, stats), encoding="utf-8")
     return path
@@ -54,7 +55,7 @@ def shot(page: Path, tmp: Path, height: int) -> Image:
 
 
 def test_screenshot_is_not_blank(page: Path, tmp_path: Path) -> None:
-    img = shot(page, tmp_path, height=2600)
+    img = shot(page, tmp_path, height=2900)
     drawn = img.width * img.height - img.count(white)
     assert drawn > 0.04 * img.width * img.height, f"{drawn} non-white pixels only"
     # The picture's own colours, not just text: bars and verdict boxes were painted.
@@ -72,7 +73,7 @@ def test_screenshot_is_not_blank(page: Path, tmp_path: Path) -> None:
 def test_page_has_no_console_errors_and_the_dom_has_every_shutdown(page: Path) -> None:
     run = chromium(page, "--dump-dom")
     assert run.console() == []
-    assert run.stdout.count("<svg ") == 7
+    assert run.stdout.count("<svg ") == 8
     for name in ("deregister", "hang_forever", "block_the_loop", "first_good", "last_good"):
         assert f">{name}</text>" in run.stdout
     assert "NOT CLEAN: the watchdog ended the process at its deadline" in run.stdout

@@ -64,16 +64,32 @@ def group_shutdowns(events: Iterable[Event]) -> tuple[list[Shutdown], int]:
             if kind != "pid":
                 role = kind
             s = _build(chunk, role, pid)
-            s.child_pid = s.child_pid or child_pid
+            s.child_pid = child_pid
             shutdowns.append(s)
+    # Supervisors first: what they saw of their child (its exit, their SIGKILL)
+    # goes into the child's picture and verdict.
+    for s in shutdowns:
+        if s.role == "supervisor":
+            read_shutdown(s)
+    pairs = _pair(shutdowns)
+    for s in shutdowns:
+        if s.role != "supervisor":
+            read_shutdown(s)
+    for app, kill in pairs:
+        if app.deadline is not None and app.deadline > kill:
+            app.notes.append(
+                f"its deadline (+{app.deadline:.2f} s) is after spotgrace run's SIGKILL "
+                f"(+{kill:.2f} s): give the app the same SPOTGRACE_STOP_TIMEOUT"
+            )
     _name(shutdowns)
-    _pair(shutdowns)
     shutdowns.sort(key=lambda s: (s.notice_at, s.role != "supervisor"))
     return shutdowns, outside
 
 
-def _pair(shutdowns: list[Shutdown]) -> None:
-    """Mark the supervisor's SIGKILL on its child's axis, and a child deadline beyond it."""
+def _pair(shutdowns: list[Shutdown]) -> list[tuple[Shutdown, float]]:
+    """Give each app under ``spotgrace run`` the supervisor's SIGKILL time and what it
+    saw of the child's end, on the app's own axis. Returns (app, SIGKILL time) pairs."""
+    pairs = []
     for sup in shutdowns:
         if sup.role != "supervisor" or sup.deadline is None:
             continue
@@ -86,13 +102,14 @@ def _pair(shutdowns: list[Shutdown]) -> None:
                     continue
             elif not sup.notice_at - 0.5 <= app.notice_at <= end:
                 continue
-            kill = sup.notice_at + sup.deadline - app.notice_at
+            shift = sup.notice_at - app.notice_at
+            kill = sup.deadline + shift
             app.marks.append(Mark(kill, f"spotgrace run SIGKILL +{kill:.2f} s", "kill"))
-            if app.deadline is not None and app.deadline > kill:
-                app.notes.append(
-                    f"its deadline (+{app.deadline:.2f} s) is after spotgrace run's SIGKILL "
-                    f"(+{kill:.2f} s): give the app the same SPOTGRACE_STOP_TIMEOUT"
-                )
+            if sup.child_exit is not None:
+                at, code, why = sup.child_exit
+                app.ended_by = (at + shift, code, why)
+            pairs.append((app, kill))
+    return pairs
 
 
 def _name(shutdowns: list[Shutdown]) -> None:
@@ -129,5 +146,4 @@ def _build(chunk: list[Event], role: str, pid: int | None) -> Shutdown:
         t = elapsed if elapsed is not None else ev.at - notice_at
         s.events.append((t, ev))
     s.events.sort(key=lambda p: (p[0], p[1].line))
-    read_shutdown(s)
     return s

@@ -75,6 +75,10 @@ class Shutdown:
     verdict: str = ""
     events: list[tuple[float, Event]] = field(default_factory=list)
     child_pid: int | None = None
+    #: For ``spotgrace run``: when and how its child ended (seconds, code, why).
+    child_exit: tuple[float, int | None, str] | None = None
+    #: For an app under ``spotgrace run``: its end as the supervisor saw it.
+    ended_by: tuple[float, int | None, str] | None = None
 
     @property
     def span(self) -> float:

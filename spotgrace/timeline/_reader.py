@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from typing import Any
 
 from ._model import Band, HookBar, Mark, Shutdown
@@ -28,6 +30,7 @@ class _Reader:
         self.finished_at: float | None = None
         self.open_hooks: dict[str, tuple[float, float | None]] = {}
         self.hooks_expected: int | None = None
+        self.killed = False  # spotgrace run SIGKILLed its child
 
     def read(self) -> None:
         for t, ev in self.s.events:
@@ -139,6 +142,7 @@ class _Reader:
     def on_shutdown_deadline_exceeded(self, t: float, ev: Event) -> None:
         s = self.s
         if ev.fields.get("action") == "SIGKILL":  # the supervisor kills the child's group
+            self.killed = True
             over = ev.number("overshoot") or 0.0
             s.marks.append(Mark(t, "supervisor SIGKILL", "watchdog"))
             s.problems.append(
@@ -183,12 +187,22 @@ class _Reader:
 
     def on_child_exited(self, t: float, ev: Event) -> None:
         code = ev.fields.get("exit_code")
+        code = code if isinstance(code, int) and not isinstance(code, bool) else None
         sig = ev.fields.get("signal")
         pid = ev.fields.get("pid")
         if isinstance(pid, int):
             self.s.child_pid = pid
-        why = f"child ended by {sig}" if sig else f"child exited with code {code}"
-        self._exit(t, code if isinstance(code, int) else None, why)
+        if isinstance(sig, str) and sig:
+            with contextlib.suppress(KeyError):
+                code = 128 + signal.Signals[sig]
+            self.s.child_exit = (t, code, f"ended by {sig}")
+            why = f"child ended by {sig}"
+        else:
+            self.s.child_exit = (t, code, f"exited with code {code}")
+            why = f"child exited with code {code}"
+        if self.killed:
+            self.s.child_exit = (t, code, "SIGKILLed by spotgrace run at the supervisor's deadline")
+        self._exit(t, code, why)
 
     def on_run_exiting(self, t: float, ev: Event) -> None:
         code = ev.fields.get("exit_code")
@@ -222,6 +236,11 @@ class _Reader:
 
     def close(self) -> None:
         s = self.s
+        if s.exit_at is None and s.ended_by is not None:
+            at, code, why = s.ended_by
+            s.exit_at, s.exit_code, s.exit_why = max(at, s.end), code, why
+            if self.finished is None:
+                s.problems.append(f"{why} (+{at:.2f} s), before its shutdown finished")
         end = s.exit_at if s.exit_at is not None else s.end
         if s.stop_timeout is not None:
             if self.sigterm_at is not None:
@@ -271,7 +290,8 @@ class _Reader:
             )
         if fin is not None and fin.get("clean") is False and not s.problems:
             s.problems.append("shutdown.finished says clean=false")
-        if s.deadline is not None and end > s.deadline + 0.001 and s.exit_why != "watchdog":
+        late = s.exit_why == "watchdog" or self.killed  # already said, with the overshoot
+        if s.deadline is not None and end > s.deadline + 0.05 and not late:
             s.problems.append(f"it ended {end - s.deadline:.2f} s after its deadline")
         if s.kill_at is not None and end > s.kill_at:
             s.problems.append(

@@ -93,9 +93,11 @@ class Image:
         """How many pixels are within ``tolerance`` (per channel) of ``#rrggbb``."""
         want = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
         return self.count(
-            lambda r, g, b: abs(r - want[0]) <= tolerance
-            and abs(g - want[1]) <= tolerance
-            and abs(b - want[2]) <= tolerance
+            lambda r, g, b: (
+                abs(r - want[0]) <= tolerance
+                and abs(g - want[1]) <= tolerance
+                and abs(b - want[2]) <= tolerance
+            )
         )
 
 

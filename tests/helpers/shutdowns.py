@@ -96,6 +96,18 @@ def supervised(tmp: Path) -> Capture:
     return _finish("supervised", path, [p])
 
 
+def supervisor_kill(tmp: Path) -> Capture:
+    """``spotgrace run --stop-timeout 2`` over an app whose hook blocks its loop and whose
+    own stop timeout is 30 s: the supervisor SIGKILLs the group at its deadline."""
+    path = tmp / "supervisor_kill.jsonl"
+    run = [sys.executable, "-m", "spotgrace", "run", "--stop-timeout", "2", "--"]
+    env = _env(path, SPOTGRACE_STOP_TIMEOUT="30")
+    p = start(PROGRAMS / "stuck_hook.py", "block-loop", env=env, prefix=run)
+    p.wait_for_line("ready")
+    p.signal(signal.SIGTERM)
+    return _finish("supervisor_kill", path, [p])
+
+
 def rolling(tmp: Path) -> Capture:
     """Two workers writing one events file, stopped one after the other."""
     path = tmp / "rolling.jsonl"
@@ -110,7 +122,8 @@ def rolling(tmp: Path) -> Capture:
 
 
 SCENARIOS: dict[str, Callable[[Path], Capture]] = {
-    f.__name__: f for f in (clean, hook_timeout, watchdog, second_signal, supervised, rolling)
+    f.__name__: f
+    for f in (clean, hook_timeout, watchdog, second_signal, supervised, supervisor_kill, rolling)
 }
 
 
