@@ -234,25 +234,15 @@ def render_shutdown_svg(s: Shutdown) -> str:
     x = _Scale(s.span, far)
     body: list[str] = []
     y = TOP
-    body.append(_text(X0 - 8, y + 18, "phases", anchor="end", cls="lab"))
-    for band in s.bands:
-        bx, bw = x(band.start), max(2.0, x(band.end) - x(band.start))
-        tip = (
-            f"{band.name}: +{band.start:.3f} s to +{band.end:.3f} s ({_dur(band.end - band.start)})"
-        )
-        if band.open_ended:
-            tip += ", not finished"
-        colour = BAND_COLOUR.get(band.name, "#eee")
-        body.append(
-            f'<rect x="{bx:.1f}" y="{y + 3}" width="{bw:.1f}" height="{BAND_H - 6}" '
-            f'fill="{colour}" stroke="#8c959f" stroke-width="0.5"><title>{escape(tip)}</title></rect>'
-        )
-        if bw > 6.5 * len(band.name) + 8:
-            body.append(_text(bx + bw / 2, y + 18, band.name, anchor="middle"))
-    y += BAND_H
-    if not s.hooks:
-        body.append(_text(X0 + 4, y + 15, "no cleanup hook ran", cls="dim"))
-        y += HOOK_H
+    if s.role == "supervisor":
+        body.extend(_child_row(s, x, y))
+        y += HOOK_H + 8
+    else:
+        body.extend(_phases(s, x, y))
+        y += BAND_H
+        if not s.hooks:
+            body.append(_text(X0 + 4, y + 15, "no cleanup hook ran", cls="dim"))
+            y += HOOK_H
     for i, h in enumerate(s.hooks):
         if i % 2 == 0:
             body.append(
@@ -274,6 +264,42 @@ def render_shutdown_svg(s: Shutdown) -> str:
         f'width="{WIDTH}" height="{height:.0f}" role="img" aria-label="{escape(title)}">'
         f"<title>{escape(title)}</title>" + "".join(body) + "".join(marks) + "</svg>"
     )
+
+
+def _child_row(s: Shutdown, x: Callable[[float], float], y: float) -> list[str]:
+    """``spotgrace run``: one bar for its child, from the notice to the child's end."""
+    who = f"child pid {s.child_pid}" if s.child_pid else "child"
+    out = [_text(X0 - 8, y + 15, who, anchor="end", cls="lab")]
+    if s.child_exit is None:
+        out.append(_text(X0 + 4, y + 15, "the child's end is not in the log", cls="dim"))
+        return out
+    at, code, why = s.child_exit
+    status = "ok" if code == 0 else "running" if "SIGKILL" in why else "failed"
+    out.append(
+        f'<rect x="{X0}" y="{y + 4}" width="{max(2.5, x(at) - X0):.1f}" height="{HOOK_H - 8}" '
+        f'rx="2" fill="{STATUS_COLOUR[status]}"><title>{escape(f"the child {why}")}</title></rect>'
+    )
+    out.append(_text(X1 + 10, y + 15, f"exit {code} · {_dur(at)}", cls="lab"))
+    return out
+
+
+def _phases(s: Shutdown, x: Callable[[float], float], y: float) -> list[str]:
+    body = [_text(X0 - 8, y + 18, "phases", anchor="end", cls="lab")]
+    for band in s.bands:
+        bx, bw = x(band.start), max(2.0, x(band.end) - x(band.start))
+        tip = (
+            f"{band.name}: +{band.start:.3f} s to +{band.end:.3f} s ({_dur(band.end - band.start)})"
+        )
+        if band.open_ended:
+            tip += ", not finished"
+        colour = BAND_COLOUR.get(band.name, "#eee")
+        body.append(
+            f'<rect x="{bx:.1f}" y="{y + 3}" width="{bw:.1f}" height="{BAND_H - 6}" '
+            f'fill="{colour}" stroke="#8c959f" stroke-width="0.5"><title>{escape(tip)}</title></rect>'
+        )
+        if bw > 6.5 * len(band.name) + 8:
+            body.append(_text(bx + bw / 2, y + 18, band.name, anchor="middle"))
+    return body
 
 
 def _axis(x: _Scale, y: float) -> list[str]:
@@ -299,7 +325,7 @@ def _axis(x: _Scale, y: float) -> list[str]:
                 f'y2="{y - 6:.1f}" stroke="#57606a" stroke-width="1.5"/>'
             )
         out.append(_text(mid, y + 18, "…", anchor="middle", cls="dim"))
-    out.append(_text(X1 + 10, y + 4, "time since notice", cls="dim"))
+    out.append(_text(X1 + 10, y + 18, "time since notice", cls="dim"))
     return out
 
 

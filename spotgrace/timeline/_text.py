@@ -61,6 +61,11 @@ def render_shutdown_text(s: Shutdown, *, width: int = 48) -> str:
     span = max(s.span, 1e-3)
     scale = width / span
     lines.append(f"   {'':<22}|{'0':<{width // 2}}{'+' + _seconds(span):>{width - width // 2}}|")
+    if s.child_exit is not None:
+        at, child_code, why = s.child_exit
+        who = f"child pid {s.child_pid}" if s.child_pid else "child"
+        bar = _bar(0.0, at, scale, width, "=" if child_code == 0 else "?")
+        lines.append(f"   {who:<22}|{bar}| {why} after {_seconds(at)}")
     for band in s.bands:
         bar = _bar(band.start, band.end, scale, width, _BAND.get(band.name, "-"))
         lines.append(f"   {band.name:<22}|{bar}| {_seconds(band.end - band.start)}")
@@ -70,7 +75,7 @@ def render_shutdown_text(s: Shutdown, *, width: int = 48) -> str:
         lines.append(
             f"   {'hook ' + h.name:<22}|{bar}| {h.status} {_seconds(h.duration)}{_fmt(detail)}"
         )
-    if s.inflight:
+    if any(n for _, n in s.inflight):
         points = ", ".join(f"{n} at +{t:.3f}" for t, n in s.inflight[:8])
         more = ", ..." if len(s.inflight) > 8 else ""
         lines.append(f"   in flight: {points}{more}")
