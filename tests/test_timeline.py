@@ -242,3 +242,21 @@ def test_simulate_html_pictures_the_rehearsal(tmp_path: Path) -> None:
     assert "platform SIGKILL +10.00 s" in page
     assert re.search(r"exit 0 \+0\.\d\d s|exit 0 \+1\.\d\d s", page)  # simulate saw the exit
     assert "CLEAN: finished" in page
+
+
+def test_simulate_html_when_the_rehearsal_ends_in_sigkill(tmp_path: Path) -> None:
+    """The app's own stop timeout (30 s) is longer than the platform's (2 s): SIGKILL."""
+    out = tmp_path / "killed.html"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTGRACE_", "ECS_"))}
+    env["SPOTGRACE_STOP_TIMEOUT"] = "30"
+    app = ["python", "tests/programs/stuck_hook.py", "block-loop"]
+    cmd = [sys.executable, "-m", "spotgrace", "simulate", "--quiet", "--interrupt-after", "1"]
+    cmd += ["--stop-timeout", "2", "--html", str(out), "--", *app]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert done.returncode == 1, done.stdout + done.stderr  # NOT CLEAN
+    page = out.read_text()
+    assert "exit 137 +" in page
+    assert "SIGKILL by spotgrace simulate at the stop timeout" in page
+    assert ">block_the_loop</text>" in page
+    assert "running · " in page
+    assert "NOT CLEAN" in page

@@ -121,8 +121,8 @@ def _marks(s: Shutdown) -> list[tuple[float, str, str]]:
     if s.deadline is not None:
         marks.append((s.deadline, f"deadline +{s.deadline:.2f} s", "deadline"))
     if s.kill_at is not None:
-        est = " (est.)" if s.kill_estimated else ""
-        marks.append((s.kill_at, f"platform SIGKILL +{s.kill_at:.2f} s{est}", "kill"))
+        what = "est. SIGKILL" if s.kill_estimated else "platform SIGKILL"
+        marks.append((s.kill_at, f"{what} +{s.kill_at:.2f} s", "kill"))
     if s.exit_at is not None:
         code = "?" if s.exit_code is None else s.exit_code
         why = f" ({s.exit_why})" if s.exit_why in ("watchdog",) else ""

@@ -214,8 +214,11 @@ class _Reader:
     def on_shutdown_exit(self, t: float, ev: Event) -> None:
         code = ev.fields.get("code", ev.fields.get("exit_code"))
         self._exit(t, code if isinstance(code, int) else None, str(ev.fields.get("why", "")))
-        if isinstance(code, int) and code != 0 and not self.s.problems:
-            self.s.problems.append(f"the process exited with code {code}")
+        if isinstance(code, int) and code != 0 and self.s.exit_at == t:
+            why = self.s.exit_why
+            self.s.problems.append(
+                f"it exited with code {code} at +{t:.2f} s" + (f": {why}" if why else "")
+            )
 
     # ------------------------------------------------------------------ helpers
 
@@ -293,7 +296,7 @@ class _Reader:
         late = s.exit_why == "watchdog" or self.killed  # already said, with the overshoot
         if s.deadline is not None and end > s.deadline + 0.05 and not late:
             s.problems.append(f"it ended {end - s.deadline:.2f} s after its deadline")
-        if s.kill_at is not None and end > s.kill_at:
+        if s.kill_at is not None and end > s.kill_at + 0.05:
             s.problems.append(
                 f"it ran {end - s.kill_at:.2f} s past the platform's SIGKILL: it was killed"
             )
