@@ -191,3 +191,18 @@ def test_input_file_with_a_bad_encoding_is_read(tmp_path: Path, real: list[str])
     out = io.StringIO()
     assert main(args, out=out) == 1  # the hook timeout is not clean
     assert "1 unrelated" in out.getvalue()
+
+
+def test_names_and_errors_cannot_inject_markup(real: list[str]) -> None:
+    evil = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    docs = [json.loads(line) for line in real]
+    for doc in docs:
+        if "hook" in doc:
+            doc["hook"] = evil
+        if doc["event"] == "shutdown.started":
+            doc["reason"] = evil
+    shutdowns, stats = read_shutdowns(json.dumps(d) for d in docs)
+    page = render_html(shutdowns, stats)
+    assert "<script" not in page
+    assert "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
