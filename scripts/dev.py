@@ -9,7 +9,8 @@
 It needs only Python 3.11+ and pip. It makes a virtual environment in
 ``.venv`` (once; again when pyproject.toml changes), installs the package with
 every extra and the dev tools into it, and, for the test suite, makes sure a
-``redis-server`` binary is there (from Debian's packages when run as root).
+``redis-server`` binary and a headless ``chromium`` are there (from Debian's
+packages when run as root).
 """
 
 from __future__ import annotations
@@ -65,9 +66,24 @@ def ensure_redis() -> None:
     log("redis-server not found and not root: the Redis tests will skip (not allowed in CI)")
 
 
+def ensure_chromium() -> None:
+    """A headless Chromium for the timeline's browser test: on PATH already, or from apt as root."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing chromium from Debian's packages")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run("apt-get", "update", "-qq", env=env)
+        packages = ("chromium", "fonts-dejavu-core")
+        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages, env=env)
+        return
+    log("chromium not found and not root: the browser test will skip (not allowed in CI)")
+
+
 def cmd_test(args: list[str]) -> int:
     ensure_venv()
     ensure_redis()
+    ensure_chromium()
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy", "--strict", "spotgrace")

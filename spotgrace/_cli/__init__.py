@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "spotgrace._cli._doctor",
     "spotgrace._cli._simulate",
     "spotgrace._cli._plan",
+    "spotgrace.timeline._command",
 )
 
 

@@ -96,6 +96,9 @@ def add_parser(subparsers: Any) -> None:
         help="also set SPOTGRACE_WATCH=ecs,ec2 for the app (early warning)",
     )
     p.add_argument("--quiet", action="store_true", help="do not show the app's own output")
+    p.add_argument(
+        "--html", metavar="FILE", help="also write the timeline picture of the app's shutdown"
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- the command to run")
     p.set_defaults(func=_run)
 
@@ -119,6 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         warning=args.warning,
         watch=args.watch,
         quiet=args.quiet,
+        html=args.html,
     )
 
 
@@ -138,6 +142,7 @@ def simulate(
     watch: bool = False,
     quiet: bool = False,
     out: TextIO = sys.stdout,
+    html: str | None = None,
 ) -> int:
     """Run ``command`` through one rehearsed interruption; print the timeline and verdict."""
     from ..testing import FakeEndpoints
@@ -191,6 +196,8 @@ def simulate(
             pump.join(5.0)
             proc.stdout.close()
         outcome.events = _read_events(events_path)
+        if html is not None:
+            _picture(events_path, html, note, outcome, proc.pid)
     return _report(outcome, start, stop_timeout, out)
 
 
@@ -258,6 +265,30 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
         if isinstance(doc, dict) and isinstance(doc.get("ts"), int | float):
             events.append(doc)
     return events
+
+
+def _picture(events_path: Path, html: str, note: Any, outcome: Outcome, pid: int) -> None:
+    """``--html``: the app's events, and its exit as simulate saw it, as a timeline picture."""
+    from ..timeline import write_html
+
+    try:
+        lines = events_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []  # no event at all: the page says no shutdown was found
+    at = outcome.exited_at if outcome.killed_at is None else outcome.killed_at
+    if at is not None and outcome.returncode is not None:
+        rc = outcome.returncode
+        code, why = (128 - rc if rc < 0 else rc), "as spotgrace simulate saw it"
+        if outcome.killed_at is not None:
+            why = "SIGKILL by spotgrace simulate at the stop timeout"
+        exit_event = {"ts": at, "pid": pid, "event": "shutdown.exit"}
+        lines.append(json.dumps({**exit_event, "code": code, "why": why}))
+    try:
+        write_html(lines, html, title="spotgrace simulate: the app's shutdown")
+    except OSError as exc:
+        note(f"cannot write the picture to {html}: {exc}")
+        return
+    note(f"wrote the timeline picture to {html}")
 
 
 def _describe_code(code: int) -> str:

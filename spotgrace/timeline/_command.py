@@ -1,0 +1,74 @@
+"""``spotgrace timeline [FILE|-] [--html OUT]``: draw the shutdowns in a log.
+
+Prints the text timeline of every shutdown found (``--quiet``: only the
+verdicts) and, with ``--html``, writes the picture as one self-contained HTML
+file (mode 0600, written atomically). Exit status: 0 when every shutdown is
+clean, 1 when one is not, 2 for a usage error, an unreadable file or an input
+without any shutdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import read_shutdowns, render_html, render_text
+from ._files import write_private
+
+__all__ = ["add_parser", "main"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``timeline`` on the ``spotgrace`` command line."""
+    p = subparsers.add_parser(
+        "timeline",
+        help="draw the shutdowns in a log of spotgrace events (text, or an HTML picture)",
+        description=(
+            "Read spotgrace's JSON event lines (SPOTGRACE_EVENTS_FILE, the app's JSON logs, "
+            "docker logs, a CloudWatch export) from FILE or stdin, print a timeline and a "
+            "verdict for each shutdown, and optionally write an HTML picture. "
+            "Exit status 0 = every shutdown clean, 1 = not clean, 2 = no shutdown found."
+        ),
+        epilog="example: spotgrace timeline events.jsonl --html shutdown.html",
+    )
+    p.add_argument("file", nargs="?", default="-", help="the log to read (default: - = stdin)")
+    p.add_argument("--html", metavar="OUT", help="also write the picture to this HTML file")
+    p.add_argument("--title", default="Shutdown timeline", help="the HTML page's title")
+    p.add_argument("--quiet", action="store_true", help="print only the verdicts")
+    p.set_defaults(func=main)
+
+
+def main(
+    args: argparse.Namespace, *, stdin: TextIO | None = None, out: TextIO | None = None
+) -> int:
+    """Run ``spotgrace timeline``; returns the exit status."""
+    out = out or sys.stdout
+    try:
+        if args.file == "-":
+            shutdowns, stats = read_shutdowns(stdin or sys.stdin)
+        else:
+            with open(args.file, encoding="utf-8", errors="replace") as f:
+                shutdowns, stats = read_shutdowns(f)
+    except OSError as exc:
+        print(f"spotgrace timeline: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    if args.quiet:
+        for s in shutdowns:
+            out.write(f"{s.process}: {s.verdict}\n")
+        out.write(f"input: {stats.summary()}\n")
+    else:
+        out.write(render_text(shutdowns, stats))
+    if args.html:
+        try:
+            write_private(Path(args.html), render_html(shutdowns, stats, title=args.title))
+        except OSError as exc:
+            print(f"spotgrace timeline: cannot write {args.html}: {exc}", file=sys.stderr)
+            return 2
+        out.write(f"wrote {args.html}\n")
+    out.flush()
+    if not shutdowns:
+        print("spotgrace timeline: no shutdown found in the input", file=sys.stderr)
+        return 2
+    return 0 if all(s.clean for s in shutdowns) else 1
