@@ -113,7 +113,8 @@ class Proxy:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 op = self.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
-                if not op:
+                json_protocol = bool(op)
+                if not op:  # the query protocol (SNS): Action=... in a form body
                     form = dict(x.split("=", 1) for x in body.decode().split("&") if "=" in x)
                     op = form.get("Action", "")
                 proxy.seen.append(op)
@@ -121,9 +122,18 @@ class Proxy:
                 if queue:
                     status, code = queue.pop(0)
                     proxy.injected.append(f"{op}:{code}")
-                    payload = json.dumps({"__type": code, "message": f"injected {code}"})
+                    if json_protocol:
+                        payload = json.dumps({"__type": code, "message": f"injected {code}"})
+                        content_type = "application/x-amz-json-1.1"
+                    else:
+                        payload = (
+                            "<ErrorResponse><Error><Type>Sender</Type>"
+                            f"<Code>{code}</Code><Message>injected {code}</Message>"
+                            "</Error><RequestId>injected</RequestId></ErrorResponse>"
+                        )
+                        content_type = "text/xml"
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/x-amz-json-1.1")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("x-amzn-ErrorType", code)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()

@@ -203,15 +203,23 @@ class Companion:
             data["steady_since"] = None
 
         so = self._update_record(ref, change)["scale_out"]
-        out: Result = {
-            "baseline": so["baseline"],
-            "target": so["target"],
-            "desired_before": view.desired,
-        }
-        if view.desired >= so["target"]:
-            return out | {"result": "already-scaled-out"}
-        self.ecs.set_desired(ref, so["target"])
-        return out | {"result": "scaled-out"}
+        out: Result = {"baseline": so["baseline"], "target": so["target"]}
+        out |= {"desired_before": view.desired, "result": "already-scaled-out"}
+        desired, target = view.desired, so["target"]
+        # Concurrent invocations (other tasks of this service) may each write a higher
+        # target; whoever set a count re-reads the record and follows a newer target,
+        # so the last UpdateService carries the last target whatever the write order.
+        for _ in range(_CONFLICT_ATTEMPTS):
+            if desired >= target:
+                break
+            self.ecs.set_desired(ref, target)
+            out["result"] = "scaled-out"
+            desired = target
+            latest = self.store.get_record(ref)[0].get("scale_out")
+            if latest is None:
+                break  # restored meanwhile
+            target = latest["target"]
+        return out
 
     # ------------------------------------------------------- placement failure
 
