@@ -75,7 +75,7 @@ def moto_url_fixture() -> Iterator[str]:
         server.stop()
 
 
-def _reset(url: str) -> None:
+def reset_moto(url: str) -> None:
     req = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200
@@ -392,7 +392,7 @@ def aws_env_fixture(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> str:
 @pytest.fixture(name="world")
 def world_fixture(aws_env: str) -> World:
     """A fresh emulated account (moto reset) with the shared resources."""
-    _reset(aws_env)
+    reset_moto(aws_env)
     return World(aws_env).setup()
 
 
