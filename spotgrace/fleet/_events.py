@@ -48,13 +48,17 @@ SPOT_STOPPED_REASON_PREFIX = "Your Spot Task was interrupted"
 _SOURCE = "aws.ecs"
 
 
-def _with_cluster(pattern: dict[str, Any], cluster_arn: str | None) -> dict[str, Any]:
+ClusterArn = str | Mapping[str, Any] | None
+"""A cluster ARN, or a CloudFormation intrinsic (``{"Fn::Sub": ...}``) that makes one."""
+
+
+def _with_cluster(pattern: dict[str, Any], cluster_arn: ClusterArn) -> dict[str, Any]:
     if cluster_arn is not None:
         pattern["detail"]["clusterArn"] = [cluster_arn]
     return pattern
 
 
-def interruption_pattern(cluster_arn: str | None = None) -> dict[str, Any]:
+def interruption_pattern(cluster_arn: ClusterArn = None) -> dict[str, Any]:
     """The rule pattern for Spot interruption notices (of one cluster, if given)."""
     return _with_cluster(
         {
@@ -71,7 +75,7 @@ def interruption_pattern(cluster_arn: str | None = None) -> dict[str, Any]:
     )
 
 
-def placement_failure_pattern(cluster_arn: str | None = None) -> dict[str, Any]:
+def placement_failure_pattern(cluster_arn: ClusterArn = None) -> dict[str, Any]:
     """The rule pattern for "no Fargate (Spot) capacity" placement failures."""
     return _with_cluster(
         {
@@ -86,7 +90,7 @@ def placement_failure_pattern(cluster_arn: str | None = None) -> dict[str, Any]:
     )
 
 
-def steady_state_pattern(cluster_arn: str | None = None) -> dict[str, Any]:
+def steady_state_pattern(cluster_arn: ClusterArn = None) -> dict[str, Any]:
     """The rule pattern for services reaching steady state."""
     return _with_cluster(
         {
