@@ -48,6 +48,7 @@ __all__ = [
     "handle_event",
     "handler",
     "interruption_pattern",
+    "make_clients",
     "matches",
     "placement_failure_pattern",
     "steady_state_pattern",
