@@ -52,7 +52,7 @@ from spotgrace.fleet import (
 EVENTS_DIR = Path(__file__).parent / "fleet_events"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
-FAKE_CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+FAKE_CREDS: dict[str, Any] = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -407,7 +407,8 @@ def proxy_fixture(moto_url: str) -> Iterator[Proxy]:
 
 
 def boto_client(service: str, url: str) -> Any:
-    return boto3.client(service, region_name=REGION, endpoint_url=url, **FAKE_CREDS)
+    session: Any = boto3.session.Session(region_name=REGION, **FAKE_CREDS)
+    return session.client(service, endpoint_url=url)
 
 
 Sleep = Callable[[float], None]

@@ -53,7 +53,7 @@ def test_alert_on_termination_notice_without_group_asks_ecs_for_the_service(worl
     ids=["stopCode-SpotInterruption", "no-stopCode-stoppedReason-prefix"],
 )
 def test_alert_on_other_interruption_shapes(
-    world: World, sample: str, detail: dict[str, str]
+    world: World, sample: str, detail: dict[str, str | None]
 ) -> None:
     web = world.service("web", 2)
     task = world.task("web")

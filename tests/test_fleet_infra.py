@@ -15,7 +15,7 @@ from typing import Any
 
 import hcl2
 import pytest
-from cfnlint.api import ManualArgs, lint
+from cfnlint.api import ManualArgs, lint  # type: ignore[import-untyped]
 
 from spotgrace._fleet_cli import main as fleet_main
 from spotgrace.fleet import (
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
 TF_DIR = ROOT / "infra" / "fleet" / "terraform"
-EXAMPLE = {
+EXAMPLE: dict[str, Any] = {
     "cluster": "my-cluster",
     "services": ["my-service"],
     "twins": {"my-service": "my-service-ondemand"},
