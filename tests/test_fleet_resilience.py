@@ -411,3 +411,22 @@ def test_shuffled_replays_under_random_throttling_always_end_as_intended(
     assert world.dead_letters() == []
     # Not asserted: how many were redriven (it depends on the seed); it is reported.
     print(f"seed {seed}: {len(deliveries)} deliveries, {redriven} redriven from the DLQ")
+
+
+def test_a_tick_reconciles_every_service_even_when_one_fails(world: World) -> None:
+    web, api = world.service("web", 2), world.service("api", 2)
+    config = world.config(
+        web, api, SPOTGRACE_FLEET_ACTION="scale-out", SPOTGRACE_FLEET_RESTORE_AFTER="0"
+    )
+    web_task = world.task("web")
+    world.handle(world.interruption(web_task, group="service:web", event_id="w"), config)
+    world.handle(world.interruption(world.task("api"), group="service:api", event_id="a"), config)
+    world.stop_task(web_task)
+    world.clients.ecs.update_service(cluster="prod", service="api", desiredCount=0)
+    world.clients.ecs.delete_service(cluster="prod", service="api")  # api's record now fails
+
+    with pytest.raises(AwsPermanentError, match="api"):
+        world.handle(tick(), config)
+
+    assert world.desired(web) == 2  # web was restored all the same
+    assert [d["event"]["id"] for d in world.dead_letters()] == ["tick-1"]

@@ -61,7 +61,7 @@ class Companion:
         """Apply one EventBridge event; returns one result per service touched."""
         ev = classify(event)
         if ev.kind is EventKind.TICK:
-            return [self._reconcile(ref, ev) for ref in sorted(self.config.services)]
+            return self._tick(ev)
         if ev.kind is EventKind.OTHER:
             self.log.warning("event matches no fleet pattern", event_id=ev.event_id)
             return [{"kind": ev.kind.value, "result": "ignored"}]
@@ -87,6 +87,27 @@ class Companion:
         if ev.kind is EventKind.PLACEMENT_FAILURE:
             return [self._once(ev, ref, keys, lambda: self._placement_failure(ref, ev))]
         return [self._once(ev, ref, keys, lambda: self._reconcile(ref, ev))]
+
+    def _tick(self, ev: FleetEvent) -> list[Result]:
+        """Reconcile every managed service; one failing service does not stop the others,
+        but its error is raised once all were tried."""
+        results: list[Result] = []
+        errors: list[Exception] = []
+        for ref in sorted(self.config.services):
+            try:
+                results.append(self._reconcile(ref, ev))
+            except Exception as exc:
+                errors.append(exc)
+                self.log.error(
+                    "reconcile failed",
+                    cluster=ref.cluster,
+                    service=ref.service,
+                    result="failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+        if errors:
+            raise errors[0]
+        return results
 
     def _ignored(self, ev: FleetEvent, ref: ServiceRef | None, why: str) -> Result:
         result = {"kind": ev.kind.value, "service": str(ref) if ref else None}
