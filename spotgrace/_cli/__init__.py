@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "spotgrace._cli._simulate",
     "spotgrace._cli._plan",
     "spotgrace.timeline._command",
+    "spotgrace._cli._fleet",
 )
 
 
