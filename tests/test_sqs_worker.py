@@ -128,8 +128,8 @@ def test_long_poll_delays_shutdown_by_at_most_one_poll(
     sent = a.signal(signal.SIGTERM)
     assert a.finish(timeout=20) == 0, a.output()
     took = time.monotonic() - sent
-    # One poll (4 s) plus moto's 1 s wake-up granularity plus noise; never more.
-    assert took < wait + 2.5, f"shutdown took {took:.1f}s with a {wait}s poll"
+    # One poll (4 s) plus moto's 1 s wake-up tick plus noise; never a second poll.
+    assert took < wait + 3, f"shutdown took {took:.1f}s with a {wait}s poll"
     assert _events(a, "sqs.stopped"), a.output()
 
 
@@ -177,7 +177,7 @@ def test_never_returning_handler_is_gone_before_stop_timeout_and_named(
 ) -> None:
     queue = make_queue(sqs)
     _produce(aws_env, queue, "--count", "1", "--seconds", "100000")
-    stop_timeout = 4.0
+    stop_timeout = 6.0
     a = _worker(procs, aws_env, queue, tmp_path / "r", "--visibility-timeout", "60",
                 "--wait-time", "1", stop_timeout=stop_timeout)  # fmt: skip
     _wait_for(lambda: _counts(sqs, queue)[1] == 1, 10, "the message in flight")

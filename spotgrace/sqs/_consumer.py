@@ -15,17 +15,19 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 import spotgrace
-from spotgrace.checkpoint import CheckpointStore
 
 from ._calls import CALL_ERRORS, SQSCalls, make_clients
 from ._ledger import Held, Ledger, Status
 from ._message import Message, PutBack
 from ._settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from spotgrace.checkpoint import CheckpointStore
 
 __all__ = ["Handler", "SQSConsumer"]
 
