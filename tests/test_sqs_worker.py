@@ -9,6 +9,7 @@ message left invisible would not be seen again within the test.
 from __future__ import annotations
 
 import json
+import random
 import signal
 import time
 from pathlib import Path
@@ -247,3 +248,24 @@ def test_checkpoint_hand_off_resumes_on_the_next_worker(
     assert b.finish(timeout=20) == 0, b.output()
     assert f"job 0 resumed at step {step}" in b.output()
     assert not list(ckpt.glob("*.json")), "checkpoint not cleared after success"
+
+
+def test_randomized_sigterms_lose_nothing_and_leave_nothing_invisible(
+    sqs: Any, aws_env: dict[str, str], procs: list[Proc], tmp_path: Path
+) -> None:
+    rng = random.Random(14)
+    for trial in range(4):
+        queue = make_queue(sqs)
+        results = tmp_path / f"r{trial}"
+        _produce(aws_env, queue, "--count", "10", "--seconds", f"{rng.uniform(0.1, 0.6):.2f}")
+        a = _worker(procs, aws_env, queue, results, "--concurrency", "2", "--prefetch", "3",
+                    "--visibility-timeout", "60", "--wait-time", "1")  # fmt: skip
+        time.sleep(rng.uniform(0.1, 1.5))
+        a.signal(signal.SIGTERM)
+        assert a.finish(timeout=20) == 0, a.output()
+        done = _completions(results)
+        visible, hidden = _counts(sqs, queue)
+        where = f"trial {trial}: done {sorted(done)}, visible {visible}, hidden {hidden}"
+        assert len(done) == len(set(done)), where
+        assert hidden == 0, where
+        assert visible == 10 - len(done), where
