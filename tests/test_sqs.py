@@ -178,3 +178,47 @@ def test_consumer_in_the_callers_block_processes_and_hands_off(
     attrs = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
     assert attrs["ApproximateNumberOfMessages"] == attrs["ApproximateNumberOfMessagesNotVisible"]
     assert attrs["ApproximateNumberOfMessages"] == "0"
+
+
+@pytest.mark.slow
+def test_failed_calls_are_logged_not_fatal(moto_endpoint: str, aws_env: dict[str, str]) -> None:
+    from structlog.testing import capture_logs
+
+    from spotgrace.sqs._calls import SQSCalls
+
+    sqs = sqs_client(moto_endpoint)
+    queue = make_queue(sqs)
+    calls = SQSCalls(queue, sqs, sqs)
+    stale = Message({"MessageId": "gone", "ReceiptHandle": "not-a-handle"})
+    with capture_logs() as logs:
+        assert calls.delete(stale) is False
+        assert calls.set_visibility([stale], 0, why="test") == [stale]
+        missing = SQSCalls(queue + "-missing", sqs, sqs)
+        assert missing.set_visibility([stale], 0, why="test") == [stale]
+        assert calls.dead_letter(stale, queue + "-no-such-dlq") is False
+    assert [e["event"] for e in logs] == [
+        "sqs.delete_failed",
+        "sqs.visibility_failed",
+        "sqs.visibility_failed",
+        "sqs.dead_letter_failed",
+    ]
+    assert all(e["log_level"] == "error" for e in logs)
+
+
+@pytest.mark.slow
+def test_missing_redrive_policy_is_a_warning(moto_endpoint: str, aws_env: dict[str, str]) -> None:
+    from structlog.testing import capture_logs
+
+    sqs = sqs_client(moto_endpoint)
+    queue = make_queue(sqs)
+    consumer = SQSConsumer(queue, lambda m: None, client=sqs, wait_time_seconds=1)
+    with (
+        capture_logs() as logs,
+        spotgrace.graceful(stop_timeout=5, exit_code="return", signals=()) as grace,
+    ):
+        grace.request_shutdown("at once")
+        stats = consumer.run(grace)
+    assert stats["received"] == 0
+    events = [e["event"] for e in logs]
+    assert "sqs.no_dead_letter" in events
+    assert events.index("sqs.started") < events.index("sqs.stopped")
