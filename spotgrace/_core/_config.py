@@ -26,6 +26,7 @@ __all__ = [
     "KNOWN_VARIABLES",
     "ExitCode",
     "Options",
+    "child_budget",
     "default_margin",
     "resolve_options",
 ]
@@ -94,6 +95,21 @@ def default_margin(stop_timeout: float) -> float:
     return min(5.0, max(0.5, 0.1 * stop_timeout))
 
 
+def child_budget(stop_timeout: float, margin: float) -> dict[str, str]:
+    """The ``SPOTGRACE_*`` budget for a program run under a supervisor of that budget.
+
+    ``spotgrace run`` SIGKILLs its child at ``stop_timeout - margin``; a
+    spotgrace app under it gets that as its own stop timeout (and the default
+    margin for it), so the app's watchdog reports what is stuck and exits
+    before the supervisor's SIGKILL, never after.
+    """
+    child = stop_timeout - margin
+    return {
+        "SPOTGRACE_STOP_TIMEOUT": f"{child:g}",
+        "SPOTGRACE_MARGIN": f"{default_margin(child):g}",
+    }
+
+
 @dataclass(frozen=True, kw_only=True)
 class Options:
     """The validated options of one ``graceful()``. See ``docs/reference.md``."""
@@ -129,7 +145,7 @@ def _where(name: str, from_env: bool, labels: Mapping[str, str]) -> str:
     env = "SPOTGRACE_" + name.upper()
     if from_env:
         return f"{env} (option {name})"
-    return labels.get(name) or f"{name} (keyword argument; env {env})"
+    return labels.get(name) or f"{name} (keyword argument)"
 
 
 def _warn_once(event: str, key: tuple[str, ...], **fields: object) -> None:
@@ -358,8 +374,13 @@ def _value(picked: tuple[_T, str] | None, default: _T) -> _T:
 
 
 def _named(picked: tuple[object, str] | None, name: str) -> str:
-    """A value's name in a cross-field error: its variable or keyword, or "default"."""
-    return f"{name}, from {picked[1]}" if picked is not None else f"{name}, the default"
+    """Where a value came from, for a cross-field error: its variable, keyword or flag."""
+    if picked is None:
+        return "the default"
+    where = picked[1]
+    if where.startswith("SPOTGRACE_") or where.startswith("-"):
+        return "from " + where.split(" ")[0]
+    return f"from the keyword {name}="
 
 
 def resolve_options(
@@ -399,15 +420,15 @@ def resolve_options(
     mg = default_margin(st) if pmg is None else pmg[0]
     if mg >= st:
         raise ConfigError(
-            f"margin ({mg:g} s; {_named(pmg, 'margin')}) must be less than stop_timeout "
-            f"({st:g} s; {_named(pst, 'stop_timeout')}): "
+            f"margin ({mg:g} s, {_named(pmg, 'margin')}) must be less than stop_timeout "
+            f"({st:g} s, {_named(pst, 'stop_timeout')}): "
             "the process would have no time at all to shut down"
         )
     pdd = _pick("drain_delay", drain_delay, env, _seconds_parser(), lab)
     dd = _value(pdd, d.drain_delay)
     if dd >= st - mg:
         raise ConfigError(
-            f"drain_delay ({dd:g} s; {_named(pdd, 'drain_delay')}) must be less than "
+            f"drain_delay ({dd:g} s, {_named(pdd, 'drain_delay')}) must be less than "
             f"stop_timeout - margin ({st:g} - {mg:g} = {st - mg:g} s): the lame-duck period "
             "would use the whole budget and leave nothing to drain in-flight work or run hooks"
         )
