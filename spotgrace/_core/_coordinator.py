@@ -49,6 +49,7 @@ _LEVELS = {
     "shutdown.body_failed": "error",
     "hook.timeout": "warning",
     "hook.skipped": "warning",
+    "hook.late": "warning",
     "drain.timeout": "warning",
     "signal.escalated": "warning",
 }
