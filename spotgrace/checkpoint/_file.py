@@ -131,7 +131,7 @@ class FileCheckpoint(SyncCheckpointStore):
                             f"{where}: another writer has held {self._lock_path.name} for "
                             f"{_LOCK_WAIT_SECONDS:g} s; not saving over it"
                         ) from None
-                    time.sleep(0.005)
+                    time.sleep(0.002)
             yield
         finally:
             os.close(fd)  # releases the lock
