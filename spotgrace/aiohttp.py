@@ -30,8 +30,13 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, cast
 
-from aiohttp import WSCloseCode, web
-from aiohttp.typedefs import Handler, Middleware
+from ._core._errors import MissingExtraError
+
+try:
+    from aiohttp import WSCloseCode, web
+    from aiohttp.typedefs import Handler, Middleware
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+    raise MissingExtraError("spotgrace.aiohttp", "aiohttp", exc.name) from exc
 
 from ._graceful._graceful import graceful
 from ._http._shared import (

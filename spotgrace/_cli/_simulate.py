@@ -113,6 +113,11 @@ def _run(args: argparse.Namespace) -> int:
         if not value >= 0 or (name == "stop_timeout" and value == 0):
             print(f"spotgrace simulate: --{name.replace('_', '-')} must be > 0", file=sys.stderr)
             return 2
+    try:
+        from ..testing import FakeEndpoints  # noqa: F401 - the fakes need the extra
+    except ImportError as exc:  # a core install: one line, not a traceback
+        print(f"spotgrace simulate: {exc}", file=sys.stderr)
+        return 2
     return simulate(
         command,
         interrupt_after=args.interrupt_after,

@@ -329,7 +329,7 @@ def _env(name: str, environ: Mapping[str, str]) -> str | None:
 
 
 def _stop_timeout(
-    given: object, environ: Mapping[str, str], labels: Mapping[str, str]
+    given: object, environ: Mapping[str, str], labels: Mapping[str, str], warn: bool
 ) -> tuple[float, str] | None:
     """The keyword and ``SPOTGRACE_STOP_TIMEOUT`` both count: the smaller wins.
 
@@ -346,6 +346,8 @@ def _stop_timeout(
     if from_env == picked[0]:
         return picked
     use = min(picked, (from_env, env_where))
+    if not warn:
+        return use
     keyword = labels.get("stop_timeout") or "stop_timeout="
     _warn_once(
         "config.stop_timeout_conflict",
@@ -399,6 +401,7 @@ def resolve_options(
     watch_interval: float | None = None,
     environ: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
+    warn: bool = True,
 ) -> Options:
     """Build validated :class:`Options`; ``None`` means "not given here".
 
@@ -407,14 +410,16 @@ def resolve_options(
     the keyword arguments in errors (``spotgrace run`` passes its flags). Logs
     a warning, once per process, for an unknown ``SPOTGRACE_*`` variable and
     for a ``stop_timeout`` keyword that disagrees with the variable (the
-    smaller wins).
+    smaller wins); ``warn=False`` turns those off (``spotgrace doctor`` reports
+    them itself).
     """
     env = os.environ if environ is None else environ
     lab: Mapping[str, str] = labels or {}
     d = Options()
-    _check_unknown(env)
+    if warn:
+        _check_unknown(env)
 
-    pst = _stop_timeout(stop_timeout, env, lab)
+    pst = _stop_timeout(stop_timeout, env, lab, warn)
     st = _value(pst, d.stop_timeout)
     pmg = _pick("margin", margin, env, _seconds_parser(), lab)
     mg = default_margin(st) if pmg is None else pmg[0]
@@ -432,7 +437,7 @@ def resolve_options(
             f"stop_timeout - margin ({st:g} - {mg:g} = {st - mg:g} s): the lame-duck period "
             "would use the whole budget and leave nothing to drain in-flight work or run hooks"
         )
-    if dd > (st - mg) / 2:
+    if warn and dd > (st - mg) / 2:
         _warn_once(
             "config.drain_delay_capped",
             ("drain_delay", str(dd), str(st - mg)),
