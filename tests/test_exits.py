@@ -80,11 +80,12 @@ def test_run_counts_logs_and_reports_progress_on_the_work_it_cancelled() -> None
     got, proc = _run("run-cancel")
     assert got == 70
     progress = [e for e in proc.events() if e.get("event") == "drain.progress"]
-    assert progress and progress[0]["inflight"] == 3, proc.output()  # never silent
+    assert progress, proc.output()  # never silent
+    assert progress[0]["inflight"] == 3
     timeout = proc.event("drain.timeout")
-    assert timeout["cancelled"] == 3 and timeout["inflight"] == 3, timeout
+    assert (timeout["cancelled"], timeout["inflight"]) == (3, 3), timeout
     finished = proc.event("shutdown.finished")
-    assert finished["clean"] is False and finished["cancelled"] == 3, finished
+    assert (finished["clean"], finished["cancelled"]) == (False, 3), finished
 
 
 def test_signal_policy_dies_of_the_signal() -> None:

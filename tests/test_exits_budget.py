@@ -10,16 +10,16 @@ import pytest
 import structlog.testing
 
 import spotgrace
-from spotgrace._core import _config
+from spotgrace._core import _config, _envcheck
 from spotgrace._core._config import resolve_options
 from tests._proc import kill_quietly, start
 
 
 @pytest.fixture(autouse=True)
 def _fresh_warnings() -> Iterator[None]:
-    _config._warned.clear()
+    _envcheck._warned.clear()
     yield
-    _config._warned.clear()
+    _envcheck._warned.clear()
 
 
 def _warnings(logs: list[dict[str, object]], event: str) -> list[dict[str, object]]:

@@ -40,7 +40,7 @@ def test_two_processes_saving_their_own_keys_to_one_file_lose_nothing(tmp_path: 
         proc.stdin.flush()
     for proc in procs:
         out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0 and out.strip() == "done", out
+        assert (proc.returncode, out.strip()) == (0, "done"), out
     store = FileCheckpoint(path)
     # Before locking, each writer's read-modify-write dropped the other's keys.
     missing = [
@@ -63,7 +63,9 @@ def test_two_instances_in_one_process_lose_nothing(tmp_path: Path) -> None:
         for i in range(SAVES):  # a key per save: a lost update stays lost
             store.save(f"{key}-{i}", i)
 
-    threads = [threading.Thread(target=write, args=(s, k)) for s, k in zip(stores, "ab")]
+    threads = [
+        threading.Thread(target=write, args=(s, k)) for s, k in zip(stores, "ab", strict=False)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -132,6 +132,7 @@ def test_doctor_suggests_the_variable_meant(tmp_path: Path) -> None:
     base = _program_pid1(tmp_path)
     env = {"SPOTGRACE_STOPTIMEOUT": "120"}
     checks = {c.name: c for c in run_checks(environ=env, proc=base / "proc", root=base / "root")}
-    assert "SPOTGRACE_STOPTIMEOUT (did you mean SPOTGRACE_STOP_TIMEOUT?)" in checks[
-        "variables"
-    ].message
+    assert (
+        "SPOTGRACE_STOPTIMEOUT (did you mean SPOTGRACE_STOP_TIMEOUT?)"
+        in checks["variables"].message
+    )

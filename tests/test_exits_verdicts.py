@@ -31,14 +31,18 @@ def test_sync_hook_returning_an_awaitable_that_exits_counts_as_failed_and_the_re
     exc: BaseException,
 ) -> None:
     ran: list[str] = []
-    with structlog.testing.capture_logs() as logs:
-        with spotgrace.graceful(signals=(), exit_code="return", stop_timeout=10) as grace:
-            grace.on_shutdown(lambda: ran.append("later"), order=1, name="later")
-            grace.on_shutdown(lambda: _raises(exc)(), name="returns-awaitable")
-            grace.request_shutdown()
+    with (
+        structlog.testing.capture_logs() as logs,
+        spotgrace.graceful(signals=(), exit_code="return", stop_timeout=10) as grace,
+    ):
+        grace.on_shutdown(lambda: ran.append("later"), order=1, name="later")
+        grace.on_shutdown(lambda: _raises(exc)(), name="returns-awaitable")
+        grace.request_shutdown()
     assert ran == ["later"]
     finished = next(e for e in logs if e["event"] == "shutdown.finished")
-    assert finished["failed"] == 1 and finished["finished"] == 1 and not finished["clean"]
+    assert finished["failed"] == 1
+    assert finished["finished"] == 1
+    assert not finished["clean"]
     assert grace.exit_code == 70
 
 
@@ -48,14 +52,16 @@ def test_hook_registered_after_the_cleanup_is_reported_not_silently_dropped() ->
     with structlog.testing.capture_logs() as logs:
         grace.on_shutdown(lambda: None, name="too-late")
     (late,) = [e for e in logs if e["event"] == "hook.late"]
-    assert late["hook"] == "too-late" and late["log_level"] == "warning"
+    assert late["hook"] == "too-late"
+    assert late["log_level"] == "warning"
 
 
 def test_a_late_hook_makes_the_verdict_unclean() -> None:
     verdict = Verdict()
     verdict.late_hook("too-late")
     code, why = verdict.decide({"clean": True, "drained": True, "cancelled": 0}, None)
-    assert code == 70 and "too-late" in why
+    assert code == 70
+    assert "too-late" in why
 
 
 def test_incomplete_wins_over_unclean_and_systemexit_over_both() -> None:

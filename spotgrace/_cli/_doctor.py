@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .._core._config import KNOWN_VARIABLES, Options, resolve_options
+from .._core._config import Options, resolve_options
+from .._core._envcheck import KNOWN_VARIABLES
 from .._core._errors import ConfigError
 from .._supervisor._probes import describe_pid1, get_json
 

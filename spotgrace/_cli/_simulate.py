@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .._core._config import EXIT_INCOMPLETE
 from .._core._eventlog import EVENTS_FILE_ENV
+from .._graceful._verdict import EXIT_INCOMPLETE
 
 __all__ = ["add_parser", "simulate"]
 

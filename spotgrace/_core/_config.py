@@ -7,23 +7,17 @@ is an error at start and never a surprise at shutdown.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import signal
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-import structlog
-
+from ._envcheck import check_unknown, warn_once
 from ._errors import ConfigError
 
 __all__ = [
-    "EXIT_INCOMPLETE",
-    "EXIT_UNCLEAN",
-    "KNOWN_VARIABLES",
     "ExitCode",
     "Options",
     "child_budget",
@@ -40,42 +34,6 @@ __all__ = [
 #: ``"return"``: leave the ``with`` block normally and let the program go on
 #: (the watchdog stands down). See ``docs/semantics.md``.
 ExitCode = int | Literal["auto", "signal", "return"]
-
-#: The exit code of a shutdown that was not clean (a hook failed, timed out or
-#: was skipped; work was cancelled or left running when the drain ran out of
-#: time). ``EX_SOFTWARE`` of ``sysexits.h``.
-EXIT_UNCLEAN = 70
-
-#: The "retry me" exit code: the work was interrupted before it was done (a
-#: ``checkpointed()`` iteration not complete, or ``grace.mark_incomplete()``).
-#: ``EX_TEMPFAIL`` of ``sysexits.h``: a temporary failure, try again.
-EXIT_INCOMPLETE = 75
-
-#: Every ``SPOTGRACE_*`` variable spotgrace reads; any other one is warned about
-#: at start (a typo would otherwise be ignored in silence). Other modules that
-#: read a variable of their own add it here.
-KNOWN_VARIABLES: set[str] = {
-    "SPOTGRACE_" + n.upper()
-    for n in (
-        "stop_timeout",
-        "margin",
-        "drain_delay",
-        "drain_timeout",
-        "hook_timeout",
-        "exit_code",
-        "watchdog_exit_code",
-        "second_signal",
-        "interrupt",
-        "signals",
-        "watch",
-        "watch_interval",
-        "events_file",
-    )
-}
-
-_log = structlog.get_logger("spotgrace")
-_warned: set[tuple[str, ...]] = set()
-_warned_lock = threading.Lock()
 
 #: The largest ``stop_timeout`` accepted. ECS allows 120 s on Fargate; the EC2
 #: launch type and Docker allow more, but a budget over an hour is a typo.
@@ -146,30 +104,6 @@ def _where(name: str, from_env: bool, labels: Mapping[str, str]) -> str:
     if from_env:
         return f"{env} (option {name})"
     return labels.get(name) or f"{name} (keyword argument)"
-
-
-def _warn_once(event: str, key: tuple[str, ...], **fields: object) -> None:
-    """A configuration warning, logged once per process for the same cause."""
-    with _warned_lock:
-        if key in _warned:
-            return
-        _warned.add(key)
-    _log.warning(event, **fields)
-
-
-def _check_unknown(environ: Mapping[str, str]) -> None:
-    for name in sorted(environ):
-        if not name.startswith("SPOTGRACE_") or name in KNOWN_VARIABLES:
-            continue
-        close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.75)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        _warn_once(
-            "config.unknown_variable",
-            ("unknown", name),
-            variable=name,
-            did_you_mean=close[0] if close else None,
-            message=f"{name} is not a spotgrace variable and is ignored{hint}",
-        )
 
 
 def _seconds(
@@ -349,7 +283,7 @@ def _stop_timeout(
     if not warn:
         return use
     keyword = labels.get("stop_timeout") or "stop_timeout="
-    _warn_once(
+    warn_once(
         "config.stop_timeout_conflict",
         ("stop_timeout", str(picked[0]), str(from_env)),
         keyword=picked[0],
@@ -417,7 +351,7 @@ def resolve_options(
     lab: Mapping[str, str] = labels or {}
     d = Options()
     if warn:
-        _check_unknown(env)
+        check_unknown(env)
 
     pst = _stop_timeout(stop_timeout, env, lab, warn)
     st = _value(pst, d.stop_timeout)
@@ -438,7 +372,7 @@ def resolve_options(
             "would use the whole budget and leave nothing to drain in-flight work or run hooks"
         )
     if warn and dd > (st - mg) / 2:
-        _warn_once(
+        warn_once(
             "config.drain_delay_capped",
             ("drain_delay", str(dd), str(st - mg)),
             drain_delay=dd,

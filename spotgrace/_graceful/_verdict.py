@@ -22,10 +22,20 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .._core._config import EXIT_INCOMPLETE, EXIT_UNCLEAN, ExitCode
+from .._core._config import ExitCode
 from .._core._errors import ShutdownInterrupt
 
-__all__ = ["Verdict", "system_exit_code"]
+__all__ = ["EXIT_INCOMPLETE", "EXIT_UNCLEAN", "Verdict", "apply_policy", "system_exit_code"]
+
+#: The exit code of a shutdown that was not clean (a hook failed, timed out or
+#: was skipped; work was cancelled or left running when the drain ran out of
+#: time). ``EX_SOFTWARE`` of ``sysexits.h``.
+EXIT_UNCLEAN = 70
+
+#: The "retry me" exit code: the work was interrupted before it was done (a
+#: ``checkpointed()`` iteration not complete, or ``grace.mark_incomplete()``).
+#: ``EX_TEMPFAIL`` of ``sysexits.h``: a temporary failure, try again.
+EXIT_INCOMPLETE = 75
 
 
 def system_exit_code(exc: SystemExit) -> int:
