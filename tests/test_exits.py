@@ -139,4 +139,4 @@ def test_second_signal_row_exits_128_plus_n() -> None:
 def test_bad_configuration_row_exits_1_naming_the_option() -> None:
     got, proc = _run("bad-config", sigterm=False)
     assert got == 1
-    assert "margin (10 s; margin, from margin (keyword argument" in proc.output()
+    assert "margin (10 s, from the keyword margin=) must be less than stop_timeout" in proc.output()
