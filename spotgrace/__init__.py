@@ -25,7 +25,7 @@ from ._graceful._graceful import AsyncGrace as AsyncGrace
 from ._graceful._graceful import Grace as Grace
 from ._graceful._graceful import Graceful as Graceful
 from ._graceful._graceful import graceful as graceful
-from ._graceful._graceful import run as run
+from ._graceful._run import run as run
 from ._graceful._verdict import EXIT_INCOMPLETE as EXIT_INCOMPLETE
 from ._graceful._verdict import EXIT_UNCLEAN as EXIT_UNCLEAN
 

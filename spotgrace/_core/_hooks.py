@@ -26,7 +26,15 @@ from typing import Any, TypeVar, overload
 from ._errors import ConfigError
 from ._threads import start_daemon
 
-__all__ = ["Hook", "HookRegistry", "default_registry", "on_shutdown", "ordered", "run_hooks"]
+__all__ = [
+    "Hook",
+    "HookRegistry",
+    "check_hook",
+    "default_registry",
+    "on_shutdown",
+    "ordered",
+    "run_hooks",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _seq = itertools.count()  # registration order across every registry
@@ -49,7 +57,8 @@ class Hook:
         return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
-def _check(order: object, timeout: object, fn: object) -> None:
+def check_hook(order: object, timeout: object, fn: object) -> None:
+    """Validate ``on_shutdown``'s arguments: TypeError or ConfigError naming the bad one."""
     if not callable(fn):
         raise TypeError(f"on_shutdown needs a callable, got {fn!r}")
     if isinstance(order, bool) or not isinstance(order, int):
@@ -79,7 +88,7 @@ class HookRegistry:
         name: str | None = None,
     ) -> Hook:
         """Add ``fn`` (sync or async, no arguments); returns its :class:`Hook`."""
-        _check(order, timeout, fn)
+        check_hook(order, timeout, fn)
         label = name or getattr(fn, "__qualname__", None) or repr(fn)
         hook = Hook(fn=fn, order=order, timeout=timeout, name=label, seq=next(_seq))
         with self._lock:
@@ -127,7 +136,7 @@ class HookRegistry:
             self.register(f, order=order, timeout=timeout, name=name)
             return f
 
-        _check(order, timeout, decorate)
+        check_hook(order, timeout, decorate)
         return decorate
 
 
