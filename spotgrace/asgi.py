@@ -274,7 +274,8 @@ def serve(
     :func:`spotgrace.graceful` options (``stop_timeout``, ``drain_delay``...);
     ``uvicorn_options`` are passed to ``uvicorn.Config`` (its ``host``,
     ``port``, ``log_level`` and signal handling are spotgrace's). After a
-    signal, this raises ``SystemExit`` with the exit policy's code (0 by default).
+    signal, this raises ``SystemExit`` with the exit policy's code (by
+    default the verdict: 0 when clean, 70 when not).
     """
     if importlib.util.find_spec("uvicorn") is None:
         raise MissingExtraError("spotgrace.asgi.serve()", "asgi", "uvicorn")
