@@ -127,6 +127,7 @@ def main(args: argparse.Namespace) -> int:
             "spotgrace run: no command given (spotgrace run [options] -- CMD ...)", file=sys.stderr
         )
         return 2
+    configure_logging(args.log_format)  # first: resolving may log config warnings
     try:
         options = resolve_options(
             stop_timeout=args.stop_timeout,
@@ -143,7 +144,6 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"spotgrace run: {exc}", file=sys.stderr)
         return 2
-    configure_logging(args.log_format)
     # The child's budget ends before ours, so a spotgrace app's watchdog reports first.
     os.environ.update(child_budget(options.stop_timeout, options.margin))
     supervisor = Supervisor(

@@ -63,8 +63,8 @@ def sync_block(**options: object) -> None:
             sys.exit(42)
         if MODE == "checkpoint":
             store = FileCheckpoint(sys.argv[2])
-            for _item in checkpointed(range(1000), store, key="job", every=1, grace=grace):
-                time.sleep(0.01)
+            for _item in checkpointed(range(200), store, key="job", every=1, grace=grace):
+                time.sleep(0.005)
         else:
             grace.wait()
     say(f"after-block exit_code={grace.exit_code}")
