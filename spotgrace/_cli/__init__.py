@@ -25,20 +25,37 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
+    from .. import __version__
+
     parser = argparse.ArgumentParser(
         prog="spotgrace",
         description="Graceful shutdown for containerised services.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"spotgrace {__version__}")
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of ``command`` (for its own usage line in errors), else the top one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            sub: argparse.ArgumentParser = action.choices[command]
+            return sub
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if extra:
+        # `spotgrace run --bogus`: the error and usage of `run`, not of `spotgrace`.
+        _subparser(parser, getattr(args, "subcommand", None)).error(
+            f"unrecognized arguments: {' '.join(extra)}"
+        )
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
