@@ -53,16 +53,21 @@ def test_the_takeover_says_why_it_is_off(monkeypatch: pytest.MonkeyPatch) -> Non
         __slots__ = ("_task_handler",)
 
     reason = _takeover.uvicorn_unsupported(H11Protocol, H11Protocol, Cycle)
-    assert reason is not None and "keep_alive" in reason
+    assert reason is not None
+    assert "keep_alive" in reason
     reason = _takeover.uvicorn_unsupported(object, H11Protocol, RequestResponseCycle)
-    assert reason is not None and "H11Protocol" in reason
+    assert reason is not None
+    assert "H11Protocol" in reason
     reason = _takeover.aiohttp_unsupported(Handler, web.Server)
-    assert reason is not None and "_request_in_progress" in reason
+    assert reason is not None
+    assert "_request_in_progress" in reason
     monkeypatch.setattr(_takeover, "_version", lambda dist: (99, 0))
     reason = _takeover.uvicorn_unsupported(H11Protocol, H11Protocol, RequestResponseCycle)
-    assert reason is not None and "outside the range" in reason
+    assert reason is not None
+    assert "outside the range" in reason
     reason = _takeover.aiohttp_unsupported(RequestHandler, web.Server)
-    assert reason is not None and "outside the range" in reason
+    assert reason is not None
+    assert "outside the range" in reason
 
 
 def test_the_declared_extras_match_the_supported_ranges() -> None:
@@ -87,7 +92,8 @@ async def _in_flight_at_the_notice(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(request_bytes("/hello"))  # the connection is a keep-alive one
         first = await read_response(reader)
-        assert first.status == 200 and not first.close
+        assert first.status == 200
+        assert not first.close
         writer.write(request_bytes(f"/work?ms={work_ms}"))
         await asyncio.sleep(signal_after)
         sent = time.monotonic()
