@@ -91,10 +91,11 @@ class GraceMiddleware:
         if kind == "http":
             book = self._book
             if book is not None:
-                if self.grace.ready and not scope["path"].startswith(self._probes):
-                    await self.app(scope, receive, send)  # before the notice: nothing more
-                    return
-                if not book.marked:  # the first request after the notice
+                if self.grace.ready:
+                    if not scope["path"].startswith(self._probes):
+                        await self.app(scope, receive, send)  # before the notice: nothing more
+                        return
+                elif not book.marked:  # the first request after the notice
                     book.mark_close()
             await self._http(scope, receive, send)
         elif kind == "websocket":

@@ -90,10 +90,11 @@ async def _in_flight_at_the_notice(
     server = await start_server(argv, port, env=env)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request_bytes("/hello"))  # the connection is a keep-alive one
-        first = await read_response(reader)
-        assert first.status == 200
-        assert not first.close
+        for path in ("/readyz", "/hello"):  # before the notice: a keep-alive connection
+            writer.write(request_bytes(path))
+            first = await read_response(reader)
+            assert first.status == 200
+            assert not first.close, path
         writer.write(request_bytes(f"/work?ms={work_ms}"))
         await asyncio.sleep(signal_after)
         sent = time.monotonic()
