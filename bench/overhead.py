@@ -252,7 +252,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(
             f"| {r['label']} | {r['plain']} | {r['rounds']} | {r['ratio_median']:.1%} "
-            f"({r['ratio_q1']:.0%}–{r['ratio_q3']:.0%}) | {r['cpu_us_median']:.1f} "
+            f"({r['ratio_q1']:.0%}-{r['ratio_q3']:.0%}) | {r['cpu_us_median']:.1f} "
             f"| {r['plain_cpu_us_median']:.1f} | {r['cpu_ratio']:.1%} |"
         )
     return "\n".join(lines) + "\n"
@@ -266,7 +266,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.6 * len(rows) + 2))
     labels = [r["label"] for r in rows]
-    left.boxplot([[100 * v for v in r["ratios"]] for r in rows], vert=False, labels=labels)
+    left.boxplot([[100 * v for v in r["ratios"]] for r in rows], vert=False, tick_labels=labels)
     left.axvline(97, color="tab:red", linestyle="--", label="goal: 97%")
     left.axvline(100, color="grey", linewidth=0.8)
     left.set_xlabel("requests/s vs the plain server, per round (%)")

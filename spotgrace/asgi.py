@@ -81,22 +81,29 @@ class GraceMiddleware:
         self.app = app
         self.grace = grace
         self.options = HttpOptions(readyz=readyz, healthz=healthz, retry_after=retry_after)
-        self._probes = tuple(p for p in (self.options.readyz, self.options.healthz) if p)
+        self._probes = frozenset(p for p in (self.options.readyz, self.options.healthz) if p)
         # Set by serve() when uvicorn's bookkeeping can be taken over at the notice:
         # until then an HTTP request goes straight to the app.
         self._book: UvicornBook | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        book = self._book
+        if (
+            book is not None
+            and scope["type"] == "http"
+            and scope["path"] not in self._probes
+            and self.grace.ready
+        ):
+            await self.app(scope, receive, send)  # under serve(), before the notice: nothing more
+            return
+        await self._slow(scope, receive, send)
+
+    async def _slow(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             book = self._book
-            if book is not None:
-                if self.grace.ready:
-                    if not scope["path"].startswith(self._probes):
-                        await self.app(scope, receive, send)  # before the notice: nothing more
-                        return
-                elif not book.marked:  # the first request after the notice
-                    book.mark_close()
+            if book is not None and not book.marked and not self.grace.ready:
+                book.mark_close()  # the first request after the notice
             await self._http(scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
