@@ -8,7 +8,8 @@ next poll. The guards are the same as :func:`spotgrace._metadata._fetch.fetch`'s
 
 - a total time limit per request (connect, write, read);
 - a body cap, checked against ``Content-Length`` before reading and while reading;
-- strict parsing: an ``HTTP/1.x`` status line, at most :data:`MAX_HEADERS`
+- strict parsing: an ``HTTP/1.x`` status line, lines ending in CRLF, a head of at
+  most 64 KiB with at most :data:`MAX_HEADERS`
   header lines of at most :data:`MAX_LINE` bytes, no obsolete line folding,
   a single valid ``Content-Length``, chunked or length-delimited bodies only
   (not both), no 1xx answers;
@@ -22,6 +23,7 @@ Every failure is a :class:`~spotgrace._metadata._fetch.FetchError`.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -31,8 +33,12 @@ __all__ = ["MAX_HEADERS", "MAX_LINE", "Http11Client"]
 
 MAX_LINE = 8192
 MAX_HEADERS = 100
+_MADE_MAX = 32
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+#: One header line: a token, a colon, the value without the whitespace around it
+#: (no control characters but tab; obsolete line folding does not match).
+_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\x00-\x1f\x7f]|\t)*?)[ \t]*")
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -42,6 +48,8 @@ class Http11Client:
     def __init__(self, *, user_agent: str = "spotgrace") -> None:
         self._idle: dict[tuple[str, int], _Conn] = {}
         self._user_agent = user_agent
+        # The pollers repeat the same few requests: their bytes are made once.
+        self._made: dict[tuple[object, ...], tuple[str, int, bytes]] = {}
 
     async def __aenter__(self) -> Http11Client:
         return self
@@ -66,8 +74,15 @@ class Http11Client:
         content: bytes | None = None,
     ) -> Answer:
         """One request taking at most ``time_limit`` s in all, a body of at most ``max_body``."""
-        host, port, target = _split(url)
-        request = _request_bytes(method, host, port, target, self._user_agent, headers, content)
+        made_key = (method, url, content, *(headers or {}).items())
+        made = self._made.get(made_key)
+        if made is None:
+            host, port, target = _split(url)
+            request = _request_bytes(method, host, port, target, self._user_agent, headers, content)
+            if len(self._made) >= _MADE_MAX:
+                self._made.clear()
+            made = self._made[made_key] = (host, port, request)
+        host, port, request = made
         key = (host, port)
         try:
             async with asyncio.timeout(time_limit):
@@ -96,9 +111,15 @@ class Http11Client:
         try:
             writer.write(request)
             await writer.drain()
-            status_line = await reader.readuntil(b"\n")
-            status, keep_alive = _status(status_line)
-            fields = await _headers(reader)
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:  # say what it was if it was no HTTP at all
+                    _status(exc.partial.split(b"\r\n", 1)[0])
+                raise
+            lines = head[:-4].split(b"\r\n")
+            status, keep_alive = _status(lines[0])
+            fields = _headers(lines[1:])
             answer, keep = await _body(reader, status, fields, method, max_body)
             keep = keep and keep_alive and fields.get("connection", "").lower() != "close"
             return answer
@@ -165,7 +186,7 @@ def _status(line: bytes) -> tuple[int, bool]:
     """The status code and whether the version allows keep-alive."""
     if len(line) > MAX_LINE:
         raise FetchError("status line too long")
-    parts = line.rstrip(b"\r\n").split(b" ", 2)
+    parts = line.split(b" ", 2)
     if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise FetchError(f"not an HTTP/1.x answer: {line[:40]!r}")
     code = parts[1]
@@ -174,27 +195,26 @@ def _status(line: bytes) -> tuple[int, bool]:
     return int(code), parts[0] == b"HTTP/1.1"
 
 
-async def _headers(reader: asyncio.StreamReader) -> dict[str, str]:
+def _headers(lines: list[bytes]) -> dict[str, str]:
+    if len(lines) > MAX_HEADERS:
+        raise FetchError(f"more than {MAX_HEADERS} header lines")
     fields: dict[str, str] = {}
-    for _ in range(MAX_HEADERS + 1):
-        line = await reader.readuntil(b"\n")
+    for line in lines:
         if len(line) > MAX_LINE:
             raise FetchError("header line too long")
-        if line in (b"\r\n", b"\n"):
-            return fields
-        if line[:1] in (b" ", b"\t"):
-            raise FetchError("obsolete header line folding")
-        name, sep, value = line.rstrip(b"\r\n").partition(b":")
-        if not sep or not name or not set(name) <= _TOKEN:
+        found = _FIELD.fullmatch(line)
+        if found is None:
+            if line[:1] in (b" ", b"\t"):
+                raise FetchError("obsolete header line folding")
             raise FetchError(f"bad header line {line[:40]!r}")
-        key = name.decode("ascii").lower()
-        text = value.strip(b" \t").decode("latin-1")
-        if key == "content-length" and key in fields and fields[key] != text:
-            raise FetchError("conflicting Content-Length headers")
-        fields[key] = (
-            f"{fields[key]}, {text}" if key in fields and key != "content-length" else text
-        )
-    raise FetchError(f"more than {MAX_HEADERS} header lines")
+        key = found[1].decode("ascii").lower()
+        text = found[2].decode("latin-1")
+        if key in fields:
+            if key == "content-length" and fields[key] != text:
+                raise FetchError("conflicting Content-Length headers")
+            text = text if key == "content-length" else f"{fields[key]}, {text}"
+        fields[key] = text
+    return fields
 
 
 async def _body(
