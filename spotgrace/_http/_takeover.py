@@ -139,20 +139,23 @@ class UvicornBook:
         """At the notice: every response not yet complete ends its connection; idempotent.
 
         A response not started yet gets ``Connection: close`` (uvicorn adds it
-        when the request's headers carry it); every one closes its connection
-        once complete. Returns how many requests were marked.
+        when the request's headers carry it) and its connection closes once it
+        is complete. Returns how many requests were marked.
         """
         if self.marked:
             return 0
         self.marked = True
-        cycles = self._busy_cycles()
-        for cycle in cycles:
-            cycle.keep_alive = False
+        marked = 0
+        for cycle in self._busy_cycles():
+            # A response already under way said nothing about closing: its connection
+            # stays, and a next request on it takes the full path (503 once intake closed).
             if not cycle.response_started:
+                cycle.keep_alive = False
                 headers = cycle.scope["headers"]
                 if _CLOSE not in headers:
                     headers.append(_CLOSE)
-        return len(cycles)
+                marked += 1
+        return marked
 
     def tasks(self) -> list[asyncio.Task[Any]]:
         """The request and WebSocket tasks running now."""

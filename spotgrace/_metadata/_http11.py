@@ -34,6 +34,14 @@ __all__ = ["MAX_HEADERS", "MAX_LINE", "Http11Client"]
 MAX_LINE = 8192
 MAX_HEADERS = 100
 _MADE_MAX = 32
+_CHUNKED = -1
+_UNTIL_EOF = -2
+#: The header fields the framing needs, by their lower-case names.
+_FRAMING = {
+    b"content-length": "content-length",
+    b"transfer-encoding": "transfer-encoding",
+    b"connection": "connection",
+}
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 #: One header line: a token, a colon, the value without the whitespace around it
@@ -74,7 +82,7 @@ class Http11Client:
         content: bytes | None = None,
     ) -> Answer:
         """One request taking at most ``time_limit`` s in all, a body of at most ``max_body``."""
-        made_key = (method, url, content, *(headers or {}).items())
+        made_key = (method, url, content, tuple(headers.items()) if headers else ())
         made = self._made.get(made_key)
         if made is None:
             host, port, target = _split(url)
@@ -84,6 +92,8 @@ class Http11Client:
             made = self._made[made_key] = (host, port, request)
         host, port, request = made
         key = (host, port)
+        keep = False
+        conn = None
         try:
             async with asyncio.timeout(time_limit):
                 conn = self._idle.pop(key, None)
@@ -92,7 +102,28 @@ class Http11Client:
                     conn = None
                 if conn is None:
                     conn = await asyncio.open_connection(host, port)
-                return await self._exchange(key, conn, request, method, max_body)
+                reader, writer = conn
+                writer.write(request)
+                if writer.transport.get_write_buffer_size():  # not all sent at once: wait
+                    await writer.drain()
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial:  # say what it was if it was no HTTP at all
+                        _status(exc.partial.split(b"\r\n", 1)[0])
+                    raise
+                lines = head[:-4].split(b"\r\n")
+                status, keep_alive = _status(lines[0])
+                fields = _headers(lines[1:])
+                size = _framing(status, fields, method, max_body)
+                if size >= 0:  # the common case: Content-Length (or no body)
+                    body = await reader.readexactly(size) if size else b""
+                elif size == _CHUNKED:
+                    body = await _chunked(reader, max_body, _too_big(max_body))
+                else:
+                    return Answer(status, await _until_eof(reader, max_body))
+                keep = keep_alive and fields.get("connection", "").lower() != "close"
+                return Answer(status, body)
         except TimeoutError:
             raise FetchError(f"{method} {url}: no answer within {time_limit:g} s") from None
         except FetchError as exc:
@@ -102,35 +133,15 @@ class Http11Client:
             if isinstance(exc, asyncio.IncompleteReadError) and not exc.partial:
                 what = "connection closed without an answer"
             raise FetchError(f"{method} {url}: {what}: {exc}") from None
-
-    async def _exchange(
-        self, key: tuple[str, int], conn: _Conn, request: bytes, method: str, max_body: int
-    ) -> Answer:
-        reader, writer = conn
-        keep = False
-        try:
-            writer.write(request)
-            await writer.drain()
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial:  # say what it was if it was no HTTP at all
-                    _status(exc.partial.split(b"\r\n", 1)[0])
-                raise
-            lines = head[:-4].split(b"\r\n")
-            status, keep_alive = _status(lines[0])
-            fields = _headers(lines[1:])
-            answer, keep = await _body(reader, status, fields, method, max_body)
-            keep = keep and keep_alive and fields.get("connection", "").lower() != "close"
-            return answer
         finally:
-            if keep and not reader.at_eof():
-                old = self._idle.pop(key, None)
-                if old is not None:
-                    old[1].close()
-                self._idle[key] = conn
-            else:
-                writer.close()
+            if conn is not None:
+                if keep and not conn[0].at_eof():
+                    old = self._idle.pop(key, None)
+                    if old is not None:
+                        old[1].close()
+                    self._idle[key] = conn
+                else:
+                    conn[1].close()
 
 
 def _closed(conn: _Conn) -> bool:
@@ -196,6 +207,7 @@ def _status(line: bytes) -> tuple[int, bool]:
 
 
 def _headers(lines: list[bytes]) -> dict[str, str]:
+    """Check every header line; keep the ones the framing needs (lower-case names)."""
     if len(lines) > MAX_HEADERS:
         raise FetchError(f"more than {MAX_HEADERS} header lines")
     fields: dict[str, str] = {}
@@ -207,7 +219,9 @@ def _headers(lines: list[bytes]) -> dict[str, str]:
             if line[:1] in (b" ", b"\t"):
                 raise FetchError("obsolete header line folding")
             raise FetchError(f"bad header line {line[:40]!r}")
-        key = found[1].decode("ascii").lower()
+        key = _FRAMING.get(found[1].lower())
+        if key is None:
+            continue
         text = found[2].decode("latin-1")
         if key in fields:
             if key == "content-length" and fields[key] != text:
@@ -217,36 +231,38 @@ def _headers(lines: list[bytes]) -> dict[str, str]:
     return fields
 
 
-async def _body(
-    reader: asyncio.StreamReader,
-    status: int,
-    fields: Mapping[str, str],
-    method: str,
-    max_body: int,
-) -> tuple[Answer, bool]:
-    """The body and whether the connection may be reused."""
-    too_big = f"body larger than {max_body} bytes"
+def _too_big(max_body: int) -> str:
+    return f"body larger than {max_body} bytes"
+
+
+def _framing(status: int, fields: Mapping[str, str], method: str, max_body: int) -> int:
+    """The body's length, or :data:`_CHUNKED`, or :data:`_UNTIL_EOF`."""
     coding = fields.get("transfer-encoding")
     length = fields.get("content-length")
     if method == "HEAD" or status in (204, 304):
-        return Answer(status, b""), True
+        return 0
     if coding is not None:
         if length is not None or coding.lower() != "chunked":
             raise FetchError(f"unsupported framing (Transfer-Encoding: {coding[:20]!r})")
-        return Answer(status, await _chunked(reader, max_body, too_big)), True
+        return _CHUNKED
     if length is not None:
         if not length.isdigit() or len(length) > 18:
             raise FetchError(f"bad Content-Length {length[:20]!r}")
         size = int(length)
         if size > max_body:
-            raise FetchError(too_big)
-        return Answer(status, await reader.readexactly(size)), True
-    body = await reader.read(max_body + 1)  # until the server closes the connection
+            raise FetchError(_too_big(max_body))
+        return size
+    return _UNTIL_EOF
+
+
+async def _until_eof(reader: asyncio.StreamReader, max_body: int) -> bytes:
+    """A body without framing: until the server closes the connection (not reused)."""
+    body = await reader.read(max_body + 1)
     while len(body) <= max_body and (more := await reader.read(max_body + 1 - len(body))):
         body += more
     if len(body) > max_body:
-        raise FetchError(too_big)
-    return Answer(status, body), False
+        raise FetchError(_too_big(max_body))
+    return body
 
 
 async def _chunked(reader: asyncio.StreamReader, max_body: int, too_big: str) -> bytes:
