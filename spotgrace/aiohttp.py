@@ -14,15 +14,15 @@
 - open WebSockets are closed with code 1001 (going away) when intake closes.
 
 :func:`run_app` runs the app under ``spotgrace.graceful()`` instead of
-aiohttp's own signal handling, and without a middleware: before the notice
-a request costs one flag check and a prefix check of its path. At the notice
-the requests in flight are taken from aiohttp's own bookkeeping (the
-connections inside a handler, :mod:`spotgrace._http._takeover`) and held in
-flight until they end; requests that start after the notice take the full
-path (in-flight scope, 503 once intake is closed). It closes the listener when intake stops, lets
+aiohttp's own signal handling: it closes the listener when intake stops, lets
 idle keep-alive connections go without racing a request on its way, drains,
 then runs aiohttp's own shutdown (``on_shutdown``, connection shutdown,
-``on_cleanup``) as a hook inside the budget.
+``on_cleanup``) as a hook inside the budget. It needs no middleware: before
+the notice a request costs one flag check and a prefix check of its path;
+when intake closes, the requests in flight are taken from aiohttp's own
+bookkeeping (the connections inside a handler, :mod:`spotgrace._http._takeover`)
+and held in flight until they end; requests that start after the notice take
+the full path (probes, 503 once intake is closed, in flight).
 
 aiohttp is imported only here, never by ``import spotgrace``.
 """
