@@ -42,6 +42,7 @@ import signal
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,7 +267,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.6 * len(rows) + 2))
     labels = [r["label"] for r in rows]
-    left.boxplot([[100 * v for v in r["ratios"]] for r in rows], vert=False, tick_labels=labels)
+    with warnings.catch_warnings():  # `vert` is deprecated from 3.11; `orientation` is 3.10+
+        warnings.simplefilter("ignore", DeprecationWarning)
+        left.boxplot([[100 * v for v in r["ratios"]] for r in rows], vert=False, tick_labels=labels)
     left.axvline(97, color="tab:red", linestyle="--", label="goal: 97%")
     left.axvline(100, color="grey", linewidth=0.8)
     left.set_xlabel("requests/s vs the plain server, per round (%)")
@@ -283,7 +286,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     right.set_yticks(list(ys), [""] * len(rows))
     right.invert_yaxis()
     right.set_xlabel("server CPU per request, median (µs)")
-    right.legend(loc="lower right")
+    right.legend(loc="upper right")
     fig.suptitle("GET /hello, wrk -t1 -c20, interleaved rounds (bench/overhead.py)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
