@@ -29,9 +29,12 @@ class Raw:
         self.close = close
         self.connections = 0
         self.heads: list[bytes] = []
+        self.writers: list[asyncio.StreamWriter] = []
+        self.done = asyncio.Event()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.writers.append(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -41,7 +44,7 @@ class Raw:
                 self.heads.append(head)
                 out = self.answer(head)
                 if out is None:  # never answer
-                    await asyncio.sleep(3600)
+                    await self.done.wait()
                     return
                 writer.write(out)
                 await writer.drain()
@@ -63,7 +66,12 @@ async def raw(
     try:
         yield server, f"http://127.0.0.1:{port}"
     finally:
+        server.done.set()
         listener.close()
+        for writer in server.writers:
+            writer.close()
+        await listener.wait_closed()
+        await asyncio.sleep(0.01)  # the transports close
 
 
 async def get(client: Http11Client, url: str, **kw: object) -> tuple[int, bytes]:

@@ -23,6 +23,7 @@ Every failure is a :class:`~spotgrace._metadata._fetch.FetchError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -70,6 +71,9 @@ class Http11Client:
         idle, self._idle = self._idle, {}
         for _, writer in idle.values():
             writer.close()
+        for _, writer in idle.values():  # the socket is closed once the loop has run this
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     async def fetch(
         self,
