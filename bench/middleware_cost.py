@@ -4,8 +4,10 @@
 
 Calls each middleware directly many times and prints microseconds per
 request for: the bare handler/app, the middleware with a do-nothing grace (its
-own work), and the middleware with a real ``spotgrace.graceful()`` (adds the
-core's ``grace.inflight()`` and the state reads). It isolates what
+own work), the middleware with a real ``spotgrace.graceful()`` (adds the
+core's ``grace.inflight()`` and the state reads), and the paths ``run_app`` /
+``serve`` take before the notice (a flag check and a prefix check of the path:
+the server's own bookkeeping is taken over at the notice instead). It isolates what
 ``bench/zero_drop.py``'s end-to-end overhead numbers cannot, on a noisy machine.
 """
 
@@ -18,12 +20,15 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import spotgrace
 import spotgrace.aiohttp
+from spotgrace._http._shared import HttpOptions
+from spotgrace._http._takeover import UvicornBook
 from spotgrace.asgi import GraceMiddleware
 
 N = 20000
@@ -63,10 +68,16 @@ async def asgi_rows(grace: Any) -> list[tuple[str, float]]:
     scope = {"type": "http", "path": "/hello", "headers": []}
     noop = GraceMiddleware(app, grace=NoopGrace())  # type: ignore[arg-type]
     real = GraceMiddleware(app, grace=grace)
+    fast = GraceMiddleware(app, grace=grace)
+    fast._book = UvicornBook(SimpleNamespace(connections=set(), tasks=set()))  # as serve() does
     return [
         ("ASGI app alone", await per_request(lambda: app(scope, receive, send))),
         ("GraceMiddleware, no-op grace", await per_request(lambda: noop(scope, receive, send))),
         ("GraceMiddleware, real grace", await per_request(lambda: real(scope, receive, send))),
+        (
+            "GraceMiddleware under serve(), before the notice",
+            await per_request(lambda: fast(scope, receive, send)),
+        ),
     ]
 
 
@@ -82,10 +93,13 @@ async def aiohttp_rows(grace: Any) -> list[tuple[str, float]]:
         request = make_mocked_request("GET", "/hello")
     noop = spotgrace.aiohttp.grace_middleware(NoopGrace())  # type: ignore[arg-type]
     real = spotgrace.aiohttp.grace_middleware(grace)
+    http = HttpOptions()
+    fast = spotgrace.aiohttp._fast_handler(grace, http, handler)  # type: ignore[arg-type]
     return [
         ("aiohttp handler alone", await per_request(lambda: handler(request))),
         ("grace_middleware, no-op grace", await per_request(lambda: noop(request, handler))),
         ("grace_middleware, real grace", await per_request(lambda: real(request, handler))),
+        ("run_app's request handler, before the notice", await per_request(lambda: fast(request))),
     ]
 
 

@@ -17,6 +17,8 @@ SCRIPTS = [
     "core.py",
     "zero_drop.py",
     "middleware_cost.py",
+    "overhead.py",
+    "poller_cpu.py",
     "detect_latency.py",
     "checkpoint_bench.py",
     "supervisor.py",

@@ -80,6 +80,22 @@ def ensure_chromium() -> None:
     log("chromium not found and not root: the browser test will skip (not allowed in CI)")
 
 
+def ensure_bench_tools() -> None:
+    """The benchmarks' extras: matplotlib (the `bench` extra) and wrk (from apt as root)."""
+    probe = subprocess.run([str(BIN / "python"), "-c", "import matplotlib"], capture_output=True)
+    if probe.returncode:
+        run(BIN / "python", "-m", "pip", "install", "-q", "-e", ".[dev,bench]")
+    if shutil.which("wrk") or shutil.which("hey"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing wrk from Debian's packages")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run("apt-get", "update", "-qq", env=env)
+        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk", env=env)
+        return
+    log("neither wrk nor hey found and not root: bench/overhead.py will fail")
+
+
 def cmd_test(args: list[str]) -> int:
     ensure_venv()
     ensure_redis()
@@ -111,6 +127,7 @@ def cmd_docs(args: list[str]) -> int:
 
 def cmd_bench(args: list[str]) -> int:
     ensure_venv()
+    ensure_bench_tools()
     cmd = [str(BIN / "python"), str(ROOT / "bench" / "run_all.py"), *args]
     log(" ".join(cmd))
     return subprocess.run(cmd, cwd=ROOT, check=False).returncode

@@ -17,7 +17,12 @@
 aiohttp's own signal handling: it closes the listener when intake stops, lets
 idle keep-alive connections go without racing a request on its way, drains,
 then runs aiohttp's own shutdown (``on_shutdown``, connection shutdown,
-``on_cleanup``) as a hook inside the budget.
+``on_cleanup``) as a hook inside the budget. It needs no middleware: before
+the notice a request costs one flag check and a prefix check of its path;
+when intake closes, the requests in flight are taken from aiohttp's own
+bookkeeping (the connections inside a handler, :mod:`spotgrace._http._takeover`)
+and held in flight until they end; requests that start after the notice take
+the full path (probes, 503 once intake is closed, in flight).
 
 aiohttp is imported only here, never by ``import spotgrace``.
 """
@@ -27,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 from ._core._errors import MissingExtraError
@@ -35,9 +40,11 @@ from ._core._errors import MissingExtraError
 try:
     from aiohttp import WSCloseCode, web
     from aiohttp.typedefs import Handler, Middleware
+    from aiohttp.web_protocol import RequestHandler
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise MissingExtraError("spotgrace.aiohttp", "aiohttp", exc.name) from exc
 
+from ._core._eventlog import emit
 from ._graceful._graceful import graceful
 from ._http._shared import (
     UNAVAILABLE_BODY,
@@ -46,6 +53,7 @@ from ._http._shared import (
     close_idle_connections,
     close_listeners,
 )
+from ._http._takeover import adopt, aiohttp_busy_tasks, aiohttp_unsupported
 
 __all__ = ["grace_middleware", "run_app", "setup"]
 
@@ -67,24 +75,47 @@ def grace_middleware(
 
     @web.middleware
     async def spotgrace_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        path = request.path
-        response: web.StreamResponse
-        if path == options.readyz:
-            ready = grace.ready
-            response = _plain(200 if ready else 503, b"ok\n" if ready else b"draining\n")
-        elif path == options.healthz:
-            response = _plain(200, b"ok\n")
-        elif grace.stopping:
-            response = _plain(503, UNAVAILABLE_BODY)
-            response.headers["Retry-After"] = str(options.retry_after)
-        else:
-            async with grace.inflight():
-                response = await handler(request)
-        if not grace.ready and not response.prepared:
-            _mark_close(response)
-        return response
+        return await _full_path(grace, options, request, handler)
 
     return spotgrace_middleware
+
+
+async def _full_path(
+    grace: GraceLike, options: HttpOptions, request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """Probes, 503 once intake is closed, the request in flight, ``Connection: close``."""
+    path = request.path
+    response: web.StreamResponse
+    if path == options.readyz:
+        ready = grace.ready
+        response = _plain(200 if ready else 503, b"ok\n" if ready else b"draining\n")
+    elif path == options.healthz:
+        response = _plain(200, b"ok\n")
+    elif grace.stopping:
+        response = _plain(503, UNAVAILABLE_BODY)
+        response.headers["Retry-After"] = str(options.retry_after)
+    else:
+        async with grace.inflight():
+            response = await handler(request)
+    if not grace.ready and not response.prepared:
+        _mark_close(response)
+    return response
+
+
+_ServerHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def _fast_handler(grace: GraceLike, options: HttpOptions, inner: _ServerHandler) -> _ServerHandler:
+    """The server's request handler for :func:`run_app`: straight to the app until the notice."""
+    probes = tuple(p for p in (options.readyz, options.healthz) if p)
+    app_handler = cast("Handler", inner)  # the app's handler takes the app's web.Request
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if grace.ready and not request.raw_path.startswith(probes):
+            return await inner(request)
+        return await _full_path(grace, options, cast("web.Request", request), app_handler)
+
+    return handle
 
 
 def _plain(status: int, body: bytes) -> web.Response:
@@ -107,10 +138,19 @@ def setup(
     healthz: str | None = "/healthz",
     retry_after: int = 5,
 ) -> None:
-    """Wire ``app`` to ``grace``; call before the app starts (it is frozen then)."""
+    """Wire ``app`` to ``grace``; call before the app starts (it is frozen then).
+
+    Every request passes the middleware (:func:`grace_middleware`) and is in
+    flight while its handler runs; :func:`run_app` does without it until the notice.
+    """
     app.middlewares.insert(
         0, grace_middleware(grace, readyz=readyz, healthz=healthz, retry_after=retry_after)
     )
+    _hooks(app, grace)
+
+
+def _hooks(app: web.Application, grace: GraceLike) -> None:
+    """``Connection: close`` on every response prepared after the notice; WebSockets 1001."""
     websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -178,9 +218,21 @@ async def _run(
     options: dict[str, Any],
 ) -> None:
     async with graceful(**options) as grace:
-        setup(app, grace, readyz=http.readyz, healthz=http.healthz, retry_after=http.retry_after)
+        off = aiohttp_unsupported(RequestHandler, web.Server)
+        if off is None:
+            _hooks(app, grace)
+        else:  # the full path for every request, through the middleware
+            emit("info", "http.takeover_off", server="aiohttp", reason=off)
+            setup(
+                app, grace, readyz=http.readyz, healthz=http.healthz, retry_after=http.retry_after
+            )
         runner = web.AppRunner(app, handle_signals=False, **runner_options)
         await runner.setup()  # on_startup, cleanup_ctx
+        if off is None and runner.server is not None:
+            # Before any connection exists: each one takes the handler when it is made.
+            runner.server.request_handler = _fast_handler(
+                grace, http, runner.server.request_handler
+            )
         # aiohttp's own shutdown (on_shutdown, connections, on_cleanup) as a hook in the budget.
         grace.on_shutdown(name="aiohttp.cleanup")(runner.cleanup)
         site = web.TCPSite(runner, host, port)
@@ -189,6 +241,9 @@ async def _run(
         server = runner.server
         if server is None:  # pragma: no cover - setup() succeeded above
             return
+        held: list[asyncio.Task[None]] = []  # the holders, referenced until the drain is over
+        if off is None:  # the requests that began before the notice and still run
+            held.extend(adopt(grace, aiohttp_busy_tasks(server.connections)))
         # Stop intake: new connections are refused; queued ones are still served.
         # The asyncio server: aiohttp has no public name for it.
         listener = cast("asyncio.Server | None", site._server)

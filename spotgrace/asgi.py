@@ -11,7 +11,7 @@ hypercorn, granian...) given an :class:`spotgrace.AsyncGrace`:
 - once intake is closed (``grace.stopping``), new requests are answered 503
   with ``Connection: close`` and ``Retry-After``, never reset;
 - every request is in flight (``grace.inflight()``) while the app handles it,
-  so the drain waits for it;
+  so the drain waits for it (under :func:`serve`, from the notice on: see below);
 - long-lived connections get a clean going-away close when intake closes:
   a WebSocket is closed with code 1001, a ``text/event-stream`` response
   is ended (its body terminated) and the app sees ``http.disconnect``.
@@ -20,7 +20,11 @@ hypercorn, granian...) given an :class:`spotgrace.AsyncGrace`:
 off: spotgrace owns SIGTERM/SIGINT, closes the listener when intake stops,
 lets idle keep-alive connections go without racing a request on its way, drains,
 then runs the ASGI lifespan shutdown as a hook inside the budget. FastAPI and
-Starlette apps work unchanged.
+Starlette apps work unchanged. Under :func:`serve` a request costs nothing
+before the notice beyond a flag check and a prefix check of the path: at the
+notice the requests in flight are taken from uvicorn's own bookkeeping
+(:mod:`spotgrace._http._takeover`), marked ``Connection: close`` and held in
+flight until they end; requests that start after the notice take the full path.
 
 uvicorn is imported only by :func:`serve`, so the middleware needs nothing
 but spotgrace; :func:`serve` without uvicorn raises an ``ImportError`` naming
@@ -36,6 +40,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from ._core._errors import MissingExtraError
+from ._core._eventlog import emit
 from ._graceful._graceful import graceful
 from ._http._shared import (
     UNAVAILABLE_BODY,
@@ -44,6 +49,7 @@ from ._http._shared import (
     close_idle_connections,
     close_listeners,
 )
+from ._http._takeover import UvicornBook, adopt, uvicorn_unsupported
 
 __all__ = ["GraceMiddleware", "serve"]
 
@@ -79,10 +85,29 @@ class GraceMiddleware:
         self.app = app
         self.grace = grace
         self.options = HttpOptions(readyz=readyz, healthz=healthz, retry_after=retry_after)
+        self._probes = frozenset(p for p in (self.options.readyz, self.options.healthz) if p)
+        # Set by serve() when uvicorn's bookkeeping can be taken over at the notice:
+        # until then an HTTP request goes straight to the app.
+        self._book: UvicornBook | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        book = self._book
+        if (
+            book is not None
+            and scope["type"] == "http"
+            and scope["path"] not in self._probes
+            and self.grace.ready
+        ):
+            await self.app(scope, receive, send)  # under serve(), before the notice: nothing more
+            return
+        await self._slow(scope, receive, send)
+
+    async def _slow(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            book = self._book
+            if book is not None and not book.marked and not self.grace.ready:
+                book.mark_close()  # the first request after the notice
             await self._http(scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -295,11 +320,23 @@ async def _serve(
     options: dict[str, Any],
 ) -> None:
     import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
     class _Server(uvicorn.Server):
+        book: UvicornBook | None = None
+        grace: GraceLike | None = None
+
         @contextlib.contextmanager
         def capture_signals(self) -> Any:
             yield  # spotgrace owns the signals
+
+        async def on_tick(self, counter: int) -> bool:
+            # uvicorn ticks every 0.1 s anyway: a notice with no request after it
+            # (a drain_delay) still marks the requests in flight within a tick.
+            book, grace = self.book, self.grace
+            if book is not None and grace is not None and not book.marked and not grace.ready:
+                book.mark_close()
+            return bool(await super().on_tick(counter))
 
     async with graceful(**options) as grace:
         middleware = GraceMiddleware(
@@ -310,6 +347,12 @@ async def _serve(
         )
         server = _Server(config)
         config.load()
+        off = uvicorn_unsupported(config.http_protocol_class, H11Protocol, RequestResponseCycle)
+        if off is None:
+            server.book = middleware._book = UvicornBook(server.server_state)
+            server.grace = grace
+        else:
+            emit("info", "http.takeover_off", server="uvicorn", reason=off)
         server.lifespan = config.lifespan_class(config)
         await server.startup()
         if server.should_exit:  # the lifespan startup failed and uvicorn asked to stop
@@ -323,6 +366,11 @@ async def _serve(
         try:
             await grace.wait()
             state = server.server_state
+            book = server.book
+            if book is not None:
+                book.mark_close()
+                book.held = adopt(grace, book.tasks())  # referenced until the process ends
+                await book.end_event_streams()
 
             def _protocol() -> asyncio.BaseProtocol:
                 factory: Any = config.http_protocol_class

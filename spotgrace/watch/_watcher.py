@@ -21,7 +21,7 @@ import httpx
 
 from .._core._errors import StateError
 from .._core._eventlog import emit
-from .._metadata import _fetch
+from .._metadata import _fetch, _http11
 from .._metadata._strict import SourceUnavailable
 
 if TYPE_CHECKING:
@@ -113,10 +113,17 @@ class Watcher:
             client = _fetch.async_client(self.timeout)
         else:  # tests: httpx.MockTransport for what a real server cannot do
             client = httpx.AsyncClient(transport=self._transport, trust_env=False)
+        # Plain http:// (every metadata endpoint): the small keep-alive client, a
+        # third of httpx's CPU per poll (docs/benchmarks-http.md); httpx otherwise.
+        light = _http11.Http11Client() if self._transport is None else None
 
         async def fetch(
             method: str, url: str, *, headers: Mapping[str, str] | None = None
         ) -> _fetch.Answer:
+            if light is not None and url.startswith("http://"):
+                return await light.fetch(
+                    method, url, time_limit=self.timeout, max_body=self.max_body, headers=headers
+                )
             return await _fetch.fetch(
                 client,
                 method,
@@ -134,7 +141,11 @@ class Watcher:
         )
         try:
             async with client:
-                await asyncio.gather(*(self._poll_forever(s, fetch) for s in self.sources))
+                try:
+                    await asyncio.gather(*(self._poll_forever(s, fetch) for s in self.sources))
+                finally:
+                    if light is not None:
+                        await light.aclose()
         finally:
             log_event("debug", "watch.stopped", statistics=self.statistics())
 

@@ -1,0 +1,242 @@
+"""Zero cost until the notice: take in-flight requests from the server's own bookkeeping.
+
+Before the notice the integrations run a request straight through (one check
+of the readiness flag and a prefix check of the path for the probes); they do
+not open a ``grace.inflight()`` scope per request. At the notice they look at
+what the server itself knows: which connections are inside a request, which
+request tasks run. Those requests are *taken over*: their responses carry
+``Connection: close`` and each is held in flight (``grace.inflight()``) until
+its task ends, so the drain waits for it. Requests that start after the
+notice take the full path (in-flight scope, 503 once intake is closed).
+
+This reads private attributes of the servers, for the versions listed in
+:data:`UVICORN_RANGE` and :data:`AIOHTTP_RANGE` (the same ranges as the
+``asgi`` and ``aiohttp`` extras). On another version, or another protocol
+class, :func:`uvicorn_unsupported` / :func:`aiohttp_unsupported` say why and
+the integrations take the full path for every request, as before: slower,
+never wrong. ``tests/test_takeover.py`` fails on a version that changes them.
+
+Nothing here imports a web framework (their objects are used duck-typed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from importlib import metadata
+from typing import Any
+
+from ._shared import GraceLike
+
+__all__ = [
+    "AIOHTTP_RANGE",
+    "UVICORN_RANGE",
+    "UvicornBook",
+    "adopt",
+    "aiohttp_busy_tasks",
+    "aiohttp_unsupported",
+    "uvicorn_unsupported",
+]
+
+#: Versions whose private attributes the takeover was written and tested for:
+#: ``(lowest, first not supported)``; keep in step with pyproject's extras.
+UVICORN_RANGE = ((0, 30), (0, 60))
+AIOHTTP_RANGE = ((3, 9), (3, 15))
+
+_CLOSE = (b"connection", b"close")
+_EVENT_STREAM = b"text/event-stream"
+
+
+def _version(dist: str) -> tuple[int, int] | None:
+    try:
+        text = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+    parts = text.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _outside(dist: str, bounds: tuple[tuple[int, int], tuple[int, int]]) -> str | None:
+    found = _version(dist)
+    low, high = bounds
+    if found is None or not low <= found < high:
+        shown = "unknown" if found is None else ".".join(map(str, found))
+        return (
+            f"{dist} {shown} is outside the range spotgrace's takeover supports "
+            f"({'.'.join(map(str, low))} <= version < {'.'.join(map(str, high))})"
+        )
+    return None
+
+
+def _init_names(cls: type) -> set[str]:
+    """The names ``cls.__init__`` itself uses (the attributes it sets among them)."""
+    code = getattr(vars(cls).get("__init__"), "__code__", None)
+    return set(code.co_names) if code is not None else set()
+
+
+# ---------------------------------------------------------------------- uvicorn
+
+
+def uvicorn_unsupported(
+    protocol_class: object, h11_protocol: object, cycle_class: type
+) -> str | None:
+    """Why the uvicorn takeover cannot be used here, or None if it can.
+
+    ``h11_protocol`` and ``cycle_class``: uvicorn's ``H11Protocol`` and
+    ``RequestResponseCycle`` (the caller imports uvicorn, this module does not).
+    """
+    reason = _outside("uvicorn", UVICORN_RANGE)
+    if reason:
+        return reason
+    # The h11 protocol only: its cycle adds ``Connection: close`` to the response
+    # when the request's headers carry it, and closes after it unless keep_alive.
+    if protocol_class is not h11_protocol:
+        return f"the HTTP protocol class is {protocol_class!r}, not uvicorn's H11Protocol"
+    assigned = _init_names(cycle_class)
+    wanted = {
+        "keep_alive",
+        "response_started",
+        "response_complete",
+        "scope",
+        "disconnected",
+        "message_event",
+    }
+    missing = sorted(wanted - assigned)
+    if missing or not callable(getattr(cycle_class, "send", None)):
+        return f"uvicorn's RequestResponseCycle has no {', '.join(missing) or 'send'}"
+    return None
+
+
+class UvicornBook:
+    """uvicorn's bookkeeping (``server_state``) seen by the takeover.
+
+    ``state.connections``: the protocol of every open connection; an HTTP one
+    has ``cycle``, the request/response cycle of its current request.
+    ``state.tasks``: one task per running request (``cycle.run_asgi``) and per
+    WebSocket.
+    """
+
+    __slots__ = ("held", "marked", "state")
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.marked = False
+        self.held: list[asyncio.Task[None]] = []  # the holders made by adopt()
+
+    def _busy_cycles(self) -> list[Any]:
+        out = []
+        for connection in list(self.state.connections):
+            cycle = getattr(connection, "cycle", None)
+            if cycle is not None and not cycle.response_complete:
+                out.append(cycle)
+        return out
+
+    def mark_close(self) -> int:
+        """At the notice: every response not yet complete ends its connection; idempotent.
+
+        A response not started yet gets ``Connection: close`` (uvicorn adds it
+        when the request's headers carry it) and its connection closes once it
+        is complete. Returns how many requests were marked.
+        """
+        if self.marked:
+            return 0
+        self.marked = True
+        marked = 0
+        for cycle in self._busy_cycles():
+            # A response already under way said nothing about closing: its connection
+            # stays, and a next request on it takes the full path (503 once intake closed).
+            if not cycle.response_started:
+                cycle.keep_alive = False
+                headers = cycle.scope["headers"]
+                if _CLOSE not in headers:
+                    headers.append(_CLOSE)
+                marked += 1
+        return marked
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """The request and WebSocket tasks running now."""
+        return [task for task in list(self.state.tasks) if not task.done()]
+
+    async def end_event_streams(self) -> int:
+        """When intake closes: end the event streams that began before the notice.
+
+        The response headers were written before the takeover saw them, so an
+        event stream is recognised by the request's ``Accept: text/event-stream``
+        (what ``EventSource`` sends). Its body is terminated, the app gets
+        ``http.disconnect`` and whatever it sends afterwards is dropped.
+        """
+        ended = 0
+        for cycle in self._busy_cycles():
+            if not cycle.response_started or cycle.disconnected:
+                continue
+            accept = b",".join(v for k, v in cycle.scope["headers"] if k.lower() == b"accept")
+            if _EVENT_STREAM not in accept.lower():
+                continue
+            cycle.keep_alive = False
+            with contextlib.suppress(Exception):
+                await cycle.send({"type": "http.response.body", "body": b"", "more_body": False})
+            cycle.disconnected = True  # the app's later sends are dropped by uvicorn
+            cycle.message_event.set()  # a pending receive() returns http.disconnect
+            ended += 1
+        return ended
+
+
+# ---------------------------------------------------------------------- aiohttp
+
+
+def aiohttp_unsupported(request_handler_class: type, server_class: type) -> str | None:
+    """Why the aiohttp takeover cannot be used here, or None if it can.
+
+    ``request_handler_class`` / ``server_class``: aiohttp's ``RequestHandler``
+    and ``web.Server`` (the caller imports aiohttp, this module does not).
+    """
+    reason = _outside("aiohttp", AIOHTTP_RANGE)
+    if reason:
+        return reason
+    slots = set(getattr(request_handler_class, "__slots__", ()))
+    missing = sorted({"_task_handler", "_request_in_progress", "_request_handler"} - slots)
+    if missing:
+        return f"aiohttp's RequestHandler has no {', '.join(missing)}"
+    if "request_handler" not in _init_names(server_class):
+        return "aiohttp's Server has no request_handler"
+    return None
+
+
+def aiohttp_busy_tasks(connections: Iterable[Any]) -> list[asyncio.Task[Any]]:
+    """The tasks of the aiohttp connections that are inside a request now.
+
+    A connection's task serves its requests one after the other; from the
+    notice on every response carries ``Connection: close``, so the task ends
+    once the current response is out.
+    """
+    out = []
+    for handler in list(connections):
+        task = handler._task_handler
+        if handler._request_in_progress and task is not None and not task.done():
+            out.append(task)
+    return out
+
+
+# ---------------------------------------------------------------------- both
+
+
+def adopt(grace: GraceLike, tasks: Iterable[asyncio.Task[Any]]) -> list[asyncio.Task[None]]:
+    """Hold each task in flight (``grace.inflight()``) until it ends.
+
+    One small holder task per request, made only at the notice. If the drain
+    runs out of time it cancels the holders, and each cancels its request.
+    """
+    return [asyncio.ensure_future(_hold(grace, task)) for task in tasks if not task.done()]
+
+
+async def _hold(grace: GraceLike, task: asyncio.Task[Any]) -> None:
+    async with grace.inflight():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
