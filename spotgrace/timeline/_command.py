@@ -10,12 +10,13 @@ without any shutdown.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import read_shutdowns, render_html, render_text
-from ._files import write_private
+from ._files import bounded_lines, write_private
 
 __all__ = ["add_parser", "main"]
 
@@ -47,10 +48,14 @@ def main(
     out = out or sys.stdout
     try:
         if args.file == "-":
-            shutdowns, stats = read_shutdowns(stdin or sys.stdin)
+            source = stdin or _stdin()
+            if source is None:
+                print("spotgrace timeline: no stdin to read (it is closed)", file=sys.stderr)
+                return 2
+            shutdowns, stats = read_shutdowns(bounded_lines(source))
         else:
             with open(args.file, encoding="utf-8", errors="replace") as f:
-                shutdowns, stats = read_shutdowns(f)
+                shutdowns, stats = read_shutdowns(bounded_lines(f))
     except OSError as exc:
         print(f"spotgrace timeline: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
@@ -72,3 +77,13 @@ def main(
         print("spotgrace timeline: no shutdown found in the input", file=sys.stderr)
         return 2
     return 0 if all(s.clean for s in shutdowns) else 1
+
+
+def _stdin() -> TextIO | None:
+    """Standard input decoded as UTF-8 whatever the locale, bad bytes replaced; None if closed."""
+    if sys.stdin is None:
+        return None
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # already text only (a test's StringIO)
+        return sys.stdin
+    return io.TextIOWrapper(buffer, encoding="utf-8", errors="replace")

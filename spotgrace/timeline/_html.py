@@ -61,7 +61,10 @@ footer{color:#57606a;margin-top:28px;font-size:12px}
 
 
 def _clock(unix: float) -> str:
-    when = datetime.fromtimestamp(unix, tz=UTC)
+    try:
+        when = datetime.fromtimestamp(unix, tz=UTC)
+    except (ValueError, OverflowError, OSError):  # a corrupt time: no calendar date
+        return f"Unix time {unix:.3f}"
     return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d} UTC"
 
 

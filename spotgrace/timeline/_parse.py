@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ._safe import clean_doc, needs_cleaning
+
 __all__ = ["SCHEMA_VERSIONS", "SUPERVISOR_EVENTS", "Event", "ParseStats", "number", "parse_lines"]
 
 #: Event schema versions this renderer understands. Events carry no version
@@ -127,6 +129,8 @@ def number(value: Any) -> float | None:
     """``value`` as a finite float of sane size, or None (bools are not numbers)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
+    if isinstance(value, int) and not -_LIMIT < value < _LIMIT:
+        return None  # float() of a 400-digit int raises OverflowError
     value = float(value)
     return value if math.isfinite(value) and abs(value) < _LIMIT else None
 
@@ -190,17 +194,23 @@ def parse_lines(lines: Iterable[str]) -> tuple[list[Event], ParseStats]:
             continue
         try:
             doc, _ = _DECODER.raw_decode(line, start)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             stats.malformed += 1
             continue
+        if isinstance(doc, dict) and needs_cleaning(line):
+            doc = clean_doc(doc)  # escapes, bidi controls, surrogates, huge strings
+            if doc is None:  # nested deeper than any event of ours
+                stats.malformed += 1
+                continue
         name = doc.get("event") if isinstance(doc, dict) else None
         if not isinstance(name, str) or not name.startswith(_NAMESPACES):
             stats.unrelated += 1
             continue
         version = doc.get("v", 1)
-        if version not in SCHEMA_VERSIONS or isinstance(version, bool):
+        # Only an int can be a known version (a list or an object is not even hashable).
+        if not (type(version) is int and version in SCHEMA_VERSIONS):
             stats.unknown_version += 1
-            key = str(version)
+            key = str(version)[:40]
             stats.versions[key] = stats.versions.get(key, 0) + 1
             continue
         at = _parse_time(doc, prefix)

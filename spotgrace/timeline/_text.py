@@ -21,7 +21,10 @@ _BAND = {"lame duck": "~", "drain": "-", "cleanup": "#"}
 
 
 def _clock(unix: float) -> str:
-    when = datetime.fromtimestamp(unix, tz=UTC)
+    try:
+        when = datetime.fromtimestamp(unix, tz=UTC)
+    except (ValueError, OverflowError, OSError):  # a corrupt time: no calendar date
+        return f"Unix time {unix:.3f}"
     return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d} UTC"
 
 
