@@ -175,3 +175,16 @@ def test_a_line_over_the_limit_is_skipped_and_the_rest_is_read(tmp_path: Path) -
     proc = _cli([str(log), "--quiet"], None)
     assert proc.returncode == 0, proc.stderr
     assert b"2 events from 3 lines; skipped 1 malformed" in proc.stdout
+
+
+def test_a_log_read_twice_is_one_clean_shutdown_not_a_killed_one() -> None:
+    once = [
+        started(),
+        ev("cleanup.started", T0 + 0.1, hooks=0, elapsed=0.1),
+        ev("shutdown.finished", T0 + 0.2, clean=True, elapsed=0.2),
+    ]
+    shutdowns, stats = read_shutdowns(once + once)
+    assert len(shutdowns) == 1
+    assert shutdowns[0].clean, shutdowns[0].verdict
+    assert stats.duplicate == 3
+    assert "skipped 3 repeated" in stats.summary()

@@ -94,13 +94,16 @@ class ParseStats:
     malformed: int = 0
     unknown_version: int = 0
     untimed: int = 0
+    duplicate: int = 0
     outside: int = 0
     versions: dict[str, int] = field(default_factory=dict)
 
     @property
     def skipped(self) -> int:
         """Non-blank lines that were not used as events."""
-        return self.unrelated + self.malformed + self.unknown_version + self.untimed
+        return (
+            self.unrelated + self.malformed + self.unknown_version + self.untimed + self.duplicate
+        )
 
     def summary(self) -> str:
         """One line for people: ``"13 events from 20 lines; skipped 2 malformed, ..."``."""
@@ -111,6 +114,7 @@ class ParseStats:
                 (self.unrelated, "unrelated"),
                 (self.unknown_version, "of an unknown version"),
                 (self.untimed, "without a time"),
+                (self.duplicate, "repeated"),
             )
             if n
         ]
@@ -181,6 +185,9 @@ def parse_lines(lines: Iterable[str]) -> tuple[list[Event], ParseStats]:
     """
     events: list[Event] = []
     stats = ParseStats()
+    # The same event twice (a log shipped twice, two copies concatenated) would
+    # read as two shutdowns, the first one cut off: the repeat is skipped.
+    seen: set[tuple[str, float, Any, int]] = set()
     for number, raw in enumerate(lines, start=1):
         stats.lines += 1
         line = raw.strip()
@@ -218,6 +225,11 @@ def parse_lines(lines: Iterable[str]) -> tuple[list[Event], ParseStats]:
             stats.untimed += 1
             continue
         pid = None if name in SUPERVISOR_EVENTS else doc.get("pid")
+        ident = (name, at, pid if isinstance(pid, int) else None, hash(line[start:]))
+        if ident in seen:
+            stats.duplicate += 1
+            continue
+        seen.add(ident)
         events.append(
             Event(
                 name=name,
