@@ -14,6 +14,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,28 @@ def test_a_log_read_twice_is_one_clean_shutdown_not_a_killed_one() -> None:
     assert shutdowns[0].clean, shutdowns[0].verdict
     assert stats.duplicate == 3
     assert "skipped 3 repeated" in stats.summary()
+
+
+def test_html_into_a_named_pipe_is_written_through_not_replaced(tmp_path: Path) -> None:
+    fifo = tmp_path / "picture.fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "to-devnull"
+    link.symlink_to(os.devnull)
+    got: list[bytes] = []
+
+    def read() -> None:
+        with open(fifo, "rb") as f:
+            got.append(f.read())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    events = "\n".join([started(), ev("shutdown.finished", T0 + 0.2, clean=True, elapsed=0.2)])
+    proc = _cli(["-", "--quiet", "--html", str(fifo)], events.encode())
+    reader.join(timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)  # still the pipe, not a file put in its place
+    assert got, "the reader of the pipe got nothing"
+    assert got[0].rstrip().endswith(b"</html>")
+    proc = _cli(["-", "--quiet", "--html", str(link)], events.encode())
+    assert proc.returncode == 0, proc.stderr
+    assert link.is_symlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +36,21 @@ def bounded_lines(f: TextIO, limit: int = MAX_LINE) -> Iterator[str]:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only (0600)."""
+    """Write ``text`` to ``path`` atomically, readable by the owner only (0600).
+
+    A path that is not a regular file (``/dev/stdout``, a named pipe, a
+    symlink to one) is written to as it is: replacing it with a file would
+    break it (as root, ``--html /dev/stdout`` would replace the symlink in
+    ``/dev``).
+    """
+    try:
+        mode = os.stat(path).st_mode  # through symlinks
+    except OSError:
+        mode = None  # not there yet (or unreachable: the atomic write will say why)
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
