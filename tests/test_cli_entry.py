@@ -87,4 +87,5 @@ def test_a_missing_extra_names_the_extra(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
+    assert "spotgrace simulate: this needs aiohttp" in proc.stderr
     assert "pip install 'spotgrace[aiohttp]'" in proc.stderr

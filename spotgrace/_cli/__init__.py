@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spotgrace",
         description="Graceful shutdown for containerised services.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # dest is not "command": that is the child command of run and simulate.
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
     return parser
@@ -82,7 +83,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if missing not in EXTRAS:
             raise
         print(
-            f"spotgrace {args.command}: this needs {missing}, which is not installed: "
+            f"spotgrace {args.subcommand}: this needs {missing}, which is not installed: "
             f"pip install 'spotgrace[{EXTRAS[missing]}]'",
             file=sys.stderr,
         )
