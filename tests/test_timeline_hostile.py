@@ -214,3 +214,51 @@ def test_html_into_a_named_pipe_is_written_through_not_replaced(tmp_path: Path) 
     proc = _cli(["-", "--quiet", "--html", str(link)], events.encode())
     assert proc.returncode == 0, proc.stderr
     assert link.is_symlink()
+
+
+def _clean_shutdown(pid: int, at: float, extra: list[str] | None = None) -> list[str]:
+    return [
+        json.dumps({"event": "shutdown.started", "ts": at, "pid": pid, "signal": "SIGTERM",
+                    "stop_timeout": 30, "margin": 3, "deadline_in": 27, "drain_delay": 0}),
+        *(extra or []),
+        json.dumps({"event": "shutdown.finished", "ts": at + 0.5, "pid": pid, "clean": True,
+                    "elapsed": 0.5}),
+    ]  # fmt: skip
+
+
+def test_a_page_of_thousands_of_shutdowns_draws_the_unclean_first() -> None:
+    lines = [line for p in range(1, 1001) for line in _clean_shutdown(p, T0 + p)]
+    lines.append(started(pid=5000))  # cut off: not clean, and the last one
+    shutdowns, stats = read_shutdowns(lines)
+    page = render_html(shutdowns, stats)
+    assert page.count("<svg") == 100
+    assert len(page) < 2_000_000
+    unclean = page[page.index("<h2>pid 5000</h2>") :]
+    assert unclean.index("<svg") < unclean.index("</section>")  # the unclean one is drawn
+    assert "100 drawn (those not clean first)" in page
+    assert render_text(shutdowns, stats).count("verdict:") == 1001  # the text has them all
+
+
+def test_a_shutdown_with_thousands_of_hooks_draws_a_bounded_number() -> None:
+    hooks = []
+    for i in range(3000):
+        hooks.append(ev("hook.started", T0 + 0.1, hook=f"h{i}", elapsed=0.1))
+        hooks.append(ev("hook.finished", T0 + 0.2, hook=f"h{i}", duration=0.1, elapsed=0.2))
+    shutdowns, stats = read_shutdowns(_clean_shutdown(100, T0, hooks))
+    assert len(shutdowns[0].hooks) == 3000
+    page = render_html(shutdowns, stats)
+    assert "2900 more hooks" in page
+    assert page.count("<rect") < 300
+    assert len(page) < 200_000
+
+
+def test_a_hundred_thousand_in_flight_counts_are_thinned() -> None:
+    progress = [
+        ev("drain.progress", T0 + 0.1 + i * 1e-6, inflight=(i * 7919) % 97, elapsed=0.1 + i * 1e-6)
+        for i in range(100_000)
+    ]
+    shutdowns, stats = read_shutdowns(_clean_shutdown(100, T0, progress))
+    assert len(shutdowns[0].inflight) > 50_000
+    page = render_html(shutdowns, stats)
+    assert len(page) < 200_000
+    assert "max 96" in page  # the peak survives the thinning
