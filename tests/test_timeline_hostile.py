@@ -262,3 +262,17 @@ def test_a_hundred_thousand_in_flight_counts_are_thinned() -> None:
     page = render_html(shutdowns, stats)
     assert len(page) < 200_000
     assert "max 96" in page  # the peak survives the thinning
+
+
+@pytest.mark.parametrize("start", [-50.0, -1e10])
+def test_a_hook_that_starts_before_the_notice_keeps_its_row_width(start: float) -> None:
+    lines = [
+        started(),
+        ev("cleanup.started", T0, hooks=1, elapsed=0.0),
+        ev("hook.started", T0, hook="early", elapsed=start),
+        ev("hook.finished", T0 + 0.05, hook="early", elapsed=0.05),
+        ev("shutdown.finished", T0 + 0.06, clean=True, elapsed=0.06),
+    ]
+    text, _, _ = render(lines)
+    row = next(line for line in text.splitlines() if line.lstrip().startswith("hook early"))
+    assert len(row) < 150

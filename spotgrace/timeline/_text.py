@@ -40,7 +40,8 @@ def _seconds(value: float) -> str:
 
 
 def _bar(start: float, end: float, scale: float, width: int, glyph: str) -> str:
-    a = min(width - 1, int(start * scale))
+    # Clamped both ways: a corrupt negative start must not draw a bar miles long.
+    a = max(0, min(width - 1, int(start * scale)))
     b = max(a + 1, min(width, round(end * scale)))
     return " " * a + glyph * (b - a) + " " * (width - b)
 
