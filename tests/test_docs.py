@@ -145,6 +145,11 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     assert "graceful" in api  # generated from the docstrings
     assert "on_shutdown" in api
     assert ":class:" not in api
+    ecs = (tmp_path / "site" / "api" / "ecs" / "index.html").read_text()
+    assert ".. warning::" not in ecs  # a Sphinx directive in a docstring is a box
+    assert '<div class="admonition warning">' in ecs
+    for page in (tmp_path / "site" / "api").rglob("*.html"):
+        assert "::</p>" not in page.read_text(), page  # reST's literal-block marker
 
 
 def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
