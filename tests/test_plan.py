@@ -217,3 +217,20 @@ def test_every_number_in_the_advice_fits_when_fed_back() -> None:
                                 assert make_plan(again).fits, (setup, advice)
                                 checked += 1
     assert checked > 20
+
+
+def test_kubernetes_gets_no_fargate_cap_and_its_own_setting_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan = make_plan(Setup(platform="kubernetes", stop_timeout=200.0))
+    assert plan.fits
+    assert not any("Fargate" in a for a in plan.advice)
+    long = make_plan(Setup(platform="kubernetes", longest_request=200.0))
+    assert long.stop_timeout_needed == 6 + 200 + 5 + 5
+    assert any("terminationGracePeriodSeconds to at least 216 s" in a for a in long.advice)
+    assert cli_main(["plan", "--platform", "kubernetes"]) == 0
+    out = capsys.readouterr().out
+    assert "terminationGracePeriodSeconds: 30" in out
+    assert "readinessProbe: httpGet path=/readyz" in out
+    assert "task definition" not in out
+    assert "target group" not in out

@@ -72,6 +72,7 @@ class Setup:
     longest_request: float = 10.0
     cleanup: float = 5.0
     idle_timeout: float = 60.0
+    #: ECS on Fargate: the stop timeout is capped at 120 s. Always False on Kubernetes.
     fargate: bool = True
 
     def __post_init__(self) -> None:
@@ -86,6 +87,8 @@ class Setup:
             )
         if self.platform not in PLATFORMS:
             raise ValueError(f"platform must be one of {sorted(PLATFORMS)}, got {self.platform!r}")
+        if self.platform == "kubernetes":
+            object.__setattr__(self, "fargate", False)  # no Fargate cap on a pod's grace period
 
 
 def _check(name: str, value: float, *, positive: bool) -> None:
@@ -171,7 +174,10 @@ def make_plan(setup: Setup) -> Plan:
             else f"{MAX_SECONDS:.0f} s (on EC2)"
         )
         if smallest is not None:
-            advice.append(f"raise stopTimeout to at least {smallest:.0f} s")
+            setting = (
+                "terminationGracePeriodSeconds" if setup.platform == "kubernetes" else "stopTimeout"
+            )
+            advice.append(f"raise {setting} to at least {smallest:.0f} s")
         else:
             advice.append(
                 f"no stop timeout up to {cap_name} fits: "
@@ -245,11 +251,7 @@ def render(plan: Plan) -> str:
         "",
         "settings",
         f"  SPOTGRACE_DRAIN_DELAY={plan.drain_delay:g}",
-        f'  SPOTGRACE_STOP_TIMEOUT={s.stop_timeout:g}     (task definition: "stopTimeout": '
-        f"{math.ceil(s.stop_timeout)})",
-        f"  target group: HealthCheckPath=/readyz HealthCheckIntervalSeconds={s.interval:g} "
-        f"UnhealthyThresholdCount={s.unhealthy_threshold} "
-        f"HealthCheckTimeoutSeconds={math.ceil(s.check_timeout)}",
+        *_platform_settings(s),
         f"  gunicorn: graceful_timeout={plan.graceful_timeout:g} keepalive={plan.keep_alive:g}"
         " (spotgrace.gunicorn derives both from the budget)",
         f"  uvicorn: --timeout-keep-alive {plan.keep_alive:g}",
@@ -258,6 +260,24 @@ def render(plan: Plan) -> str:
         lines += ["", "what to change" if not plan.fits else "notes"]
         lines += [f"  - {a}" for a in plan.advice]
     return "\n".join(lines)
+
+
+def _platform_settings(s: Setup) -> list[str]:
+    """Where the stop timeout and the health check are set, on this platform."""
+    stop = math.ceil(s.stop_timeout)
+    if s.platform == "kubernetes":
+        return [
+            f"  SPOTGRACE_STOP_TIMEOUT={s.stop_timeout:g}     (pod spec: "
+            f"terminationGracePeriodSeconds: {stop})",
+            f"  readinessProbe: httpGet path=/readyz periodSeconds={math.ceil(s.interval)} "
+            f"failureThreshold={s.unhealthy_threshold} timeoutSeconds={math.ceil(s.check_timeout)}",
+        ]
+    return [
+        f'  SPOTGRACE_STOP_TIMEOUT={s.stop_timeout:g}     (task definition: "stopTimeout": {stop})',
+        f"  target group: HealthCheckPath=/readyz HealthCheckIntervalSeconds={s.interval:g} "
+        f"UnhealthyThresholdCount={s.unhealthy_threshold} "
+        f"HealthCheckTimeoutSeconds={math.ceil(s.check_timeout)}",
+    ]
 
 
 def add_parser(subparsers: Any) -> None:
