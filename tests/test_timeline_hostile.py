@@ -134,6 +134,27 @@ def test_bounded_lines_cuts_an_over_long_line_and_keeps_the_next() -> None:
     assert list(bounded_lines(f, limit=16)) == ["x" * 16, "short\n", "y" * 16]
 
 
+EVENTS = "\n".join(
+    [
+        json.dumps(
+            {
+                "event": "shutdown.started",
+                "ts": T0,
+                "pid": 7,
+                "signal": "SIGTERM",
+                "stop_timeout": 30,
+                "margin": 3,
+                "deadline_in": 27,
+                "drain_delay": 0,
+            }
+        ),
+        json.dumps(
+            {"event": "shutdown.finished", "ts": T0 + 0.2, "pid": 7, "clean": True, "elapsed": 0.2}
+        ),
+    ]
+).encode()
+
+
 def _cli(
     args: list[str], stdin: bytes | None, *, closed_stdin: bool = False, **env: str
 ) -> subprocess.CompletedProcess[bytes]:
@@ -194,8 +215,6 @@ def test_a_log_read_twice_is_one_clean_shutdown_not_a_killed_one() -> None:
 def test_html_into_a_named_pipe_is_written_through_not_replaced(tmp_path: Path) -> None:
     fifo = tmp_path / "picture.fifo"
     os.mkfifo(fifo)
-    link = tmp_path / "to-devnull"
-    link.symlink_to(os.devnull)
     got: list[bytes] = []
 
     def read() -> None:
@@ -204,16 +223,35 @@ def test_html_into_a_named_pipe_is_written_through_not_replaced(tmp_path: Path) 
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    events = "\n".join([started(), ev("shutdown.finished", T0 + 0.2, clean=True, elapsed=0.2)])
-    proc = _cli(["-", "--quiet", "--html", str(fifo)], events.encode())
+    proc = _cli(["-", "--quiet", "--html", str(fifo)], EVENTS)
     reader.join(timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert stat.S_ISFIFO(fifo.lstat().st_mode)  # still the pipe, not a file put in its place
     assert got, "the reader of the pipe got nothing"
     assert got[0].rstrip().endswith(b"</html>")
-    proc = _cli(["-", "--quiet", "--html", str(link)], events.encode())
+
+
+def test_html_into_dev_fd_is_written_through() -> None:
+    proc = _cli(["-", "--quiet", "--html", "/dev/fd/1"], EVENTS)
     assert proc.returncode == 0, proc.stderr
-    assert link.is_symlink()
+    assert b"<!DOCTYPE html>" in proc.stdout
+
+
+def test_a_symlink_to_a_pipe_or_a_device_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "someone-elses.fifo"
+    os.mkfifo(target)
+    planted = tmp_path / "out.html"
+    planted.symlink_to(target)
+    to_devnull = tmp_path / "null.html"
+    to_devnull.symlink_to(os.devnull)
+    for link in (planted, to_devnull):
+        proc = _cli(["-", "--quiet", "--html", str(link)], EVENTS)
+        assert proc.returncode == 0, proc.stderr
+        assert not link.is_symlink()
+        assert stat.S_IMODE(link.stat().st_mode) == 0o600
+        assert link.read_text(encoding="utf-8").rstrip().endswith("</html>")
+    assert stat.S_ISFIFO(target.lstat().st_mode)
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
 
 
 def _clean_shutdown(pid: int, at: float, extra: list[str] | None = None) -> list[str]:

@@ -12,6 +12,9 @@ from typing import TextIO
 
 __all__ = ["MAX_LINE", "bounded_lines", "write_private"]
 
+#: The system's own special files: written through, never replaced.
+_SYSTEM = ("/dev/", "/proc/self/")
+
 #: The longest line read whole (characters). A spotgrace event, stacks
 #: included, is far shorter; the rest of a longer line is skipped unread.
 MAX_LINE = 4 * 1024 * 1024
@@ -38,16 +41,13 @@ def bounded_lines(f: TextIO, limit: int = MAX_LINE) -> Iterator[str]:
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, readable by the owner only (0600).
 
-    A path that is not a regular file (``/dev/stdout``, a named pipe, a
-    symlink to one) is written to as it is: replacing it with a file would
-    break it (as root, ``--html /dev/stdout`` would replace the symlink in
-    ``/dev``).
+    Written through, not replaced: a path under ``/dev/`` or ``/proc/self/``
+    (``/dev/stdout``, ``/dev/fd/63`` from ``>(...)``: replacing it, as root,
+    would replace the system's symlink), and a path that itself is a named
+    pipe or a terminal. Anything else, a symlink included, is replaced by a
+    new file, so a symlink planted in a shared directory leads nowhere.
     """
-    try:
-        mode = os.stat(path).st_mode  # through symlinks
-    except OSError:
-        mode = None  # not there yet (or unreachable: the atomic write will say why)
-    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+    if _write_through(path):
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return
@@ -63,3 +63,13 @@ def write_private(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _write_through(path: Path) -> bool:
+    if str(path).startswith(_SYSTEM):
+        return True
+    try:
+        mode = os.lstat(path).st_mode  # the path itself, not where a symlink points
+    except OSError:
+        return False  # not there yet (or unreachable: the atomic write will say why)
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
