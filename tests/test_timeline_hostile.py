@@ -314,3 +314,17 @@ def test_a_hook_that_starts_before_the_notice_keeps_its_row_width(start: float) 
     text, _, _ = render(lines)
     row = next(line for line in text.splitlines() if line.lstrip().startswith("hook early"))
     assert len(row) < 150
+
+
+def test_a_title_and_a_path_that_are_not_utf8(tmp_path: Path) -> None:
+    assert "\ufffd" in render_html([], None, title="bad \udcff title")
+    out = os.fsencode(tmp_path) + b"/\xff.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotgrace", "timeline", "-", "--quiet",
+         "--html", out, "--title", b"bad \xff title"],
+        input=EVENTS, capture_output=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+    )  # fmt: skip
+    assert b"Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0
+    assert b"bad \xef\xbf\xbd title" in Path(os.fsdecode(out)).read_bytes()

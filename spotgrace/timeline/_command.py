@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from . import read_shutdowns, render_html, render_text
 from ._files import bounded_lines, write_private
+from ._safe import clean_text
 
 __all__ = ["add_parser", "main"]
 
@@ -71,7 +72,7 @@ def main(
         except OSError as exc:
             print(f"spotgrace timeline: cannot write {args.html}: {exc}", file=sys.stderr)
             return 2
-        out.write(f"wrote {args.html}\n")
+        out.write(f"wrote {clean_text(args.html)}\n")  # a path may not be UTF-8
     out.flush()
     if not shutdowns:
         print("spotgrace timeline: no shutdown found in the input", file=sys.stderr)

@@ -16,6 +16,7 @@ from html import escape
 from ._limits import MAX_DOTS, MAX_HOOK_ROWS, drawn, thin
 from ._model import HookBar, Shutdown
 from ._parse import ParseStats
+from ._safe import clean_text
 
 __all__ = ["render_html"]
 
@@ -352,6 +353,7 @@ def render_html(
     shutdowns: list[Shutdown], stats: ParseStats | None = None, *, title: str = "Shutdown timeline"
 ) -> str:
     """The whole page: every shutdown one under the other, with its verdict."""
+    title = clean_text(title)  # from a command line: may hold undecodable bytes
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
