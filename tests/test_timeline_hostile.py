@@ -328,3 +328,10 @@ def test_a_title_and_a_path_that_are_not_utf8(tmp_path: Path) -> None:
     assert b"Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 0
     assert b"bad \xef\xbf\xbd title" in Path(os.fsdecode(out)).read_bytes()
+
+
+def test_non_ascii_text_on_an_ascii_terminal_is_escaped() -> None:
+    line = json.dumps({"event": "shutdown.started", "ts": T0, "pid": 1, "reason": "caf\u00e9"})
+    proc = _cli(["-"], line.encode(), PYTHONIOENCODING="ascii")
+    assert b"Traceback" not in proc.stderr, proc.stderr
+    assert b"caf\\xe9" in proc.stdout

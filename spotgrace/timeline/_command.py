@@ -46,7 +46,13 @@ def main(
     args: argparse.Namespace, *, stdin: TextIO | None = None, out: TextIO | None = None
 ) -> int:
     """Run ``spotgrace timeline``; returns the exit status."""
-    out = out or sys.stdout
+    if out is None:
+        out = sys.stdout
+        # A log's non-ASCII text on a terminal whose encoding cannot show it
+        # (a C locale without UTF-8): escaped, not a UnicodeEncodeError.
+        reconfigure = getattr(out, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         if args.file == "-":
             source = stdin or _stdin()
