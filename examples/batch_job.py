@@ -10,7 +10,9 @@ is checkpointed to a file (``--checkpoint``) or, on Fargate, to Redis
 (``--redis-url``): every ``--every`` items, and once more on the way out.
 
 On SIGTERM the job finishes the item in hand, takes no new one, saves the
-exact position and exits 0; the next run skips what is done, so with a
+exact position and exits 75 ("interrupted, retry me": a scheduler that
+retries on 75 resumes it; a run that finishes exits 0); the next run skips
+what is done, so with a
 graceful stop nothing is processed twice. After a ``kill -9``
 or a crash, up to ``--every`` items are processed again: the output is
 at-least-once, and every line carries its item's index so a reader can keep

@@ -25,13 +25,17 @@ from ._graceful._graceful import AsyncGrace as AsyncGrace
 from ._graceful._graceful import Grace as Grace
 from ._graceful._graceful import Graceful as Graceful
 from ._graceful._graceful import graceful as graceful
-from ._graceful._graceful import run as run
+from ._graceful._run import run as run
+from ._graceful._verdict import EXIT_INCOMPLETE as EXIT_INCOMPLETE
+from ._graceful._verdict import EXIT_UNCLEAN as EXIT_UNCLEAN
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "AsyncGrace",
     "ConfigError",
+    "EXIT_INCOMPLETE",
+    "EXIT_UNCLEAN",
     "ExitCode",
     "Grace",
     "Graceful",

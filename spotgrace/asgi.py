@@ -22,16 +22,20 @@ lets idle keep-alive connections go without racing a request on its way, drains,
 then runs the ASGI lifespan shutdown as a hook inside the budget. FastAPI and
 Starlette apps work unchanged.
 
-uvicorn is imported only by :func:`serve`.
+uvicorn is imported only by :func:`serve`, so the middleware needs nothing
+but spotgrace; :func:`serve` without uvicorn raises an ``ImportError`` naming
+the extra (``spotgrace[asgi]``) when it is called, before any event loop runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+from ._core._errors import MissingExtraError
 from ._graceful._graceful import graceful
 from ._http._shared import (
     UNAVAILABLE_BODY,
@@ -270,8 +274,11 @@ def serve(
     :func:`spotgrace.graceful` options (``stop_timeout``, ``drain_delay``...);
     ``uvicorn_options`` are passed to ``uvicorn.Config`` (its ``host``,
     ``port``, ``log_level`` and signal handling are spotgrace's). After a
-    signal, this raises ``SystemExit`` with the exit policy's code (0 by default).
+    signal, this raises ``SystemExit`` with the exit policy's code (by
+    default the verdict: 0 when clean, 70 when not).
     """
+    if importlib.util.find_spec("uvicorn") is None:
+        raise MissingExtraError("spotgrace.asgi.serve()", "asgi", "uvicorn")
     http = HttpOptions(
         readyz=readyz, healthz=healthz, retry_after=retry_after, idle_grace=idle_grace
     )

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import inspect
 import json
 import os
@@ -41,9 +42,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from ._core._errors import SpotgraceError, StateError
+from ._core._errors import MissingExtraError, SpotgraceError, StateError
 from ._core._eventlog import emit
 from ._core._hosts import check_url
+
+# httpx is imported by the first agent call; a missing one is an error now, not on ECS.
+if importlib.util.find_spec("httpx") is None:  # pragma: no cover - depends on the install
+    raise MissingExtraError("spotgrace.ecs", "watch", "httpx")
 
 __all__ = ["ProtectionError", "ProtectionState", "TaskProtection", "protect"]
 

@@ -164,7 +164,7 @@ def test_file_value_json_cannot_hold_leaves_the_file_alone(
     with pytest.raises(error):
         store.save("job", value)
     assert store.load("job") == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ck.json.lock", "ck.json"]
 
 
 def test_file_failed_rename_keeps_the_old_value_and_no_temp(
@@ -181,7 +181,7 @@ def test_file_failed_rename_keeps_the_old_value_and_no_temp(
         store.save("job", 2)
     monkeypatch.undo()
     assert store.load("job") == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ck.json.lock", "ck.json"]
 
 
 def test_file_stale_temps_of_dead_writers_are_removed(tmp_path: Path) -> None:
@@ -414,7 +414,7 @@ def test_file_checkpoint_survives_kill_9_at_random_moments(tmp_path: Path) -> No
     assert stats["saves"] >= 10
     assert stats["mid_save"] > 0
     FileCheckpoint(path)  # sweeps the temp files of dead writers
-    assert [p.name for p in tmp_path.iterdir()] == ["ck.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ck.json.lock", "ck.json"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 

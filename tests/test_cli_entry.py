@@ -70,12 +70,21 @@ def test_an_open_pipe_still_gets_everything() -> None:
     assert proc.stdout.rstrip().endswith("}")
 
 
-def test_a_missing_extra_names_the_extra(tmp_path: Path) -> None:
-    # None in sys.modules makes `import aiohttp` fail as if it were not installed.
+@pytest.mark.parametrize(
+    ("blocked", "argv", "extra"),
+    [
+        ("aiohttp", ["simulate", "--interrupt-after", "0.1", "--", "true"], "aiohttp"),
+        ("boto3", ["fleet", "match", "/dev/null"], "boto3"),
+    ],
+)
+def test_a_missing_extra_names_the_extra(
+    tmp_path: Path, blocked: str, argv: list[str], extra: str
+) -> None:
+    # None in sys.modules makes the import fail as if the package were not installed.
     code = (
-        "import sys; sys.modules['aiohttp'] = None\n"
+        f"import sys; sys.modules[{blocked!r}] = None\n"
         "from spotgrace._cli import main\n"
-        "sys.exit(main(['simulate', '--interrupt-after', '0.1', '--', 'true']))\n"
+        f"sys.exit(main({argv!r}))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code],
@@ -87,5 +96,6 @@ def test_a_missing_extra_names_the_extra(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert "spotgrace simulate: this needs aiohttp" in proc.stderr
-    assert "pip install 'spotgrace[aiohttp]'" in proc.stderr
+    assert f"spotgrace {argv[0]}: " in proc.stderr
+    assert extra in proc.stderr
+    assert "pip install" in proc.stderr

@@ -16,7 +16,7 @@ def test_defaults() -> None:
     assert o.margin == 3
     assert o.budget == 27
     assert o.drain_delay == 0
-    assert o.exit_code == 0
+    assert o.exit_code == "auto"
     assert o.watchdog_exit_code == 124
     assert o.second_signal == "exit"
     assert o.interrupt is False

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-OPTIONAL = ("aiohttp", "httpx", "uvicorn", "starlette", "redis", "fastapi", "sniffio")
+OPTIONAL = ("aiohttp", "httpx", "uvicorn", "starlette", "redis", "fastapi", "sniffio", "boto3")
 
 PRELUDE = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in OPTIONAL)
 
@@ -29,7 +29,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["spotgrace", "spotgrace.checkpoint", "spotgrace.timeline", "spotgrace.ecs"]
+    "module", ["spotgrace", "spotgrace.checkpoint", "spotgrace.timeline", "spotgrace.typing"]
 )
 def test_imports_without_extras(module: str) -> None:
     proc = _run(f"import {module}")

@@ -79,6 +79,7 @@ def test_a_good_setup_passes(ecs: FakeECS) -> None:
     checks = by_name(report)
     assert {name: c["status"] for name, c in checks.items()} == {
         "pid1": "ok",
+        "where": "info",
         "config": "ok",
         "stop_timeout": "ok",
         "variables": "ok",
@@ -148,6 +149,7 @@ def fake_proc(tmp_path: Path, argv: list[str], caught: str = "0000000000000000")
     (one / "status").write_text(
         f"Name:\tx\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nSigCgt:\t{caught}\n"
     )
+    (one / "cgroup").write_text("0::/docker/0123abcd\n")  # inside a container
     return tmp_path
 
 

@@ -108,7 +108,7 @@ def test_hook_timeout_exits_in_time_but_is_not_clean() -> None:
         "--interrupt-after", "1", "--stop-timeout", "4", "--", sys.executable, "-c", STUCK_HOOK
     )
     assert proc.returncode == 1
-    assert "Verdict: NOT CLEAN: exited with code 0" in proc.stdout
+    assert "Verdict: NOT CLEAN: exited with code 70" in proc.stdout
     assert "1 hook timed out" in proc.stdout
     assert "hook.timeout" in timeline(proc.stdout)
 

@@ -364,7 +364,7 @@ def test_wait_statuses_decode_to_shell_exit_codes(status: int, code: int, name: 
     ("argv", "words"),
     [
         (["run", "--"], "no command given"),
-        (["run", "--watch", "nowhere", "--", "true"], "SPOTGRACE_WATCH"),
+        (["run", "--watch", "nowhere", "--", "true"], "--watch: unknown source"),
         (["run", "--stop-timeout", "5", "--margin", "9", "--", "true"], "margin"),
     ],
 )

@@ -143,12 +143,13 @@ def test_supervisor_and_child(runs: dict[str, Capture]) -> None:
     assert sup.deadline == pytest.approx(7.2, abs=0.05)  # --stop-timeout 8, margin 0.8
     assert hooks(app) == {"deregister": "ok", "flush_metrics": "ok", "close_db": "ok"}
     assert app.clean
-    # The child was not told the supervisor's stop timeout: its deadline is later.
-    assert any("after spotgrace run's SIGKILL" in n for n in app.notes)
+    # The supervisor hands its child a budget that ends at its own SIGKILL (7.2 s):
+    # the child's deadline is 7.2 - 0.72, before it.
+    assert not any("after spotgrace run's SIGKILL" in n for n in app.notes)
     page = render_html(shutdowns, stats)
     assert page.index("spotgrace run (supervisor") < page.index("app (no pid in the log)")
     assert "spotgrace run SIGKILL +7.2" in page
-    assert_rendered(app, "27.000")
+    assert_rendered(app, "6.480")
 
 
 def test_supervisor_kills_a_stuck_child(runs: dict[str, Capture]) -> None:

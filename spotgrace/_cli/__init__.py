@@ -28,15 +28,19 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "spotgrace._cli._simulate",
     "spotgrace._cli._plan",
     "spotgrace.timeline._command",
+    "spotgrace._cli._fleet",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
+    from .. import __version__
+
     parser = argparse.ArgumentParser(
         prog="spotgrace",
         description="Graceful shutdown for containerised services.",
     )
+    parser.add_argument("--version", action="version", version=f"spotgrace {__version__}")
     # dest is not "command": that is the child command of run and simulate.
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
@@ -50,10 +54,21 @@ EXTRAS: dict[str, str] = {
     "httpx": "watch",
     "uvicorn": "asgi",
     "redis": "redis",
+    "boto3": "fleet",  # of the subcommands, only fleet needs boto3
+    "botocore": "fleet",
 }
 
 #: The exit status when the reader of stdout went away: 128 + SIGPIPE.
 BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of ``command`` (for its own usage line in errors), else the top one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            sub: argparse.ArgumentParser = action.choices[command]
+            return sub
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,7 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if extra:
+        # `spotgrace run --bogus`: the error and usage of `run`, not of `spotgrace`.
+        _subparser(parser, getattr(args, "subcommand", None)).error(
+            f"unrecognized arguments: {' '.join(extra)}"
+        )
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

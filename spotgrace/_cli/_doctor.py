@@ -7,7 +7,10 @@ warning), else 0; ``--json`` prints the same for machines. The checks:
 
 - ``pid1``: is PID 1 a shell that will swallow SIGTERM, or a program without
   a SIGTERM handler (which, as PID 1, ignores SIGTERM and is SIGKILLed at the
-  deadline)? Read from ``/proc/1/cmdline`` and ``/proc/1/status``.
+  deadline)? Read from ``/proc/1/cmdline`` and ``/proc/1/status``. Outside a
+  container PID 1 is the host's, so it is described, not judged.
+- ``where``: in a container or not, and the evidence (``/.dockerenv``,
+  ``/run/.containerenv``, the cgroup, ``$container``, the ECS variables).
 - ``config``: do the ``SPOTGRACE_*`` variables make a valid configuration?
 - ``stop_timeout``: is ``SPOTGRACE_STOP_TIMEOUT`` set, and does it fit the
   Fargate maximum of 120 s?
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
 import signal
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._core._config import Options, resolve_options
+from .._core._envcheck import KNOWN_VARIABLES
 from .._core._errors import ConfigError
 from .._supervisor._probes import describe_pid1, get_json
 
@@ -40,11 +45,8 @@ Status = Literal["ok", "info", "warning", "problem"]
 #: Fargate's largest ``stopTimeout``; Fargate Spot gives exactly this much warning.
 FARGATE_MAX_STOP_TIMEOUT = 120.0
 
-#: ``SPOTGRACE_*`` variables read outside ``resolve_options`` (the watchers and
-#: their event log); add a name here when a module starts reading one.
-OTHER_VARIABLES = frozenset(
-    {"SPOTGRACE_WATCH", "SPOTGRACE_WATCH_INTERVAL", "SPOTGRACE_EVENTS_FILE"}
-)
+#: cgroup path fragments that only a container's processes have.
+_CONTAINER_CGROUPS = ("docker", "kubepods", "containerd", "libpod", "lxc", "ecs")
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,15 @@ def run_checks(
     environ: Mapping[str, str] | None = None,
     proc: Path = Path("/proc"),
     timeout: float = 2.0,
+    root: Path = Path("/"),
 ) -> list[Check]:
-    """Run every check; ``environ``/``proc`` default to this process's."""
+    """Run every check; ``environ``/``proc``/``root`` default to this process's."""
     env = os.environ if environ is None else environ
     metadata = _check_metadata(env, timeout)
+    where = _check_where(env, proc, root)
     return [
-        _check_pid1(proc),
+        _check_pid1(proc, in_container=bool(where.details["evidence"])),
+        where,
         _check_config(env),
         _check_stop_timeout(env, metadata),
         _check_variables(env),
@@ -79,12 +84,58 @@ def run_checks(
 # --------------------------------------------------------------------------- checks
 
 
-def _check_pid1(proc: Path) -> Check:
+def container_evidence(env: Mapping[str, str], proc: Path, root: Path) -> list[str]:
+    """Why this looks like a container: marker files, cgroups, variables; empty if none."""
+    found = [m for m in ("/.dockerenv", "/run/.containerenv") if (root / m[1:]).exists()]
+    if env.get("container"):
+        found.append(f"$container={env['container']}")
+    for who in ("self", "1"):
+        try:
+            text = (proc / who / "cgroup").read_text(errors="replace")
+        except OSError:
+            continue
+        hits = sorted({c for c in _CONTAINER_CGROUPS if c in text})
+        if hits:
+            found.append(f"/proc/{who}/cgroup mentions {', '.join(hits)}")
+            break
+    if env.get("ECS_CONTAINER_METADATA_URI_V4"):
+        found.append("$ECS_CONTAINER_METADATA_URI_V4 is set")
+    return found
+
+
+def _check_where(env: Mapping[str, str], proc: Path, root: Path) -> Check:
+    evidence = container_evidence(env, proc, root)
+    if evidence:
+        return Check(
+            "where",
+            "info",
+            f"Running in a container ({'; '.join(evidence)}).",
+            {"evidence": evidence},
+        )
+    return Check(
+        "where",
+        "info",
+        "Running on a host or VM: no container marker (/.dockerenv, /run/.containerenv, "
+        "a container cgroup, $container, ECS variables). The PID 1 check applies inside "
+        "the container: run `docker exec <container> spotgrace doctor` there.",
+        {"evidence": []},
+    )
+
+
+def _check_pid1(proc: Path, *, in_container: bool = True) -> Check:
     pid1 = describe_pid1(proc)
     details = {"cmdline": pid1.cmdline, "kind": pid1.kind}
     shown = pid1.shown
     if pid1.kind == "unreadable":
         return Check("pid1", "info", f"Cannot read PID 1 ({pid1.error}); not checked.", details)
+    if not in_container and pid1.kind not in ("self", "spotgrace"):
+        return Check(
+            "pid1",
+            "info",
+            f"PID 1 is {shown}, but this is not a container, so it is this host's or VM's "
+            "PID 1, not your app's: not judged.",
+            details,
+        )
     if pid1.kind == "self":
         return Check(
             "pid1",
@@ -157,7 +208,7 @@ def _check_pid1(proc: Path) -> Check:
 
 def _check_config(env: Mapping[str, str]) -> Check:
     try:
-        options = resolve_options(environ=env)
+        options = resolve_options(environ=env, warn=False)
     except ConfigError as exc:
         return Check("config", "problem", f"The spotgrace configuration is invalid: {exc}")
     details = {
@@ -192,10 +243,10 @@ def _check_stop_timeout(env: Mapping[str, str], metadata: Check) -> Check:
             "default). Set it to the task definition's stopTimeout (120 on Fargate Spot) so "
             "the deadline matches the platform's SIGKILL.",
         )
-    try:
-        value = float(raw)
-    except ValueError:
-        return Check("stop_timeout", "problem", f"SPOTGRACE_STOP_TIMEOUT={raw!r} is not a number.")
+    try:  # the library's own rules: a number of seconds, finite, > 0, at most an hour
+        value = resolve_options(environ={"SPOTGRACE_STOP_TIMEOUT": raw}, warn=False).stop_timeout
+    except ConfigError as exc:
+        return Check("stop_timeout", "problem", f"{exc}: spotgrace refuses to start with it.")
     details = {"stop_timeout": value, "fargate": _on_fargate(env, metadata)}
     if value > FARGATE_MAX_STOP_TIMEOUT:
         if details["fargate"]:
@@ -226,16 +277,16 @@ def _check_stop_timeout(env: Mapping[str, str], metadata: Check) -> Check:
 
 
 def _check_variables(env: Mapping[str, str]) -> Check:
-    known = {"SPOTGRACE_" + f.name.upper() for f in dataclasses.fields(Options)}
-    known |= OTHER_VARIABLES
-    unknown = sorted(k for k in env if k.startswith("SPOTGRACE_") and k not in known)
+    known = sorted(KNOWN_VARIABLES)
+    unknown = sorted(k for k in env if k.startswith("SPOTGRACE_") and k not in KNOWN_VARIABLES)
     if unknown:
+        hints = {u: difflib.get_close_matches(u, known, n=1, cutoff=0.75) for u in unknown}
+        named = [f"{u} (did you mean {h[0]}?)" if h else u for u, h in hints.items()]
         return Check(
             "variables",
             "warning",
-            f"spotgrace does not know {', '.join(unknown)} (a typo?); they are ignored. "
-            f"Known: {', '.join(sorted(known))}.",
-            {"unknown": unknown},
+            f"spotgrace does not know {', '.join(named)}; ignored. Known: {', '.join(known)}.",
+            {"unknown": unknown, "did_you_mean": {u: h[0] for u, h in hints.items() if h}},
         )
     return Check("variables", "ok", "Every SPOTGRACE_* variable set is one spotgrace reads.")
 

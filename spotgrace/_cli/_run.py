@@ -9,12 +9,13 @@ the event output and hands over. See ``docs/supervisor.md``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
 import structlog
 
-from .._core._config import resolve_options
+from .._core._config import child_budget, resolve_options
 from .._core._errors import ConfigError
 from .._core._logging import configure_json_logging
 from .._graceful._early_warning import make_watcher
@@ -126,17 +127,25 @@ def main(args: argparse.Namespace) -> int:
             "spotgrace run: no command given (spotgrace run [options] -- CMD ...)", file=sys.stderr
         )
         return 2
+    configure_logging(args.log_format)  # first: resolving may log config warnings
     try:
         options = resolve_options(
             stop_timeout=args.stop_timeout,
             margin=args.margin,
             watch=args.watch,
             watch_interval=args.watch_interval,
+            labels={
+                "stop_timeout": "--stop-timeout",
+                "margin": "--margin",
+                "watch": "--watch",
+                "watch_interval": "--watch-interval",
+            },
         )
     except ConfigError as exc:
         print(f"spotgrace run: {exc}", file=sys.stderr)
         return 2
-    configure_logging(args.log_format)
+    # The child's budget ends before ours, so a spotgrace app's watchdog reports first.
+    os.environ.update(child_budget(options.stop_timeout, options.margin))
     supervisor = Supervisor(
         RunSettings(
             command=tuple(command),

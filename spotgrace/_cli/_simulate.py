@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .._core._eventlog import EVENTS_FILE_ENV
+from .._graceful._verdict import EXIT_INCOMPLETE
 
 __all__ = ["add_parser", "simulate"]
 
@@ -115,6 +116,11 @@ def _run(args: argparse.Namespace) -> int:
         if not value >= 0 or (name == "stop_timeout" and value == 0):
             print(f"spotgrace simulate: --{name.replace('_', '-')} must be > 0", file=sys.stderr)
             return 2
+    try:
+        from ..testing import FakeEndpoints  # noqa: F401 - the fakes need the extra
+    except ImportError as exc:  # a core install: one line, not a traceback
+        print(f"spotgrace simulate: {exc}", file=sys.stderr)
+        return 2
     return simulate(
         command,
         interrupt_after=args.interrupt_after,
@@ -326,6 +332,9 @@ def _shortfall(summary: dict[str, Any]) -> str:
     parts = []
     if summary.get("drained") is False:
         parts.append("in-flight work did not drain in time")
+    cancelled = summary.get("cancelled")
+    if isinstance(cancelled, int) and cancelled > 0:
+        parts.append(f"{cancelled} task{'s' if cancelled > 1 else ''} of work cancelled")
     for key, what in (("timed_out", "timed out"), ("failed", "failed"), ("skipped", "skipped")):
         n = summary.get(key)
         if isinstance(n, int) and n > 0:
@@ -362,14 +371,22 @@ def _verdict(o: Outcome, stop_timeout: float) -> tuple[bool, str]:
     code = o.returncode
     if code == 124 or "shutdown.deadline_exceeded" in names:
         return False, f"the watchdog ended it at its deadline (code {code}): something was stuck"
-    if code != 0:
-        return False, f"it exited {took:.2f}s after SIGTERM with {_describe_code(code)}" + last
     summary = next((e for e in reversed(o.events) if e["event"] == "shutdown.finished"), None)
     if summary is not None and summary.get("clean") is False:
         return False, (
-            f"exited with code 0 {took:.2f}s after SIGTERM, before the SIGKILL, but the "
-            f"shutdown was not clean: {_shortfall(summary)}"
+            f"exited with {_describe_code(code)} {took:.2f}s after SIGTERM, before the "
+            f"SIGKILL, but the shutdown was not clean: {_shortfall(summary)}"
         )
+    exit_ev = next((e for e in reversed(o.events) if e["event"] == "shutdown.exit"), None)
+    if code == EXIT_INCOMPLETE and summary is not None and exit_ev is not None:
+        return True, (
+            f"exited with code {code} {took:.2f}s after SIGTERM, {spare:.2f}s before the "
+            f"SIGKILL: a clean stop, but {exit_ev.get('why', 'the work is not done')}; "
+            f"a scheduler that retries on exit code {code} resumes it (docs/batch-jobs.md)"
+        )
+    if code != 0:
+        why = f" ({exit_ev['why']})" if exit_ev is not None and "why" in exit_ev else last
+        return False, f"it exited {took:.2f}s after SIGTERM with {_describe_code(code)}" + why
     if not finished:
         return True, (
             f"exited with code 0 {took:.2f}s after SIGTERM ({spare:.2f}s before the SIGKILL), "

@@ -14,15 +14,26 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from ._envcheck import check_unknown, warn_once
 from ._errors import ConfigError
 
-__all__ = ["ExitCode", "Options", "default_margin", "resolve_options"]
+__all__ = [
+    "ExitCode",
+    "Options",
+    "child_budget",
+    "default_margin",
+    "resolve_options",
+]
 
 #: What the process does after a signal- or notice-triggered shutdown that
-#: finished in time: exit with this code; ``"signal"``: die of the signal that
-#: started it (128+N; PID 1 exits with 128+N instead); ``"return"``: leave the
-#: ``with`` block normally and let the program go on (the watchdog stands down).
-ExitCode = int | Literal["signal", "return"]
+#: finished in time. ``"auto"`` (the default): exit with the verdict's code, 0
+#: when clean and finished, :data:`EXIT_UNCLEAN` when work was cut off or a hook
+#: did not finish, :data:`EXIT_INCOMPLETE` when the work was interrupted before
+#: it was done. An int: always that code (``0``: always 0). ``"signal"``: die of
+#: the signal that started it (128+N; PID 1 exits with 128+N instead).
+#: ``"return"``: leave the ``with`` block normally and let the program go on
+#: (the watchdog stands down). See ``docs/semantics.md``.
+ExitCode = int | Literal["auto", "signal", "return"]
 
 #: The largest ``stop_timeout`` accepted. ECS allows 120 s on Fargate; the EC2
 #: launch type and Docker allow more, but a budget over an hour is a typo.
@@ -42,6 +53,21 @@ def default_margin(stop_timeout: float) -> float:
     return min(5.0, max(0.5, 0.1 * stop_timeout))
 
 
+def child_budget(stop_timeout: float, margin: float) -> dict[str, str]:
+    """The ``SPOTGRACE_*`` budget for a program run under a supervisor of that budget.
+
+    ``spotgrace run`` SIGKILLs its child at ``stop_timeout - margin``; a
+    spotgrace app under it gets that as its own stop timeout (and the default
+    margin for it), so the app's watchdog reports what is stuck and exits
+    before the supervisor's SIGKILL, never after.
+    """
+    child = stop_timeout - margin
+    return {
+        "SPOTGRACE_STOP_TIMEOUT": f"{child:g}",
+        "SPOTGRACE_MARGIN": f"{default_margin(child):g}",
+    }
+
+
 @dataclass(frozen=True, kw_only=True)
 class Options:
     """The validated options of one ``graceful()``. See ``docs/reference.md``."""
@@ -51,7 +77,7 @@ class Options:
     drain_delay: float = 0.0
     drain_timeout: float | None = None
     hook_timeout: float | None = None
-    exit_code: ExitCode = 0
+    exit_code: ExitCode = "auto"
     watchdog_exit_code: int = 124
     second_signal: Literal["exit", "ignore"] = "exit"
     interrupt: bool = False
@@ -72,20 +98,22 @@ class Options:
 # --------------------------------------------------------------------------- parsing
 
 
-def _where(name: str, env: str, from_env: bool) -> str:
-    return f"{env} (option {name})" if from_env else f"{name} (env {env})"
+def _where(name: str, from_env: bool, labels: Mapping[str, str]) -> str:
+    """How an error names a value: its variable, or the keyword (or flag) it came from."""
+    env = "SPOTGRACE_" + name.upper()
+    if from_env:
+        return f"{env} (option {name})"
+    return labels.get(name) or f"{name} (keyword argument)"
 
 
 def _seconds(
     name: str,
     raw: object,
-    from_env: bool,
+    where: str,
     *,
     allow_zero: bool = True,
     maximum: float = MAX_STOP_TIMEOUT,
 ) -> float:
-    env = "SPOTGRACE_" + name.upper()
-    where = _where(name, env, from_env)
     if isinstance(raw, bool):
         raise ConfigError(f"{where} must be a number of seconds, got {raw!r}")
     try:
@@ -102,7 +130,7 @@ def _seconds(
     return value
 
 
-def _bool(name: str, raw: object, from_env: bool) -> bool:
+def _bool(name: str, raw: object, where: str) -> bool:
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
@@ -110,36 +138,37 @@ def _bool(name: str, raw: object, from_env: bool) -> bool:
         return True
     if text in _FALSE:
         return False
-    where = _where(name, "SPOTGRACE_" + name.upper(), from_env)
     raise ConfigError(f"{where} must be true or false (1/0, yes/no, on/off), got {raw!r}")
 
 
-def _exit_code(name: str, raw: object, from_env: bool, *, allow_signal: bool) -> ExitCode:
-    where = _where(name, "SPOTGRACE_" + name.upper(), from_env)
-    if allow_signal and isinstance(raw, str) and raw.strip().lower() in ("signal", "return"):
-        return "signal" if raw.strip().lower() == "signal" else "return"
+def _exit_code(name: str, raw: object, where: str, *, allow_signal: bool) -> ExitCode:
+    if (
+        allow_signal
+        and isinstance(raw, str)
+        and raw.strip().lower() in ("auto", "signal", "return")
+    ):
+        word = raw.strip().lower()
+        return "auto" if word == "auto" else "signal" if word == "signal" else "return"
     if isinstance(raw, bool):
         raise ConfigError(f"{where} must be an exit code 0-255, got {raw!r}")
     try:
         code = int(str(raw).strip()) if isinstance(raw, str) else int(raw)  # type: ignore[call-overload]
     except (TypeError, ValueError):
-        extra = ', "signal" or "return"' if allow_signal else ""
+        extra = ', "auto", "signal" or "return"' if allow_signal else ""
         raise ConfigError(f"{where} must be an exit code 0-255{extra}, got {raw!r}") from None
     if not 0 <= code <= 255:
         raise ConfigError(f"{where} must be an exit code 0-255, got {raw!r}")
     return code
 
 
-def _choice(name: str, raw: object, from_env: bool, choices: Sequence[str]) -> str:
+def _choice(name: str, raw: object, where: str, choices: Sequence[str]) -> str:
     text = str(raw).strip().lower()
     if text not in choices:
-        where = _where(name, "SPOTGRACE_" + name.upper(), from_env)
         raise ConfigError(f"{where} must be one of {', '.join(choices)}; got {raw!r}")
     return text
 
 
-def _signals(name: str, raw: object, from_env: bool) -> tuple[signal.Signals, ...]:
-    where = _where(name, "SPOTGRACE_" + name.upper(), from_env)
+def _signals(name: str, raw: object, where: str) -> tuple[signal.Signals, ...]:
     items: Sequence[object]
     if isinstance(raw, str):
         text = raw.strip()
@@ -167,10 +196,9 @@ def _signals(name: str, raw: object, from_env: bool) -> tuple[signal.Signals, ..
     return tuple(out)
 
 
-def _watch(name: str, raw: object, from_env: bool) -> tuple[object, ...]:
+def _watch(name: str, raw: object, where: str) -> tuple[object, ...]:
     from ._hosts import check_url
 
-    where = _where(name, "SPOTGRACE_" + name.upper(), from_env)
     items: Sequence[object]
     if isinstance(raw, str):
         items = [p.strip() for p in raw.split(",") if p.strip()]
@@ -203,19 +231,92 @@ def _watch(name: str, raw: object, from_env: bool) -> tuple[object, ...]:
     return tuple(out)
 
 
+_Parse = Callable[[str, object, str], _T]
+
+
 def _pick(
     name: str,
     given: object,
     environ: Mapping[str, str],
-    parse: Callable[[str, object, bool], _T],
-) -> _T | None:
-    """Parse the keyword value if given, else the environment variable, else None."""
+    parse: _Parse[_T],
+    labels: Mapping[str, str],
+) -> tuple[_T, str] | None:
+    """Parse the keyword value if given, else the environment variable, else None.
+
+    Returns the value and how errors name where it came from.
+    """
     if given is not None:
-        return parse(name, given, False)
+        where = _where(name, False, labels)
+        return parse(name, given, where), where
+    raw = _env(name, environ)
+    if raw is None:
+        return None
+    where = _where(name, True, labels)
+    return parse(name, raw, where), where
+
+
+def _env(name: str, environ: Mapping[str, str]) -> str | None:
     raw = environ.get("SPOTGRACE_" + name.upper())
     if raw is None or (raw.strip() == "" and name != "signals"):
         return None
-    return parse(name, raw, True)
+    return raw
+
+
+def _stop_timeout(
+    given: object, environ: Mapping[str, str], labels: Mapping[str, str], warn: bool
+) -> tuple[float, str] | None:
+    """The keyword and ``SPOTGRACE_STOP_TIMEOUT`` both count: the smaller wins.
+
+    The platform's SIGKILL comes at its own stop timeout whatever the code
+    says, so a larger budget in code would only plan for time that is not there.
+    """
+    parse = _seconds_parser(allow_zero=False)
+    picked = _pick("stop_timeout", given, environ, parse, labels)
+    raw = _env("stop_timeout", environ)
+    if given is None or picked is None or raw is None:
+        return picked
+    env_where = _where("stop_timeout", True, labels)
+    from_env = parse("stop_timeout", raw, env_where)
+    if from_env == picked[0]:
+        return picked
+    use = min(picked, (from_env, env_where))
+    if not warn:
+        return use
+    keyword = labels.get("stop_timeout") or "stop_timeout="
+    warn_once(
+        "config.stop_timeout_conflict",
+        ("stop_timeout", str(picked[0]), str(from_env)),
+        keyword=picked[0],
+        variable=from_env,
+        using=use[0],
+        message=(
+            f"{keyword} {picked[0]:g} s and SPOTGRACE_STOP_TIMEOUT={raw.strip()} disagree: "
+            f"using the smaller, {use[0]:g} s (the platform's SIGKILL does not wait)"
+        ),
+    )
+    return use
+
+
+def _seconds_parser(**kw: object) -> _Parse[float]:
+    return lambda n, r, w: _seconds(n, r, w, **kw)  # type: ignore[arg-type]
+
+
+def _code_parser(allow_signal: bool) -> _Parse[ExitCode]:
+    return lambda n, r, w: _exit_code(n, r, w, allow_signal=allow_signal)
+
+
+def _value(picked: tuple[_T, str] | None, default: _T) -> _T:
+    return default if picked is None else picked[0]
+
+
+def _named(picked: tuple[object, str] | None, name: str) -> str:
+    """Where a value came from, for a cross-field error: its variable, keyword or flag."""
+    if picked is None:
+        return "the default"
+    where = picked[1]
+    if where.startswith("SPOTGRACE_") or where.startswith("-"):
+        return "from " + where.split(" ")[0]
+    return f"from the keyword {name}="
 
 
 def resolve_options(
@@ -233,71 +334,91 @@ def resolve_options(
     watch: str | Sequence[object] | None = None,
     watch_interval: float | None = None,
     environ: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    warn: bool = True,
 ) -> Options:
     """Build validated :class:`Options`; ``None`` means "not given here".
 
     Raises :class:`ConfigError` naming the option and its variable for any bad
-    value, and for a combination that cannot fit the budget.
+    value, and for a combination that cannot fit the budget. ``labels`` names
+    the keyword arguments in errors (``spotgrace run`` passes its flags). Logs
+    a warning, once per process, for an unknown ``SPOTGRACE_*`` variable and
+    for a ``stop_timeout`` keyword that disagrees with the variable (the
+    smaller wins); ``warn=False`` turns those off (``spotgrace doctor`` reports
+    them itself).
     """
     env = os.environ if environ is None else environ
+    lab: Mapping[str, str] = labels or {}
     d = Options()
+    if warn:
+        check_unknown(env)
 
-    def secs(**kw: object) -> Callable[[str, object, bool], float]:
-        return lambda n, r, e: _seconds(n, r, e, **kw)  # type: ignore[arg-type]
-
-    st = _pick("stop_timeout", stop_timeout, env, secs(allow_zero=False))
-    st = d.stop_timeout if st is None else st
-    mg = _pick("margin", margin, env, secs())
-    mg = default_margin(st) if mg is None else mg
+    pst = _stop_timeout(stop_timeout, env, lab, warn)
+    st = _value(pst, d.stop_timeout)
+    pmg = _pick("margin", margin, env, _seconds_parser(), lab)
+    mg = default_margin(st) if pmg is None else pmg[0]
     if mg >= st:
         raise ConfigError(
-            f"margin ({mg:g} s) must be less than stop_timeout ({st:g} s): "
+            f"margin ({mg:g} s, {_named(pmg, 'margin')}) must be less than stop_timeout "
+            f"({st:g} s, {_named(pst, 'stop_timeout')}): "
             "the process would have no time at all to shut down"
         )
-    dd = _pick("drain_delay", drain_delay, env, secs())
-    dd = d.drain_delay if dd is None else dd
+    pdd = _pick("drain_delay", drain_delay, env, _seconds_parser(), lab)
+    dd = _value(pdd, d.drain_delay)
     if dd >= st - mg:
         raise ConfigError(
-            f"drain_delay ({dd:g} s) must be less than stop_timeout - margin "
-            f"({st:g} - {mg:g} = {st - mg:g} s): the lame-duck period would use the "
-            "whole budget and leave nothing to drain in-flight work or run hooks"
+            f"drain_delay ({dd:g} s, {_named(pdd, 'drain_delay')}) must be less than "
+            f"stop_timeout - margin ({st:g} - {mg:g} = {st - mg:g} s): the lame-duck period "
+            "would use the whole budget and leave nothing to drain in-flight work or run hooks"
         )
-    dt = _pick("drain_timeout", drain_timeout, env, secs(allow_zero=True))
-    ht = _pick("hook_timeout", hook_timeout, env, secs(allow_zero=False))
-
-    def code(allow_signal: bool) -> Callable[[str, object, bool], ExitCode]:
-        return lambda n, r, e: _exit_code(n, r, e, allow_signal=allow_signal)
-
-    ec = _pick("exit_code", exit_code, env, code(True))
-    wc = _pick("watchdog_exit_code", watchdog_exit_code, env, code(False))
-    if wc == 0:
+    if warn and dd > (st - mg) / 2:
+        warn_once(
+            "config.drain_delay_capped",
+            ("drain_delay", str(dd), str(st - mg)),
+            drain_delay=dd,
+            capped_to=round((st - mg) / 2, 3),
+            message=(
+                f"drain_delay ({dd:g} s) is more than half of stop_timeout - margin "
+                f"({st - mg:g} s): the lame duck is capped at half the time left, "
+                f"{(st - mg) / 2:g} s on a plain SIGTERM"
+            ),
+        )
+    dt = _pick("drain_timeout", drain_timeout, env, _seconds_parser(allow_zero=True), lab)
+    ht = _pick("hook_timeout", hook_timeout, env, _seconds_parser(allow_zero=False), lab)
+    ec = _pick("exit_code", exit_code, env, _code_parser(True), lab)
+    wc = _pick("watchdog_exit_code", watchdog_exit_code, env, _code_parser(False), lab)
+    if wc is not None and wc[0] == 0:
         raise ConfigError(
-            "watchdog_exit_code (env SPOTGRACE_WATCHDOG_EXIT_CODE) must not be 0: "
+            f"watchdog_exit_code ({wc[1]}) must not be 0: "
             "a shutdown that missed its deadline is not a clean exit"
         )
     ss = _pick(
-        "second_signal", second_signal, env, lambda n, r, e: _choice(n, r, e, ("exit", "ignore"))
+        "second_signal",
+        second_signal,
+        env,
+        lambda n, r, w: _choice(n, r, w, ("exit", "ignore")),
+        lab,
     )
-    it = _pick("interrupt", interrupt, env, _bool)
-    sg = _pick("signals", signals, env, _signals)
-    if (d.interrupt if it is None else it) and (d.signals if sg is None else sg) == ():
+    it = _pick("interrupt", interrupt, env, _bool, lab)
+    sg = _pick("signals", signals, env, _signals, lab)
+    if _value(it, d.interrupt) and _value(sg, d.signals) == ():
         raise ConfigError(
-            "interrupt (env SPOTGRACE_INTERRUPT) needs a signal handler of spotgrace's to "
-            "interrupt the main thread with, but signals (env SPOTGRACE_SIGNALS) is empty"
+            f"interrupt ({_named(it, 'interrupt')}) needs a signal handler of spotgrace's to "
+            f"interrupt the main thread with, but signals ({_named(sg, 'signals')}) is empty"
         )
-    wa = _pick("watch", watch, env, _watch)
-    wi = _pick("watch_interval", watch_interval, env, secs(allow_zero=False))
+    wa = _pick("watch", watch, env, _watch, lab)
+    wi = _pick("watch_interval", watch_interval, env, _seconds_parser(allow_zero=False), lab)
     return Options(
         stop_timeout=st,
         margin=mg,
         drain_delay=dd,
-        drain_timeout=dt,
-        hook_timeout=ht,
-        exit_code=d.exit_code if ec is None else ec,
-        watchdog_exit_code=d.watchdog_exit_code if wc is None else int(wc),
-        second_signal=d.second_signal if ss is None else ss,  # type: ignore[arg-type]
-        interrupt=d.interrupt if it is None else it,
-        signals=d.signals if sg is None else sg,
-        watch=d.watch if wa is None else wa,
-        watch_interval=d.watch_interval if wi is None else wi,
+        drain_timeout=_value(dt, d.drain_timeout),
+        hook_timeout=_value(ht, d.hook_timeout),
+        exit_code=_value(ec, d.exit_code),
+        watchdog_exit_code=d.watchdog_exit_code if wc is None else int(wc[0]),
+        second_signal=_value(ss, d.second_signal),  # type: ignore[arg-type]
+        interrupt=_value(it, d.interrupt),
+        signals=_value(sg, d.signals),
+        watch=_value(wa, d.watch),
+        watch_interval=_value(wi, d.watch_interval),
     )

@@ -49,6 +49,7 @@ _LEVELS = {
     "shutdown.body_failed": "error",
     "hook.timeout": "warning",
     "hook.skipped": "warning",
+    "hook.late": "warning",
     "drain.timeout": "warning",
     "signal.escalated": "warning",
 }
@@ -103,6 +104,8 @@ class Coordinator:
         self._kick_pending = False
         self._kick_signal: signal.Signals | None = None
         self._hook_counts: dict[str, int] = {}
+        self.cancelled = 0  # tasks cancelled before the drain step (by spotgrace.run())
+        self.outcome: dict[str, Any] = {}  # the fields of shutdown.finished, for the verdict
         self._log = structlog.get_logger("spotgrace")
         self.watchdog = Watchdog(exit_code=options.watchdog_exit_code, on_fire=self._report_stuck)
 
@@ -278,7 +281,7 @@ class Coordinator:
         self.loop = asyncio.get_running_loop()
         start = time.monotonic()
         self.emit("drain.started", inflight=self.tracker.count)
-        drained = await self.tracker.wait_zero_async(self.drain_bound())
+        drained = await self.tracker.wait_zero_reporting(self.drain_bound(), self.emit)
         took = round(time.monotonic() - start, 4)
         if drained:
             self.emit("drain.finished", duration=took)
@@ -303,13 +306,19 @@ class Coordinator:
             default_timeout=self.options.hook_timeout,
             emit=self.emit,
             running=self._running_hooks,
+            more=lambda: ordered(registries),  # hooks registered while these run
         )
         self._hook_counts = counts
         with self._lock:
             self.state = State.DONE
         self.done.set()
-        clean = drained and counts["failed"] == counts["timed_out"] == counts["skipped"] == 0
-        self.emit("shutdown.finished", clean=clean, drained=drained, **counts)
+        clean = (
+            drained
+            and self.cancelled == 0
+            and not any(v for k, v in counts.items() if k != "finished")
+        )
+        self.outcome = {"clean": clean, "drained": drained, "cancelled": self.cancelled, **counts}
+        self.emit("shutdown.finished", **self.outcome)
 
     def _report_stuck(self) -> None:
         self.emit(

@@ -6,6 +6,8 @@ The tree::
     ├── ConfigError (ValueError)         a bad option or SPOTGRACE_* variable, at start
     ├── StateError (RuntimeError)        used in the wrong state: entered twice, not entered
     ├── SignalInstallError (RuntimeError) handlers asked for outside the main thread
+    │                                    (MissingExtraError, an ImportError, is not one:
+    │                                    an integration imported without its extra)
     └── CheckpointError                  a checkpoint cannot be read back (spotgrace.checkpoint)
         └── CheckpointPathError (ValueError) a checkpoint path that cannot be made safe
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "MissingExtraError",
     "ShutdownInterrupt",
     "SignalInstallError",
     "SpotgraceError",
@@ -48,3 +51,14 @@ class ShutdownInterrupt(BaseException):
     derives from :class:`BaseException` so that ``except Exception`` in the app
     does not swallow it; the ``with spotgrace.graceful()`` block does.
     """
+
+
+class MissingExtraError(ImportError):
+    """An integration's optional dependency is not installed; the message names the extra."""
+
+    def __init__(self, module: str, extra: str, missing: str | None) -> None:
+        what = missing or extra
+        super().__init__(
+            f'{module} needs {what}, which is not installed: pip install "spotgrace[{extra}]"',
+            name=missing,
+        )

@@ -26,7 +26,15 @@ from typing import Any, TypeVar, overload
 from ._errors import ConfigError
 from ._threads import start_daemon
 
-__all__ = ["Hook", "HookRegistry", "default_registry", "on_shutdown", "ordered", "run_hooks"]
+__all__ = [
+    "Hook",
+    "HookRegistry",
+    "check_hook",
+    "default_registry",
+    "on_shutdown",
+    "ordered",
+    "run_hooks",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _seq = itertools.count()  # registration order across every registry
@@ -49,7 +57,8 @@ class Hook:
         return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
-def _check(order: object, timeout: object, fn: object) -> None:
+def check_hook(order: object, timeout: object, fn: object) -> None:
+    """Validate ``on_shutdown``'s arguments: TypeError or ConfigError naming the bad one."""
     if not callable(fn):
         raise TypeError(f"on_shutdown needs a callable, got {fn!r}")
     if isinstance(order, bool) or not isinstance(order, int):
@@ -79,7 +88,7 @@ class HookRegistry:
         name: str | None = None,
     ) -> Hook:
         """Add ``fn`` (sync or async, no arguments); returns its :class:`Hook`."""
-        _check(order, timeout, fn)
+        check_hook(order, timeout, fn)
         label = name or getattr(fn, "__qualname__", None) or repr(fn)
         hook = Hook(fn=fn, order=order, timeout=timeout, name=label, seq=next(_seq))
         with self._lock:
@@ -127,7 +136,7 @@ class HookRegistry:
             self.register(f, order=order, timeout=timeout, name=name)
             return f
 
-        _check(order, timeout, decorate)
+        check_hook(order, timeout, decorate)
         return decorate
 
 
@@ -162,12 +171,18 @@ def _in_thread(
     return fut
 
 
-async def _await(aw: Awaitable[Any]) -> Any:
-    return await aw
-
-
 class HookExit(RuntimeError):
     """A hook raised SystemExit or KeyboardInterrupt; the other hooks still run."""
+
+
+async def _await(aw: Awaitable[Any]) -> Any:
+    """Await what a sync hook returned, in the sequence's loop."""
+    try:
+        return await aw
+    except (SystemExit, KeyboardInterrupt) as exc:
+        # Raised in a task of the sequence's loop, these would end the whole
+        # sequence: later hooks would never run. It counts as a failed hook.
+        raise HookExit(f"the hook raised {exc!r}") from exc
 
 
 async def _call_async(fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -199,14 +214,36 @@ async def run_hooks(
     default_timeout: float | None,
     emit: Emit,
     running: set[str],
+    more: Callable[[], list[Hook]] | None = None,
 ) -> dict[str, int]:
     """Run ``hooks`` in order, each capped by what is left; never raises.
 
     ``running`` holds the names of hooks started and not finished (a hook that
     timed out stays there while its thread lives), for the watchdog's report.
+    ``more`` returns the hooks registered now: those not run yet (registered
+    while the hooks ran, by a hook or another thread) run after, in order.
     Returns counts: finished, failed, timed_out, skipped.
     """
     counts = {"finished": 0, "failed": 0, "timed_out": 0, "skipped": 0}
+    seen = {h.seq for h in hooks}
+    batch = hooks
+    while batch:
+        await _run_batch(batch, remaining, default_timeout, emit, running, counts)
+        batch = [h for h in (more() if more is not None else []) if h.seq not in seen]
+        seen.update(h.seq for h in batch)
+        if batch:
+            emit("cleanup.late_hooks", hooks=[h.name for h in batch])
+    return counts
+
+
+async def _run_batch(
+    hooks: list[Hook],
+    remaining: Callable[[], float],
+    default_timeout: float | None,
+    emit: Emit,
+    running: set[str],
+    counts: dict[str, int],
+) -> None:
     for i, hook in enumerate(hooks):
         left = remaining()
         if left <= 0:
@@ -248,4 +285,3 @@ async def run_hooks(
         else:
             counts["failed"] += 1
             emit("hook.failed", hook=hook.name, duration=took, error=repr(error), exc_info=error)
-    return counts

@@ -120,6 +120,27 @@ class InflightTracker:
         finally:
             self._unregister(wake)
 
+    async def wait_zero_reporting(
+        self, timeout: float, emit: Callable[..., None], *, every: float | None = None
+    ) -> bool:
+        """:meth:`wait_zero_async`, logging ``drain.progress`` while work is in flight.
+
+        One event every ``every`` seconds (by default a tenth of ``timeout``,
+        within 1-5 s) with what is still in flight and the time left, so a long
+        drain is never silent.
+        """
+        period = every if every is not None else min(5.0, max(1.0, timeout / 10))
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            left = end - loop.time()
+            if await self.wait_zero_async(max(0.0, min(period, left))):
+                return True
+            left = end - loop.time()
+            if left <= 0:
+                return self._count == 0
+            emit("drain.progress", inflight=self._count, drain_left=round(left, 1))
+
     def cancel_tasks(self) -> list[asyncio.Task[Any]]:
         """Cancel every task still in flight, from any thread; returns them."""
         with self._lock:

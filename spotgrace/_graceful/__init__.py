@@ -7,6 +7,7 @@ core's sequence when the block ends because of a shutdown.
 May import: :mod:`spotgrace._core` and :mod:`spotgrace.watch` (the latter
 only when ``watch=`` is set, so that ``import spotgrace`` needs no httpx).
 
-Start reading at :mod:`._graceful`; :mod:`._early_warning` turns the
-``watch`` option into a running watcher.
+Start reading at :mod:`._graceful`; :mod:`._run` is ``run()``;
+:mod:`._verdict` turns how the shutdown went into the exit code;
+:mod:`._early_warning` turns the ``watch`` option into a running watcher.
 """

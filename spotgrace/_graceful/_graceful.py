@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .._core._config import ExitCode, Options, resolve_options
 from .._core._coordinator import PLATFORM_SOURCES, Coordinator, Notice, State
 from .._core._errors import ShutdownInterrupt, StateError
+from .._core._hooks import check_hook
 from .._core._inflight import InflightScope
 from .._core._signals import Handler, install, restore
 from .._core._threads import start_daemon
 from .._core._watchdog import flush_logs
 from ._early_warning import make_watcher
+from ._verdict import Verdict, apply_policy, system_exit_code
 
 if TYPE_CHECKING:
     from ..watch._watcher import Watcher
 
-__all__ = ["AsyncGrace", "Grace", "Graceful", "graceful", "run"]
+__all__ = ["AsyncGrace", "Grace", "Graceful", "graceful"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
@@ -33,10 +34,11 @@ _T = TypeVar("_T")
 class _GraceBase:
     """What the sync and async handles share: state, budget, in-flight work, hooks."""
 
-    __slots__ = ("_c",)
+    __slots__ = ("_c", "_v")
 
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, verdict: Verdict | None = None) -> None:
         self._c = coordinator
+        self._v = Verdict() if verdict is None else verdict
 
     @property
     def state(self) -> State:
@@ -77,6 +79,26 @@ class _GraceBase:
         """
         self._c.request_shutdown(reason, source=source, within=within)
 
+    def mark_incomplete(self, reason: str = "the app marked its work incomplete") -> None:
+        """Say the work is not done: the process exits with the "retry me" code, 75.
+
+        For a job stopped by the platform before it finished, so that a
+        scheduler (AWS Batch, Step Functions) retries it. ``checkpointed()``
+        calls it for an iteration that did not reach its end. Any thread.
+        """
+        self._v.mark_incomplete(str(reason))
+
+    @property
+    def exit_code(self) -> int | None:
+        """The verdict's exit code once the block has ended (None before).
+
+        0 clean and finished, 70 not clean, 75 interrupted before the work was
+        done, or the code of the app's own ``SystemExit``. With
+        ``exit_code="return"``, or after ``request_shutdown()``, the block
+        returns and ``sys.exit(grace.exit_code)`` passes the verdict on.
+        """
+        return self._v.code
+
     def inflight(self) -> InflightScope:
         """Mark work as in flight (``with``, ``async with`` or decorator); drained at shutdown."""
         return InflightScope(self._c.tracker)
@@ -97,11 +119,25 @@ class _GraceBase:
         name: str | None = None,
     ) -> Any:
         """Register a cleanup hook for this block only (next to the default registry's)."""
-        hooks = self._c.hooks
         if fn is None:
-            return hooks.on_shutdown(order=order, timeout=timeout, name=name)
-        hooks.register(fn, order=order, timeout=timeout, name=name)
+
+            def decorate(f: _F) -> _F:
+                self._register(f, order, timeout, name)
+                return f
+
+            check_hook(order, timeout, decorate)  # bad arguments fail here, not when applied
+            return decorate
+        self._register(fn, order, timeout, name)
         return fn
+
+    def _register(
+        self, fn: Callable[..., Any], order: int, timeout: float | None, name: str | None
+    ) -> None:
+        hook = self._c.hooks.register(fn, order=order, timeout=timeout, name=name)
+        if self._c.state is State.DONE:
+            # The cleanup has run: this hook never will. Say so, and in the verdict.
+            self._v.late_hook(hook.name)
+            self._c.emit("hook.late", hook=hook.name, why="registered after the cleanup ran")
 
     def statistics(self) -> dict[str, Any]:
         """State, in-flight counts, time left and hook outcomes."""
@@ -141,6 +177,7 @@ class Graceful:
 
     def __init__(self, options: Options, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._c = Coordinator(options, clock=clock)
+        self._v = Verdict()
         self._entered = False
         self._previous: dict[signal.Signals, Handler] = {}
         self._watcher: Watcher | None = None
@@ -167,6 +204,9 @@ class Graceful:
         c.body_running = False
         if exc is None or isinstance(exc, ShutdownInterrupt):
             c.begin(source="exit", reason="the block ended", sig=None, within=None)
+        elif isinstance(exc, SystemExit):  # the app's own exit: honoured, not a failure
+            code = system_exit_code(exc)
+            c.begin(source="exit", reason=f"the app called sys.exit({code})", sig=None, within=None)
         elif not c.begin(source="error", reason=f"the block raised {exc!r}", sig=None, within=None):
             # The shutdown was already under way: the exit policy may replace the
             # exception with SystemExit, so it must at least be in the log.
@@ -192,6 +232,13 @@ class Graceful:
         c = self._c
         self._release()
         policy: ExitCode = c.options.exit_code
+        verdict = self._v.decide(c.outcome, exc)
+        if isinstance(exc, SystemExit):
+            # The app's own exit code wins over the policy; the exception goes on.
+            c.emit("shutdown.exit", code=verdict[0], why=verdict[1])
+            if not self._leaving():
+                c.watchdog.close()
+            return False
         if not self._leaving():
             c.watchdog.close()
             return isinstance(exc, ShutdownInterrupt)
@@ -202,17 +249,17 @@ class Graceful:
         # and logging's flush still run.
         gc.freeze()
         sig = c.signal_seen
-        if policy == "signal":
-            if sig is not None and os.getpid() != 1:  # PID 1 has no default action
-                flush_logs()
-                signal.signal(sig, signal.SIG_DFL)
-                os.kill(os.getpid(), sig)
-            raise SystemExit(128 + sig if sig is not None else 0)
-        raise SystemExit(policy)
+        code, why = apply_policy(policy, verdict, None if sig is None else 128 + sig)
+        c.emit("shutdown.exit", code=code, why=why)
+        if policy == "signal" and sig is not None and os.getpid() != 1:  # PID 1: no default
+            flush_logs()
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+        raise SystemExit(code)
 
     def __enter__(self) -> Grace:
         self._open(sync=True)
-        return Grace(self._c)
+        return Grace(self._c, self._v)
 
     def __exit__(
         self,
@@ -244,7 +291,7 @@ class Graceful:
     async def __aenter__(self) -> AsyncGrace:
         self._open(sync=False)
         self._c.loop = asyncio.get_running_loop()
-        return AsyncGrace(self._c)
+        return AsyncGrace(self._c, self._v)
 
     async def __aexit__(
         self,
@@ -299,51 +346,3 @@ def graceful(
         watch_interval=watch_interval,
     )
     return Graceful(options, clock=clock)
-
-
-@overload
-def run(main: Coroutine[Any, Any, _T], /, **options: Any) -> _T | None: ...
-@overload
-def run(main: Callable[[AsyncGrace], Awaitable[_T]], /, **options: Any) -> _T | None: ...
-def run(
-    main: Coroutine[Any, Any, _T] | Callable[[AsyncGrace], Awaitable[_T]], /, **options: Any
-) -> _T | None:
-    """Run ``main`` like :func:`asyncio.run`, inside ``async with graceful(**options)``.
-
-    ``main`` is a coroutine, or an async callable that takes the
-    :class:`AsyncGrace`. When intake must stop, ``main`` is given until the work
-    in flight has drained (bounded like the drain step) to finish by itself,
-    then cancelled, so work that ``main`` spawned is not cut off; then the
-    hooks run. Returns what
-    ``main`` returned (None if it was cancelled); after a signal the exit policy
-    applies (by default ``SystemExit(0)``).
-    """
-    if not (inspect.iscoroutine(main) or callable(main)):
-        raise TypeError(f"run() needs a coroutine or an async callable, got {main!r}")
-
-    async def runner() -> _T | None:
-        async with graceful(**options) as grace:
-            aw = main if inspect.iscoroutine(main) else main(grace)
-            task: asyncio.Future[_T] = asyncio.ensure_future(aw)
-            stop: asyncio.Future[Any] = asyncio.ensure_future(grace.wait())
-            try:
-                both: set[asyncio.Future[Any]] = {task, stop}
-                await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop.cancel()
-            if not task.done():
-                # Intake has stopped: let in-flight work drain before cancelling
-                # main, which would cancel the tasks it spawned (TaskGroup).
-                drained = asyncio.ensure_future(grace.wait_drained(grace._c.drain_bound()))
-                both = {task, drained}
-                await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-                drained.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
-            if task.cancelled():
-                return None
-            return task.result()
-        return None  # pragma: no cover - the block above always returns or raises
-
-    return asyncio.run(runner())

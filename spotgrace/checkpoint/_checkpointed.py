@@ -185,12 +185,19 @@ class Checkpointed(Generic[T]):
             return True
         return False
 
+    def _mark_incomplete(self) -> None:
+        """An iteration that did not reach its end: the job is not done ("retry me")."""
+        p = self._progress
+        if self._grace is not None and not p.complete:
+            self._grace.mark_incomplete(f"checkpoint {p.key!r} stopped at position {p.position}")
+
     def _install_hook(self) -> None:
         grace, progress = self._grace, self._progress
         if grace is None or grace.stopping:
             return
 
         def save_checkpoint() -> None:
+            self._mark_incomplete()  # the loop was never closed: it did not finish
             progress.save()
 
         grace.on_shutdown(order=HOOK_ORDER, name=f"checkpoint {progress.key}")(save_checkpoint)
@@ -232,6 +239,7 @@ class Checkpointed(Generic[T]):
                 if p.due():
                     p.save()
         finally:
+            self._mark_incomplete()
             p.save()  # if this raises, the hook stays and tries again at shutdown
             self._remove_hook()
             p.finished()
@@ -275,6 +283,7 @@ class Checkpointed(Generic[T]):
                 if p.due():
                     await p.asave()
         finally:
+            self._mark_incomplete()
             await p.asave()
             self._remove_hook()
             p.finished()

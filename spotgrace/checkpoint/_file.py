@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import socket
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ __all__ = ["FileCheckpoint"]
 _FORMAT = "spotgrace.checkpoint/1"
 # A temp file this old cannot belong to a save still under way.
 _STALE_TEMP_SECONDS = 3600.0
+# How long a save waits for another writer's lock before it gives up loudly.
+_LOCK_WAIT_SECONDS = 10.0
 
 
 class FileCheckpoint(SyncCheckpointStore):
@@ -47,9 +51,13 @@ class FileCheckpoint(SyncCheckpointStore):
     process cannot write to. A file that is too open is ``chmod`` ed to ``0600``.
     Temp files left by writers that died mid-save are removed.
 
-    One file holds any number of checkpoints, one per key. Saves from threads
-    of one process are serialised; give processes that run at the same time
-    their own files.
+    One file holds any number of checkpoints, one per key. Every save and
+    clear reads, changes and replaces the file under an exclusive ``flock`` on
+    a lock file next to it (``.<name>.lock``, ``0600``), so instances in one
+    process, threads and processes on one host can share a file without losing
+    each other's keys. Two writers of the *same* key still overwrite each other:
+    give each loop its own key. On NFS/EFS ``flock`` is emulated with
+    ``fcntl`` locks where the mount supports them.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -59,6 +67,7 @@ class FileCheckpoint(SyncCheckpointStore):
             raise CheckpointPathError(f"{path!s}: a checkpoint path must name a file")
         self._dir = self._path.parent
         self._tmp_prefix = f".{self._path.name}.tmp."
+        self._lock_path = self._dir / f".{self._path.name}.lock"
         self._lock = threading.Lock()
         self._make_safe()
         self._remove_stale_temps()
@@ -79,7 +88,7 @@ class FileCheckpoint(SyncCheckpointStore):
     def save(self, key: str, value: object) -> None:
         """Atomically replace the value under ``key``; durable once this returns."""
         check_key(key)
-        with self._lock:
+        with self._lock, self._file_lock():
             checkpoints = self._read_all()
             checkpoints[key] = value
             self._write(encode({"format": _FORMAT, "checkpoints": checkpoints}))
@@ -87,7 +96,7 @@ class FileCheckpoint(SyncCheckpointStore):
     def clear(self, key: str) -> None:
         """Forget ``key``; the file is removed when it holds no checkpoint any more."""
         check_key(key)
-        with self._lock:
+        with self._lock, self._file_lock():
             checkpoints = self._read_all()
             if key not in checkpoints:
                 return
@@ -100,6 +109,32 @@ class FileCheckpoint(SyncCheckpointStore):
                 self._fsync_dir()
 
     # -- internals ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Hold the exclusive lock shared by every writer of this file, any process."""
+        where = os.fspath(self._path)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self._lock_path, flags, 0o600)
+        except OSError as exc:
+            raise CheckpointPathError(f"{where}: cannot open its lock file: {exc}") from exc
+        try:
+            end = time.monotonic() + _LOCK_WAIT_SECONDS
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > end:
+                        raise CheckpointError(
+                            f"{where}: another writer has held {self._lock_path.name} for "
+                            f"{_LOCK_WAIT_SECONDS:g} s; not saving over it"
+                        ) from None
+                    time.sleep(0.002)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _make_safe(self) -> None:
         where = os.fspath(self._path)

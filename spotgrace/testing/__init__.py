@@ -1,4 +1,4 @@
-"""Fake AWS endpoints on 127.0.0.1 for tests, rehearsals and demos (extra ``watch``).
+"""Fake AWS endpoints on 127.0.0.1 for tests, rehearsals and demos (extra ``testing``).
 
 One aiohttp server on a random loopback port, run in a daemon thread with its
 own event loop (so sync code, async code and other processes can all use it),
@@ -36,7 +36,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from .._core._errors import MissingExtraError
+
+try:
+    from aiohttp import web
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+    raise MissingExtraError("spotgrace.testing", "testing", exc.name) from exc
 
 from ._routes import FakeState, FaultKind, Route, build_app
 

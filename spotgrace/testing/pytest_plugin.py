@@ -1,4 +1,4 @@
-"""A pytest plugin with the ``spotgrace_fake`` fixture (extra ``watch``).
+"""A pytest plugin with the ``spotgrace_fake`` fixture (extra ``testing``).
 
 Enable it with ``-p spotgrace.testing.pytest_plugin`` (or ``pytest_plugins =
 ["spotgrace.testing.pytest_plugin"]`` in the top-level ``conftest.py``)::

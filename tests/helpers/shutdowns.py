@@ -97,11 +97,13 @@ def supervised(tmp: Path) -> Capture:
 
 
 def supervisor_kill(tmp: Path) -> Capture:
-    """``spotgrace run --stop-timeout 2`` over an app whose hook blocks its loop and whose
-    own stop timeout is 30 s: the supervisor SIGKILLs the group at its deadline."""
+    """``spotgrace run --stop-timeout 2`` over an app whose hook blocks its loop and which
+    overrides the budget the supervisor hands it (``env SPOTGRACE_STOP_TIMEOUT=30``):
+    the supervisor SIGKILLs the group at its deadline."""
     path = tmp / "supervisor_kill.jsonl"
     run = [sys.executable, "-m", "spotgrace", "run", "--stop-timeout", "2", "--"]
-    env = _env(path, SPOTGRACE_STOP_TIMEOUT="30")
+    run += ["env", "SPOTGRACE_STOP_TIMEOUT=30", "SPOTGRACE_MARGIN=3"]
+    env = _env(path)
     p = start(PROGRAMS / "stuck_hook.py", "block-loop", env=env, prefix=run)
     p.wait_for_line("ready")
     p.signal(signal.SIGTERM)

@@ -1,0 +1,92 @@
+"""The Lambda entry point, and the same logic for the CLI.
+
+``handler(event, context)`` reads :class:`FleetConfig` from the environment,
+makes the clients, applies the event and returns a summary. On any error it
+logs the error (JSON, level ERROR), sends ``{event, error}`` to the
+dead-letter queue (``SPOTGRACE_FLEET_DLQ_URL``) and re-raises, so the
+invocation fails visibly too. The function's own async retries should be 0
+(the templates set that): the handler already retried throttling inside.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+from ._actions import Companion
+from ._aws import AwsClients, Ecs, Messenger, make_clients
+from ._config import Action, FleetConfig
+from ._log import JsonLog
+from ._state import DynamoStore, MemoryStore, StateStore
+
+__all__ = ["handle_event", "handler"]
+
+
+def _store(config: FleetConfig, clients: AwsClients, dry_run: bool, log: JsonLog) -> StateStore:
+    if config.table_name is None or dry_run:
+        needs_state = config.fallback_twins or config.default_action is Action.SCALE_OUT
+        needs_state = needs_state or Action.SCALE_OUT in config.actions.values()
+        if needs_state and not dry_run:
+            log.warning("no SPOTGRACE_FLEET_TABLE: scale-out/fallback state lasts one invocation")
+        return MemoryStore()
+    return DynamoStore(clients.dynamodb, config.table_name, config.retry)
+
+
+def handle_event(
+    event: Mapping[str, Any],
+    *,
+    config: FleetConfig,
+    clients: AwsClients,
+    dry_run: bool = False,
+    request_id: str | None = None,
+    clock: Callable[[], float] = time.time,
+    log_stream: TextIO | None = None,
+) -> dict[str, Any]:
+    """Apply one EventBridge event; see the module docstring.
+
+    ``dry_run``: read ECS but make no writes (no UpdateService, Publish or
+    state writes); the writes it would make are in the result's ``planned``.
+    Returns ``{"event_id", "results", "planned"}``.
+    """
+    if not isinstance(event, Mapping):
+        raise TypeError(f"event must be a mapping, got {type(event).__name__}")
+    log = JsonLog(log_stream, clock=clock).bind(request_id=request_id, dry_run=dry_run or None)
+    ecs = Ecs(clients.ecs, config.retry, log, dry_run=dry_run)
+    messenger = Messenger(
+        clients.sns, clients.sqs, config.retry, config.topic_arn, config.dlq_url, dry_run=dry_run
+    )
+    companion = Companion(
+        config=config,
+        ecs=ecs,
+        messenger=messenger,
+        store=_store(config, clients, dry_run, log),
+        log=log,
+        clock=clock,
+    )
+    event_id = str(event.get("id", ""))
+    try:
+        results = companion.handle(event)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("event failed", event_id=event_id, result="failed", error=error)
+        try:
+            sent = messenger.dead_letter({"event": event, "error": error, "request_id": request_id})
+        except Exception as dlq_exc:
+            log.error("dead-letter queue failed", event_id=event_id, error=repr(dlq_exc))
+            raise exc from dlq_exc
+        log.error("event sent to the dead-letter queue" if sent else "no dead-letter queue")
+        raise
+    return {"event_id": event_id, "results": results, "planned": ecs.planned + messenger.planned}
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda handler (``spotgrace.fleet.handler``)."""
+    config = FleetConfig.from_env(os.environ)
+    return handle_event(
+        event,
+        config=config,
+        clients=make_clients(),
+        request_id=getattr(context, "aws_request_id", None),
+    )

@@ -1,0 +1,352 @@
+"""``SQSConsumer``: batch receive, a thread pool of handlers, heartbeat, put-back at shutdown.
+
+One thread polls (``ReceiveMessage``, long poll bounded by the budget), a
+pool of daemon threads runs the handler, and a heartbeat thread keeps every
+held message invisible. On the notice the poller stops after its current
+poll, messages not started are given back at once (visibility 0), running
+ones get the drain; a shutdown hook gives back whatever is still running when
+the drain ends, and names those messages in the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+import spotgrace
+
+from ._calls import CALL_ERRORS, SQSCalls, make_clients
+from ._ledger import Held, Ledger, Status
+from ._message import Message, PutBack
+from ._settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from spotgrace.checkpoint import CheckpointStore
+
+__all__ = ["Handler", "SQSConsumer"]
+
+#: What a handler is: it gets one message; returning means success (delete it).
+Handler = Callable[[Message], object]
+
+#: The put-back hook runs before hooks of the default order 0, which may close
+#: the connections it needs; alongside checkpointed()'s final save.
+HOOK_ORDER = -100
+
+#: How long the shutdown's put-back waits for a heartbeat call in progress.
+_HEARTBEAT_LOCK_WAIT = 2.0
+
+_log = structlog.get_logger("spotgrace.sqs")
+
+
+class SQSConsumer:
+    """Consume one SQS queue so that an interruption loses no message.
+
+    ``handler(message)`` runs in a pool of ``concurrency`` threads; returning
+    means done (the message is deleted), raising means failed (it comes back
+    later), raising :class:`PutBack` gives it back at once. Options are the
+    fields of :class:`ConsumerSettings`. ``client``: a boto3 SQS client for
+    every call (give it a read timeout above ``wait_time_seconds``); by default
+    two are made, the usual boto3 way (region, credentials, ``AWS_ENDPOINT_URL``).
+    ``checkpoint``: a store for :meth:`Message.save_checkpoint`.
+    """
+
+    def __init__(
+        self,
+        queue_url: str,
+        handler: Handler,
+        *,
+        client: Any = None,
+        region_name: str | None = None,
+        checkpoint: CheckpointStore | None = None,
+        **settings: Any,
+    ) -> None:
+        if not isinstance(queue_url, str) or not queue_url:
+            raise TypeError(f"queue_url must be a non-empty str, got {queue_url!r}")
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        unknown = set(settings) - set(ConsumerSettings.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown SQSConsumer option(s): {', '.join(sorted(unknown))}")
+        self.queue_url = queue_url
+        self.handler = handler
+        self.settings = ConsumerSettings(**settings)
+        self._client = client
+        self._region = region_name
+        self._store = checkpoint
+        self._checkpoint_prefix = "sqs:" + queue_url.rstrip("/").rsplit("/", 1)[-1]
+        self._ledger = Ledger()
+        self._work: queue.SimpleQueue[Held | None] = queue.SimpleQueue()
+        self._hb_stop = threading.Event()
+        self._hb_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._stats = dict.fromkeys(
+            (
+                "received",
+                "processed",
+                "failed",
+                "put_back",
+                "abandoned",
+                "dead_lettered",
+                "heartbeats",
+                "receive_errors",
+            ),
+            0,
+        )
+        self._calls: SQSCalls | None = None
+        self._grace: spotgrace.Grace | None = None
+        self._ran = False
+
+    # ------------------------------------------------------------------ public
+
+    def statistics(self) -> dict[str, int]:
+        """Counts so far: received, processed (deleted), failed, put_back, abandoned..."""
+        with self._stats_lock:
+            return {**self._stats, "held": len(self._ledger)}
+
+    def run(self, grace: spotgrace.Grace | None = None) -> dict[str, int]:
+        """Consume until shutdown; returns :meth:`statistics`.
+
+        Without ``grace`` it opens its own ``spotgrace.graceful()`` block (options
+        from ``SPOTGRACE_*``), which after a SIGTERM ends the process with the exit
+        policy (0 by default). With ``grace`` (your own block) it returns when
+        intake stops; the block's drain and hooks finish the job.
+        """
+        if grace is not None:
+            return self._run(grace)
+        with spotgrace.graceful() as own:
+            stats = self._run(own)
+        return stats
+
+    # ------------------------------------------------------------------ the loop
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self._stats[key] += n
+
+    def _run(self, grace: spotgrace.Grace) -> dict[str, int]:
+        if self._ran:
+            raise spotgrace.StateError("an SQSConsumer runs once")
+        self._ran = True
+        s = self.settings
+        wait = s.wait_time_for(grace.options.budget)
+        if self._client is not None:
+            self._calls = SQSCalls(self.queue_url, self._client, self._client)
+        else:
+            poll, control = make_clients(wait, s.concurrency + 2, self._region)
+            self._calls = SQSCalls(self.queue_url, poll, control)
+        self._grace = grace
+        self._check_queue()
+        grace.on_shutdown(order=HOOK_ORDER, name="sqs: give back messages")(self._give_back_all)
+        for i in range(s.concurrency):
+            self._daemon(self._worker, f"sqs-handler-{i}")
+        self._daemon(self._heartbeat, "sqs-heartbeat")
+
+        def wake_on_notice() -> None:
+            grace.wait()
+            self._ledger.wake()
+
+        self._daemon(wake_on_notice, "sqs-stop-waker")
+        _log.info(
+            "sqs.started",
+            queue=self.queue_url,
+            concurrency=s.concurrency,
+            wait_time_seconds=wait,
+            visibility_timeout=s.visibility_timeout,
+            heartbeat_every=round(s.heartbeat_every, 3),
+        )
+        try:
+            self._poll_loop(grace, wait)
+        finally:
+            waiting = self._ledger.give_back(Status.WAITING)
+            self._put_back([h.message for h in waiting], why="received, not started")
+            for _ in range(s.concurrency):
+                self._work.put(None)
+        return self.statistics()
+
+    def _poll_loop(self, grace: spotgrace.Grace, wait: int) -> None:
+        s = self.settings
+        calls = self._calls
+        assert calls is not None
+
+        def stopping() -> bool:
+            return grace.stopping
+
+        while not stopping():
+            room = self._ledger.wait_room(s.max_held, stopping)
+            if stopping():
+                break
+            # The poll counts as in flight: the drain waits for it (at most one
+            # poll), so what it brings back is given back, not left invisible.
+            with grace.inflight():
+                try:
+                    raw = calls.receive(min(s.batch_size, room), wait, s.visibility_timeout)
+                except CALL_ERRORS as exc:
+                    self._count("receive_errors")
+                    _log.error("sqs.receive_failed", error=repr(exc))
+                    grace.wait(1.0)
+                    continue
+                if not raw:
+                    continue
+                msgs = [self._message(r) for r in raw]
+                self._count("received", len(msgs))
+                held = self._ledger.add(msgs)
+                if stopping():
+                    back = [h for h in held if self._ledger.give_back_one(h)]
+                    self._put_back([h.message for h in back], why="received after the notice")
+                    break
+                for h in held:
+                    self._work.put(h)
+
+    def _message(self, raw: dict[str, Any]) -> Message:
+        return Message(
+            raw, grace=self._grace, store=self._store, checkpoint_prefix=self._checkpoint_prefix
+        )
+
+    def _check_queue(self) -> None:
+        """Warn when poison messages could be retried forever (no redrive, no guard)."""
+        assert self._calls is not None
+        try:
+            attrs = self._calls.control.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["RedrivePolicy"]
+            ).get("Attributes", {})
+        except CALL_ERRORS as exc:
+            _log.info("sqs.queue_check_skipped", error=repr(exc))
+            return
+        if "RedrivePolicy" not in attrs and self.settings.max_receive_count is None:
+            _log.warning(
+                "sqs.no_dead_letter",
+                queue=self.queue_url,
+                hint="give the queue a redrive policy (maxReceiveCount >= 5) or set "
+                "max_receive_count + dead_letter_queue_url: a poison message is retried forever",
+            )
+
+    @staticmethod
+    def _daemon(target: Callable[[], object], name: str) -> None:
+        threading.Thread(target=target, name=name, daemon=True).start()
+
+    # ------------------------------------------------------------------ handlers
+
+    def _worker(self) -> None:
+        grace = self._grace
+        assert grace is not None
+        me = threading.current_thread()
+        base = me.name
+        while True:
+            held = self._work.get()
+            if held is None:
+                return
+            # In flight before it starts, so the drain cannot miss it.
+            with grace.inflight():
+                if grace.stopping or not self._ledger.start(held):
+                    if self._ledger.give_back_one(held):
+                        self._put_back([held.message], why="received, not started")
+                    continue
+                # The watchdog's report lists thread names: name the message.
+                me.name = f"{base} message={held.message.message_id}"
+                try:
+                    self._handle(held)
+                finally:
+                    me.name = base
+
+    def _handle(self, held: Held) -> None:
+        m = held.message
+        calls = self._calls
+        assert calls is not None
+        s = self.settings
+        if s.max_receive_count is not None and m.receive_count > s.max_receive_count:
+            assert s.dead_letter_queue_url is not None
+            if self._ledger.release(held) and calls.dead_letter(m, s.dead_letter_queue_url):
+                self._count("dead_lettered")
+                _log.error(
+                    "sqs.dead_lettered",
+                    message_id=m.message_id,
+                    receive_count=m.receive_count,
+                    dead_letter_queue=s.dead_letter_queue_url,
+                )
+            return
+        try:
+            self.handler(m)
+        except PutBack:
+            if self._ledger.release(held):
+                self._put_back([m], why="handed off by the handler")
+            return
+        except BaseException as exc:  # a handler thread must survive its handler
+            self._count("failed")
+            _log.error(
+                "sqs.handler_failed",
+                message_id=m.message_id,
+                receive_count=m.receive_count,
+                error=repr(exc),
+                exc_info=exc,
+            )
+            if self._ledger.release(held) and s.retry_delay is not None:
+                self._set_visibility([m], s.retry_delay, why="retry delay")
+            return
+        late = not self._ledger.release(held)
+        if late:
+            # Given back at the deadline, then finished: the work is done, so
+            # delete it anyway (another worker may have it: a duplicate, allowed).
+            _log.warning("sqs.finished_after_give_back", message_id=m.message_id)
+        if calls.delete(m):
+            self._count("processed")
+            if self._store is not None:
+                with contextlib.suppress(Exception):
+                    m.clear_checkpoint()
+
+    # ------------------------------------------------------------------ visibility
+
+    def _set_visibility(self, messages: Sequence[Message], seconds: int, *, why: str) -> None:
+        calls = self._calls
+        assert calls is not None
+        # Never race a heartbeat: its "keep invisible" must not land after our 0.
+        got = self._hb_lock.acquire(timeout=_HEARTBEAT_LOCK_WAIT)
+        try:
+            calls.set_visibility(messages, seconds, why=why)
+        finally:
+            if got:
+                self._hb_lock.release()
+
+    def _put_back(self, messages: Sequence[Message], *, why: str) -> None:
+        """Visibility 0: redelivered at once, to any worker."""
+        if not messages:
+            return
+        self._set_visibility(messages, 0, why=why)
+        self._count("put_back", len(messages))
+        _log.info("sqs.put_back", why=why, message_ids=[m.message_id for m in messages])
+
+    def _heartbeat(self) -> None:
+        s = self.settings
+        calls = self._calls
+        assert calls is not None
+        while not self._hb_stop.wait(s.heartbeat_every):
+            with self._hb_lock:
+                if self._hb_stop.is_set():
+                    return
+                live = [h.message for h in self._ledger.live()]
+                if live:
+                    calls.set_visibility(live, s.visibility_timeout, why="heartbeat")
+                    self._count("heartbeats")
+
+    def _give_back_all(self) -> None:
+        """The shutdown hook (after the drain): give back every message still held."""
+        self._hb_stop.set()
+        waiting = self._ledger.give_back(Status.WAITING)
+        running = self._ledger.give_back(Status.RUNNING)
+        now = time.monotonic()
+        for h in running:
+            _log.warning(
+                "sqs.abandoned",
+                message_id=h.message.message_id,
+                running_for=round(now - (h.started_at or now), 3),
+                thread=h.thread,
+                hint="its handler did not finish within the drain; given back for redelivery",
+            )
+        self._count("abandoned", len(running))
+        self._put_back([h.message for h in waiting + running], why="shutdown")
+        _log.info("sqs.stopped", **self.statistics())

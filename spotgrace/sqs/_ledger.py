@@ -1,0 +1,117 @@
+"""Which received messages this worker holds, and in what state.
+
+Every message received is held until it is deleted or given back. The
+states only move forward, under one lock, so that a handler finishing and the
+shutdown giving its message back cannot both act on it::
+
+    WAITING ──start──▶ RUNNING ──finish──▶ (gone: deleted, failed, put back)
+       │                  │
+       └──return──▶ RETURNED   └──abandon──▶ ABANDONED (handler still running)
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ._message import Message
+
+__all__ = ["Held", "Ledger", "Status"]
+
+
+class Status(enum.Enum):
+    """Where a held message is."""
+
+    WAITING = "waiting"  # received, not started
+    RUNNING = "running"  # a handler has it
+    RETURNED = "returned"  # given back (visibility 0) before it started
+    ABANDONED = "abandoned"  # given back while its handler still ran
+
+
+@dataclass(eq=False)
+class Held:
+    """One message in hand."""
+
+    message: Message
+    status: Status = Status.WAITING
+    received_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    thread: str | None = None
+
+
+class Ledger:
+    """The messages in hand, by receipt handle; thread-safe."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held: dict[str, Held] = {}
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._held)
+
+    def add(self, messages: list[Message]) -> list[Held]:
+        """Hold newly received messages (WAITING)."""
+        with self._cond:
+            items = [Held(m) for m in messages]
+            for h in items:
+                self._held[h.message.receipt_handle] = h
+            return items
+
+    def start(self, held: Held) -> bool:
+        """WAITING → RUNNING; False if the message was given back meanwhile."""
+        with self._cond:
+            if held.status is not Status.WAITING:
+                return False
+            held.status = Status.RUNNING
+            held.started_at = time.monotonic()
+            held.thread = threading.current_thread().name
+            return True
+
+    def release(self, held: Held) -> bool:
+        """Forget a message its handler is done with; False if it was abandoned meanwhile."""
+        with self._cond:
+            self._held.pop(held.message.receipt_handle, None)
+            self._cond.notify_all()
+            return held.status is Status.RUNNING
+
+    def give_back(self, which: Status) -> list[Held]:
+        """Mark every WAITING (→ RETURNED) or RUNNING (→ ABANDONED) message; forget them."""
+        new = Status.RETURNED if which is Status.WAITING else Status.ABANDONED
+        with self._cond:
+            taken = [h for h in self._held.values() if h.status is which]
+            for h in taken:
+                h.status = new
+                del self._held[h.message.receipt_handle]
+            self._cond.notify_all()
+            return taken
+
+    def give_back_one(self, held: Held) -> bool:
+        """WAITING → RETURNED for one message; False if a handler took it first."""
+        with self._cond:
+            if held.status is not Status.WAITING:
+                return False
+            held.status = Status.RETURNED
+            self._held.pop(held.message.receipt_handle, None)
+            self._cond.notify_all()
+            return True
+
+    def live(self) -> list[Held]:
+        """Messages whose visibility must be kept up: WAITING and RUNNING."""
+        with self._cond:
+            return list(self._held.values())
+
+    def wait_room(self, limit: int, stop: Callable[[], bool]) -> int:
+        """Block until fewer than ``limit`` are held (or ``stop()``); the room there is."""
+        with self._cond:
+            while len(self._held) >= limit and not stop():
+                self._cond.wait()
+            return max(0, limit - len(self._held))
+
+    def wake(self) -> None:
+        """Wake :meth:`wait_room` (shutdown began)."""
+        with self._cond:
+            self._cond.notify_all()
