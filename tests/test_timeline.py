@@ -148,7 +148,8 @@ def test_supervisor_and_child(runs: dict[str, Capture]) -> None:
     assert not any("after spotgrace run's SIGKILL" in n for n in app.notes)
     page = render_html(shutdowns, stats)
     assert page.index("spotgrace run (supervisor") < page.index("app (no pid in the log)")
-    assert "spotgrace run SIGKILL +7.2" in page
+    # 7.2 s on the supervisor's axis, less the child's notice lag (tens of ms when busy).
+    assert re.search(r"spotgrace run SIGKILL \+7\.[01]\d s|spotgrace run SIGKILL \+7\.20 s", page)
     assert_rendered(app, "6.480")
 
 
