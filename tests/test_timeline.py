@@ -148,7 +148,8 @@ def test_supervisor_and_child(runs: dict[str, Capture]) -> None:
     assert not any("after spotgrace run's SIGKILL" in n for n in app.notes)
     page = render_html(shutdowns, stats)
     assert page.index("spotgrace run (supervisor") < page.index("app (no pid in the log)")
-    assert "spotgrace run SIGKILL +7.2" in page
+    # 7.2 s on the supervisor's axis, less the child's notice lag (tens of ms when busy).
+    assert re.search(r"spotgrace run SIGKILL \+7\.[01]\d s|spotgrace run SIGKILL \+7\.20 s", page)
     assert_rendered(app, "6.480")
 
 
@@ -158,17 +159,21 @@ def test_supervisor_kills_a_stuck_child(runs: dict[str, Capture]) -> None:
     shutdowns, stats = read_shutdowns(cap.output.splitlines())
     assert [s.role for s in shutdowns] == ["supervisor", "app"], stats.summary()
     sup, app = shutdowns
-    # The SIGKILL lands at the 1.5 s deadline, a little later on a busy machine.
-    assert re.search(r"the supervisor SIGKILLed its process group at \+1\.[5-9]\d s", sup.verdict)
+    # The SIGKILL lands at the 1.5 s deadline, up to a second later on a busy machine.
+    assert re.search(
+        r"the supervisor SIGKILLed its process group at \+(1\.[5-9]|2\.\d)\d s", sup.verdict
+    )
     assert sup.exit_code == 137
     assert hooks(app) == {"first_good": "ok", "block_the_loop": "running"}
     assert app.exit_code == 137
-    assert app.exit_at == pytest.approx(1.5, abs=0.3)
+    assert 1.4 <= app.exit_at <= 3.0
     assert "SIGKILLed by spotgrace run at the supervisor's deadline" in app.verdict
     assert "before its shutdown finished" in app.verdict
-    assert any(re.search(r"after spotgrace run's SIGKILL \(\+1\.[5-9]\d s\)", n) for n in app.notes)
+    assert any(
+        re.search(r"after spotgrace run's SIGKILL \(\+(1\.[5-9]|2\.\d)\d s\)", n) for n in app.notes
+    )
     page = render_html(shutdowns, stats)
-    assert re.search(r"spotgrace run SIGKILL \+1\.[5-9]\d s", page)
+    assert re.search(r"spotgrace run SIGKILL \+(1\.[5-9]|2\.\d)\d s", page)
     # The child's own events file alone: its events just stop.
     alone = only(cap.events_file)
     assert "the events stop at" in alone.verdict

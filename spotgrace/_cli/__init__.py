@@ -3,12 +3,21 @@
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``,
 which registers the subcommand and sets ``func`` (taking the parsed
 ``argparse.Namespace`` and returning an exit code) as its default.
+
+Two failures are handled here, for every subcommand: a reader that goes away
+(``spotgrace plan | head -1``) ends the command quietly with status 141
+(128 + SIGPIPE, what a shell shows for a program killed by SIGPIPE), and a
+subcommand that needs an optional dependency that is not installed says which
+extra to install and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -32,10 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Graceful shutdown for containerised services.",
     )
     parser.add_argument("--version", action="version", version=f"spotgrace {__version__}")
+    # dest is not "command": that is the child command of run and simulate.
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
     return parser
+
+
+#: Optional dependencies a subcommand may need, and the extra that installs each.
+EXTRAS: dict[str, str] = {
+    "aiohttp": "aiohttp",
+    "httpx": "watch",
+    "uvicorn": "asgi",
+    "redis": "redis",
+    "boto3": "fleet",  # of the subcommands, only fleet needs boto3
+    "botocore": "fleet",
+}
+
+#: The exit status when the reader of stdout went away: 128 + SIGPIPE.
+BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
@@ -49,6 +73,18 @@ def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # --help and usage errors leave by SystemExit: flush them here too
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE_EXIT
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if extra:
@@ -60,5 +96,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    code: int = func(args)
+    try:
+        code: int = func(args)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in EXTRAS:
+            raise
+        print(
+            f"spotgrace {args.subcommand}: this needs {missing}, which is not installed: "
+            f"pip install 'spotgrace[{EXTRAS[missing]}]'",
+            file=sys.stderr,
+        )
+        return 2
     return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -8,8 +8,9 @@ and what to change. Exit status: 0 when the plan fits, 1 when it does not,
 2 for bad input. The reasoning is in ``docs/load-balancers.md``.
 
 The rule: a balancer that learns of the shutdown only through its health
-check may send new requests for up to ``interval x unhealthy_threshold``
-after readiness turns red, so the lame duck (``drain_delay``) must last that
+check may send new requests for up to ``interval x unhealthy_threshold +
+timeout`` after readiness turns red (the last failing check may time out
+rather than answer 503), so the lame duck (``drain_delay``) must last that
 long; then the longest request must finish, the hooks must run, and the
 margin must be left, all within ``stop_timeout``.
 """
@@ -41,15 +42,21 @@ PLATFORMS: dict[str, str] = {
     ),
     "health-check": (
         "the balancer learns of the shutdown only from its health check on /readyz; "
-        "the lame duck must outlast interval x unhealthy threshold"
+        "the lame duck must outlast interval x unhealthy threshold + check timeout"
     ),
 }
 
 #: Fargate's maximum ``stopTimeout``, and the length of a Spot notice.
 FARGATE_MAX_STOP_TIMEOUT = 120.0
-#: The ALB's shortest health-check interval and lowest unhealthy threshold.
+#: The ALB's shortest health-check interval, lowest unhealthy threshold and
+#: shortest health-check timeout.
 ALB_MIN_INTERVAL = 5.0
 ALB_MIN_THRESHOLD = 2
+ALB_MIN_CHECK_TIMEOUT = 2.0
+#: The largest number of seconds (about 11 days) and of failed checks taken:
+#: beyond them the input is a typo, and the arithmetic would lose whole seconds.
+MAX_SECONDS = 1e6
+MAX_THRESHOLD = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,28 +66,37 @@ class Setup:
     platform: Platform = "ecs"
     interval: float = 30.0
     unhealthy_threshold: int = 2
+    check_timeout: float = 5.0
     propagation: float = 5.0
     stop_timeout: float = 30.0
     longest_request: float = 10.0
     cleanup: float = 5.0
     idle_timeout: float = 60.0
+    #: ECS on Fargate: the stop timeout is capped at 120 s. Always False on Kubernetes.
     fargate: bool = True
 
     def __post_init__(self) -> None:
         for name in ("interval", "propagation", "stop_timeout", "idle_timeout"):
             _check(name, getattr(self, name), positive=True)
-        for name in ("longest_request", "cleanup"):
+        for name in ("longest_request", "cleanup", "check_timeout"):
             _check(name, getattr(self, name), positive=False)
-        if self.unhealthy_threshold < 1:
-            raise ValueError(f"unhealthy_threshold must be >= 1, got {self.unhealthy_threshold}")
+        if not 1 <= self.unhealthy_threshold <= MAX_THRESHOLD:
+            raise ValueError(
+                f"unhealthy_threshold must be between 1 and {MAX_THRESHOLD}, "
+                f"got {self.unhealthy_threshold}"
+            )
         if self.platform not in PLATFORMS:
             raise ValueError(f"platform must be one of {sorted(PLATFORMS)}, got {self.platform!r}")
+        if self.platform == "kubernetes":
+            object.__setattr__(self, "fargate", False)  # no Fargate cap on a pod's grace period
 
 
 def _check(name: str, value: float, *, positive: bool) -> None:
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+    if not math.isfinite(value) or value < 0 or (positive and value == 0) or value > MAX_SECONDS:
         want = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number {want}, got {value!r}")
+        raise ValueError(
+            f"{name} must be a finite number {want} and at most {MAX_SECONDS:g} s, got {value!r}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,10 +122,17 @@ class Plan:
         return dataclasses.asdict(self)
 
 
-def _exposure(setup: Setup, interval: float, threshold: int) -> float:
+def _exposure(setup: Setup, interval: float, threshold: int, check_timeout: float) -> float:
     if setup.platform == "health-check":
-        return interval * threshold
+        return _health_check_exposure(interval, threshold, check_timeout)
     return setup.propagation
+
+
+def _health_check_exposure(interval: float, threshold: int, check_timeout: float) -> float:
+    # The first failing check is sent up to one interval after the notice, the
+    # last one threshold - 1 intervals later; it fails at once (503) or only
+    # when it times out (an overloaded replica).
+    return interval * threshold + check_timeout
 
 
 def _needed(setup: Setup, exposure: float, stop_timeout: float) -> float:
@@ -120,7 +143,7 @@ def _needed(setup: Setup, exposure: float, stop_timeout: float) -> float:
 
 
 def _smallest_stop_timeout(setup: Setup, exposure: float) -> float | None:
-    cap = FARGATE_MAX_STOP_TIMEOUT if setup.fargate else math.inf
+    cap = FARGATE_MAX_STOP_TIMEOUT if setup.fargate else MAX_SECONDS
     # The margin grows with the stop timeout: step until the budget holds.
     t = float(math.ceil(_needed(setup, exposure, 0.0)))
     while t <= cap:
@@ -132,7 +155,7 @@ def _smallest_stop_timeout(setup: Setup, exposure: float) -> float | None:
 
 def make_plan(setup: Setup) -> Plan:
     """Work out the settings for ``setup``; never raises for a plan that does not fit."""
-    exposure = _exposure(setup, setup.interval, setup.unhealthy_threshold)
+    exposure = _exposure(setup, setup.interval, setup.unhealthy_threshold, setup.check_timeout)
     drain_delay = math.ceil(exposure) + 1.0
     margin = default_margin(setup.stop_timeout)
     needed = drain_delay + setup.longest_request + setup.cleanup + margin
@@ -145,32 +168,52 @@ def make_plan(setup: Setup) -> Plan:
             f"{FARGATE_MAX_STOP_TIMEOUT:g} s: ECS will refuse the task definition"
         )
     if not fits:
+        cap_name = (
+            f"Fargate's {FARGATE_MAX_STOP_TIMEOUT:g} s"
+            if setup.fargate
+            else f"{MAX_SECONDS:.0f} s (on EC2)"
+        )
         if smallest is not None:
-            advice.append(f"raise stopTimeout to at least {smallest:g} s")
+            setting = (
+                "terminationGracePeriodSeconds" if setup.platform == "kubernetes" else "stopTimeout"
+            )
+            advice.append(f"raise {setting} to at least {smallest:.0f} s")
         else:
             advice.append(
-                f"no stop timeout up to Fargate's {FARGATE_MAX_STOP_TIMEOUT:g} s fits: "
+                f"no stop timeout up to {cap_name} fits: "
                 "shorten the health check, the longest request or the cleanup"
             )
         if setup.platform == "health-check":
-            quick = _exposure(setup, ALB_MIN_INTERVAL, ALB_MIN_THRESHOLD)
+            quick = _exposure(setup, ALB_MIN_INTERVAL, ALB_MIN_THRESHOLD, ALB_MIN_CHECK_TIMEOUT)
             if quick < exposure:
                 t = _smallest_stop_timeout(setup, quick)
                 advice.append(
                     f"or check health every {ALB_MIN_INTERVAL:g} s with an unhealthy "
-                    f"threshold of {ALB_MIN_THRESHOLD} (the ALB's minimum): then "
-                    + (f"a stopTimeout of {t:g} s fits" if t is not None else "still no fit")
+                    f"threshold of {ALB_MIN_THRESHOLD} and a timeout of "
+                    f"{ALB_MIN_CHECK_TIMEOUT:g} s (the ALB's minimum): then "
+                    + (f"a stopTimeout of {t:.0f} s fits" if t is not None else "still no fit")
                 )
-        spare = setup.stop_timeout - (drain_delay + setup.cleanup + margin)
+        # Rounded down: the number printed must itself fit when fed back.
+        spare = (
+            math.floor((setup.stop_timeout - (drain_delay + setup.cleanup + margin)) * 100) / 100
+        )
         if spare > 0:
             advice.append(
-                f"or keep requests under {spare:g} s: a longer one is cut off at the deadline"
+                f"or keep requests under {spare:.2f} s: a longer one is cut off at the deadline"
             )
+    if setup.check_timeout >= setup.interval:
+        advice.append(
+            f"an ALB refuses a health-check timeout ({setup.check_timeout:g} s) that is not "
+            f"shorter than the interval ({setup.interval:g} s)"
+        )
     if setup.platform != "health-check":
+        unplanned = _health_check_exposure(
+            setup.interval, setup.unhealthy_threshold, setup.check_timeout
+        )
         advice.append(
             "a stop that does not go through the platform's deregistration (a task "
             "stopped outside its service, a replica behind another balancer) is exposed "
-            f"for interval x threshold = {setup.interval * setup.unhealthy_threshold:g} s: "
+            f"for interval x threshold + check timeout = {unplanned:g} s: "
             "plan for it with --platform health-check"
         )
     # What gunicorn's master may wait for its workers once intake has stopped.
@@ -199,8 +242,8 @@ def render(plan: Plan) -> str:
         f"spotgrace plan: {verdict}",
         "",
         f"platform      {s.platform}: {PLATFORMS[s.platform]}",
-        f"health check  every {s.interval:g} s, unhealthy after {s.unhealthy_threshold} "
-        f"(balancer idle timeout {s.idle_timeout:g} s)",
+        f"health check  every {s.interval:g} s, unhealthy after {s.unhealthy_threshold}, "
+        f"timeout {s.check_timeout:g} s (balancer idle timeout {s.idle_timeout:g} s)",
         f"exposure      the balancer may send new requests for {plan.exposure:g} s after the notice",
         "",
         f"budget        drain_delay {plan.drain_delay:g} + longest request {s.longest_request:g} + cleanup {s.cleanup:g} + margin {plan.margin:g}",
@@ -208,10 +251,7 @@ def render(plan: Plan) -> str:
         "",
         "settings",
         f"  SPOTGRACE_DRAIN_DELAY={plan.drain_delay:g}",
-        f'  SPOTGRACE_STOP_TIMEOUT={s.stop_timeout:g}     (task definition: "stopTimeout": '
-        f"{math.ceil(s.stop_timeout)})",
-        f"  target group: HealthCheckPath=/readyz HealthCheckIntervalSeconds={s.interval:g} "
-        f"UnhealthyThresholdCount={s.unhealthy_threshold}",
+        *_platform_settings(s),
         f"  gunicorn: graceful_timeout={plan.graceful_timeout:g} keepalive={plan.keep_alive:g}"
         " (spotgrace.gunicorn derives both from the budget)",
         f"  uvicorn: --timeout-keep-alive {plan.keep_alive:g}",
@@ -220,6 +260,24 @@ def render(plan: Plan) -> str:
         lines += ["", "what to change" if not plan.fits else "notes"]
         lines += [f"  - {a}" for a in plan.advice]
     return "\n".join(lines)
+
+
+def _platform_settings(s: Setup) -> list[str]:
+    """Where the stop timeout and the health check are set, on this platform."""
+    stop = math.ceil(s.stop_timeout)
+    if s.platform == "kubernetes":
+        return [
+            f"  SPOTGRACE_STOP_TIMEOUT={s.stop_timeout:g}     (pod spec: "
+            f"terminationGracePeriodSeconds: {stop})",
+            f"  readinessProbe: httpGet path=/readyz periodSeconds={math.ceil(s.interval)} "
+            f"failureThreshold={s.unhealthy_threshold} timeoutSeconds={math.ceil(s.check_timeout)}",
+        ]
+    return [
+        f'  SPOTGRACE_STOP_TIMEOUT={s.stop_timeout:g}     (task definition: "stopTimeout": {stop})',
+        f"  target group: HealthCheckPath=/readyz HealthCheckIntervalSeconds={s.interval:g} "
+        f"UnhealthyThresholdCount={s.unhealthy_threshold} "
+        f"HealthCheckTimeoutSeconds={math.ceil(s.check_timeout)}",
+    ]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -239,6 +297,8 @@ def add_parser(subparsers: Any) -> None:
                    help=f"health-check interval (ALB default {d.interval:g})")  # fmt: skip
     p.add_argument("--unhealthy-threshold", type=int, default=d.unhealthy_threshold,
                    metavar="N", help="failed checks before the target is out (ALB default 2)")  # fmt: skip
+    p.add_argument("--check-timeout", type=float, default=d.check_timeout, metavar="S",
+                   help="health-check timeout (ALB default 5, minimum 2)")  # fmt: skip
     p.add_argument("--propagation", type=float, default=d.propagation, metavar="S",
                    help="how long a deregistration takes to reach the balancer (default 5)")  # fmt: skip
     p.add_argument("--stop-timeout", type=float, default=d.stop_timeout, metavar="S",
@@ -260,6 +320,7 @@ def main(args: argparse.Namespace) -> int:
             platform=args.platform,
             interval=args.interval,
             unhealthy_threshold=args.unhealthy_threshold,
+            check_timeout=args.check_timeout,
             propagation=args.propagation,
             stop_timeout=args.stop_timeout,
             longest_request=args.longest_request,
@@ -270,5 +331,6 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         args.parser.error(str(exc))  # exits 2 with this command's usage
     plan = make_plan(setup)
-    print(json.dumps(plan.as_dict(), indent=2) if args.json else render(plan))
+    # Every number is finite (Setup bounds them): allow_nan=False keeps it strict JSON.
+    print(json.dumps(plan.as_dict(), indent=2, allow_nan=False) if args.json else render(plan))
     return 0 if plan.fits else 1

@@ -10,12 +10,14 @@ without any shutdown.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import read_shutdowns, render_html, render_text
-from ._files import write_private
+from ._files import bounded_lines, write_private
+from ._safe import clean_text
 
 __all__ = ["add_parser", "main"]
 
@@ -44,13 +46,23 @@ def main(
     args: argparse.Namespace, *, stdin: TextIO | None = None, out: TextIO | None = None
 ) -> int:
     """Run ``spotgrace timeline``; returns the exit status."""
-    out = out or sys.stdout
+    if out is None:
+        out = sys.stdout
+        # A log's non-ASCII text on a terminal whose encoding cannot show it
+        # (a C locale without UTF-8): escaped, not a UnicodeEncodeError.
+        reconfigure = getattr(out, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         if args.file == "-":
-            shutdowns, stats = read_shutdowns(stdin or sys.stdin)
+            source = stdin or _stdin()
+            if source is None:
+                print("spotgrace timeline: no stdin to read (it is closed)", file=sys.stderr)
+                return 2
+            shutdowns, stats = read_shutdowns(bounded_lines(source))
         else:
             with open(args.file, encoding="utf-8", errors="replace") as f:
-                shutdowns, stats = read_shutdowns(f)
+                shutdowns, stats = read_shutdowns(bounded_lines(f))
     except OSError as exc:
         print(f"spotgrace timeline: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
@@ -66,9 +78,19 @@ def main(
         except OSError as exc:
             print(f"spotgrace timeline: cannot write {args.html}: {exc}", file=sys.stderr)
             return 2
-        out.write(f"wrote {args.html}\n")
+        out.write(f"wrote {clean_text(args.html)}\n")  # a path may not be UTF-8
     out.flush()
     if not shutdowns:
         print("spotgrace timeline: no shutdown found in the input", file=sys.stderr)
         return 2
     return 0 if all(s.clean for s in shutdowns) else 1
+
+
+def _stdin() -> TextIO | None:
+    """Standard input decoded as UTF-8 whatever the locale, bad bytes replaced; None if closed."""
+    if sys.stdin is None:
+        return None
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # already text only (a test's StringIO)
+        return sys.stdin
+    return io.TextIOWrapper(buffer, encoding="utf-8", errors="replace")

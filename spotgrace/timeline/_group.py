@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 
 from ._model import Mark, Shutdown
@@ -88,20 +89,31 @@ def group_shutdowns(events: Iterable[Event]) -> tuple[list[Shutdown], int]:
 
 def _pair(shutdowns: list[Shutdown]) -> list[tuple[Shutdown, float]]:
     """Give each app under ``spotgrace run`` the supervisor's SIGKILL time and what it
-    saw of the child's end, on the app's own axis. Returns (app, SIGKILL time) pairs."""
+    saw of the child's end, on the app's own axis. Returns (app, SIGKILL time) pairs.
+
+    An app belongs to a supervisor when its pid is the supervisor's child's, or,
+    when either pid is unknown, when its notice falls within the supervisor's
+    shutdown. Apps are looked up by pid and by notice time (not by trying every
+    app for every supervisor), so a log of thousands of shutdowns stays fast.
+    """
+    index = {id(s): i for i, s in enumerate(shutdowns)}
+    apps = sorted((s for s in shutdowns if s.role == "app"), key=lambda s: s.notice_at)
+    starts = [a.notice_at for a in apps]
+    by_pid: dict[int, list[Shutdown]] = {}
+    for app in apps:
+        if app.pid is not None:
+            by_pid.setdefault(app.pid, []).append(app)
     pairs = []
     for sup in shutdowns:
         if sup.role != "supervisor" or sup.deadline is None:
             continue
         end = sup.notice_at + sup.span
-        for app in shutdowns:
-            if app.role != "app":
-                continue
-            if sup.child_pid is not None and app.pid is not None:
-                if app.pid != sup.child_pid:
-                    continue
-            elif not sup.notice_at - 0.5 <= app.notice_at <= end:
-                continue
+        window = apps[bisect_left(starts, sup.notice_at - 0.5) : bisect_right(starts, end)]
+        if sup.child_pid is None:
+            found = window
+        else:
+            found = by_pid.get(sup.child_pid, []) + [a for a in window if a.pid is None]
+        for app in sorted(found, key=lambda a: index[id(a)]):
             shift = sup.notice_at - app.notice_at
             kill = sup.deadline + shift
             app.marks.append(Mark(kill, f"spotgrace run SIGKILL +{kill:.2f} s", "kill"))
@@ -130,6 +142,8 @@ def _build(chunk: list[Event], role: str, pid: int | None) -> Shutdown:
     first = chunk[0]
     f = first.fields
     offset = first.number("elapsed") or 0.0
+    if not 0.0 <= offset <= first.at:
+        offset = 0.0  # a corrupt elapsed would put the notice before 1970 or after the event
     notice_at = first.at - offset
     s = Shutdown(
         process="",

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from html import escape
 
+from ._limits import MAX_DOTS, MAX_HOOK_ROWS, drawn, thin
 from ._model import HookBar, Shutdown
 from ._parse import ParseStats
+from ._safe import clean_text
 
 __all__ = ["render_html"]
 
@@ -61,7 +63,10 @@ footer{color:#57606a;margin-top:28px;font-size:12px}
 
 
 def _clock(unix: float) -> str:
-    when = datetime.fromtimestamp(unix, tz=UTC)
+    try:
+        when = datetime.fromtimestamp(unix, tz=UTC)
+    except (ValueError, OverflowError, OSError):  # a corrupt time: no calendar date
+        return f"Unix time {unix:.3f}"
     return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d} UTC"
 
 
@@ -196,7 +201,7 @@ def _hook_row(h: HookBar, x: Callable[[float], float], y: float) -> list[str]:
 
 
 def _inflight(s: Shutdown, x: Callable[[float], float], y: float, end: float) -> list[str]:
-    points = sorted(s.inflight)
+    points = thin(sorted(s.inflight))
     peak = max(n for _, n in points)
     top = peak or 1
     base = y + FLIGHT_H - 8
@@ -218,7 +223,7 @@ def _inflight(s: Shutdown, x: Callable[[float], float], y: float, end: float) ->
         f'<path d="{area}" fill="#1565c0" fill-opacity="0.15" stroke="#1565c0" '
         'stroke-width="1.5"/>',
     ]
-    for t, n in points:
+    for t, n in points if len(points) <= MAX_DOTS else ():
         out.append(
             f'<circle cx="{x(t):.1f}" cy="{py(n):.1f}" r="2.5" fill="#1565c0">'
             f"<title>{n} in flight at +{t:.3f} s</title></circle>"
@@ -243,13 +248,17 @@ def render_shutdown_svg(s: Shutdown) -> str:
         if not s.hooks:
             body.append(_text(X0 + 4, y + 15, "no cleanup hook ran", cls="dim"))
             y += HOOK_H
-    for i, h in enumerate(s.hooks):
+    for i, h in enumerate(s.hooks[:MAX_HOOK_ROWS]):
         if i % 2 == 0:
             body.append(
                 f'<rect x="{X0 - 180}" y="{y}" width="{WIDTH - 10}" height="{HOOK_H}" '
                 'fill="#f6f8fa"/>'
             )
         body.extend(_hook_row(h, x, y))
+        y += HOOK_H
+    if len(s.hooks) > MAX_HOOK_ROWS:
+        more = len(s.hooks) - MAX_HOOK_ROWS
+        body.append(_text(X0 + 4, y + 15, f"{more} more hooks: see the text timeline", cls="dim"))
         y += HOOK_H
     end = s.exit_at if s.exit_at is not None else s.span
     if any(n for _, n in s.inflight):  # a row of zeros says nothing
@@ -344,6 +353,7 @@ def render_html(
     shutdowns: list[Shutdown], stats: ParseStats | None = None, *, title: str = "Shutdown timeline"
 ) -> str:
     """The whole page: every shutdown one under the other, with its verdict."""
+    title = clean_text(title)  # from a command line: may hold undecodable bytes
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -355,13 +365,19 @@ def render_html(
     summary = f"{len(shutdowns)} shutdown{'s' if len(shutdowns) != 1 else ''}, {clean} clean"
     if stats is not None:
         summary += f" · input: {stats.summary()}"
+    chosen = drawn(shutdowns)
+    if len(chosen) < len(shutdowns):
+        summary += (
+            f" · {len(chosen)} drawn (those not clean first), the others with their "
+            "verdict only: see the text timeline"
+        )
     parts.append(f'<p class="meta">{escape(summary)}</p>')
     if not shutdowns:
         parts.append(
             "<p>No shutdown found: the input has no <code>shutdown.started</code> event.</p>"
         )
     first = shutdowns[0].notice_at if shutdowns else 0.0
-    for s in shutdowns:
+    for index, s in enumerate(shutdowns):
         offset = s.notice_at - first
         when = _clock(s.notice_at) + (f" (+{offset:.2f} s after the first)" if offset > 0 else "")
         why = f"{s.source}: {s.reason}" if s.reason else s.source
@@ -370,7 +386,7 @@ def render_html(
         klass = "clean" if s.clean else "unclean"
         parts.append(f'<p class="verdict {klass}">{escape(s.verdict)}</p>')
         parts.extend(f'<p class="note">Note: {escape(n)}</p>' for n in s.notes)
-        parts.append(render_shutdown_svg(s) + "</section>")
+        parts.append((render_shutdown_svg(s) if index in chosen else "") + "</section>")
     parts.append(_legend())
     parts.append("<footer>made by <code>spotgrace timeline</code></footer></body></html>")
     return "\n".join(parts) + "\n"

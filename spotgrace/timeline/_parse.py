@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ._safe import clean_doc, needs_cleaning
+
 __all__ = ["SCHEMA_VERSIONS", "SUPERVISOR_EVENTS", "Event", "ParseStats", "number", "parse_lines"]
 
 #: Event schema versions this renderer understands. Events carry no version
@@ -92,13 +94,16 @@ class ParseStats:
     malformed: int = 0
     unknown_version: int = 0
     untimed: int = 0
+    duplicate: int = 0
     outside: int = 0
     versions: dict[str, int] = field(default_factory=dict)
 
     @property
     def skipped(self) -> int:
         """Non-blank lines that were not used as events."""
-        return self.unrelated + self.malformed + self.unknown_version + self.untimed
+        return (
+            self.unrelated + self.malformed + self.unknown_version + self.untimed + self.duplicate
+        )
 
     def summary(self) -> str:
         """One line for people: ``"13 events from 20 lines; skipped 2 malformed, ..."``."""
@@ -109,6 +114,7 @@ class ParseStats:
                 (self.unrelated, "unrelated"),
                 (self.unknown_version, "of an unknown version"),
                 (self.untimed, "without a time"),
+                (self.duplicate, "repeated"),
             )
             if n
         ]
@@ -127,6 +133,8 @@ def number(value: Any) -> float | None:
     """``value`` as a finite float of sane size, or None (bools are not numbers)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
+    if isinstance(value, int) and not -_LIMIT < value < _LIMIT:
+        return None  # float() of a 400-digit int raises OverflowError
     value = float(value)
     return value if math.isfinite(value) and abs(value) < _LIMIT else None
 
@@ -177,6 +185,9 @@ def parse_lines(lines: Iterable[str]) -> tuple[list[Event], ParseStats]:
     """
     events: list[Event] = []
     stats = ParseStats()
+    # The same event twice (a log shipped twice, two copies concatenated) would
+    # read as two shutdowns, the first one cut off: the repeat is skipped.
+    seen: set[tuple[str, float, Any, int]] = set()
     for number, raw in enumerate(lines, start=1):
         stats.lines += 1
         line = raw.strip()
@@ -190,17 +201,23 @@ def parse_lines(lines: Iterable[str]) -> tuple[list[Event], ParseStats]:
             continue
         try:
             doc, _ = _DECODER.raw_decode(line, start)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             stats.malformed += 1
             continue
+        if isinstance(doc, dict) and needs_cleaning(line):
+            doc = clean_doc(doc)  # escapes, bidi controls, surrogates, huge strings
+            if doc is None:  # nested deeper than any event of ours
+                stats.malformed += 1
+                continue
         name = doc.get("event") if isinstance(doc, dict) else None
         if not isinstance(name, str) or not name.startswith(_NAMESPACES):
             stats.unrelated += 1
             continue
         version = doc.get("v", 1)
-        if version not in SCHEMA_VERSIONS or isinstance(version, bool):
+        # Only an int can be a known version (a list or an object is not even hashable).
+        if not (type(version) is int and version in SCHEMA_VERSIONS):
             stats.unknown_version += 1
-            key = str(version)
+            key = str(version)[:40]
             stats.versions[key] = stats.versions.get(key, 0) + 1
             continue
         at = _parse_time(doc, prefix)
@@ -208,6 +225,11 @@ def parse_lines(lines: Iterable[str]) -> tuple[list[Event], ParseStats]:
             stats.untimed += 1
             continue
         pid = None if name in SUPERVISOR_EVENTS else doc.get("pid")
+        ident = (name, at, pid if isinstance(pid, int) else None, hash(line[start:]))
+        if ident in seen:
+            stats.duplicate += 1
+            continue
+        seen.add(ident)
         events.append(
             Event(
                 name=name,

@@ -152,6 +152,7 @@ class _Reader:
             return
         code = ev.fields.get("exit_code")
         stuck = ev.fields.get("stuck_hooks") or []
+        stuck = [str(h) for h in stuck] if isinstance(stuck, list) else [str(stuck)]
         n = ev.fields.get("inflight", 0)
         what = ", ".join(f"hook {h}" for h in stuck) if stuck else ""
         if n:

@@ -21,7 +21,10 @@ _BAND = {"lame duck": "~", "drain": "-", "cleanup": "#"}
 
 
 def _clock(unix: float) -> str:
-    when = datetime.fromtimestamp(unix, tz=UTC)
+    try:
+        when = datetime.fromtimestamp(unix, tz=UTC)
+    except (ValueError, OverflowError, OSError):  # a corrupt time: no calendar date
+        return f"Unix time {unix:.3f}"
     return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d} UTC"
 
 
@@ -37,7 +40,8 @@ def _seconds(value: float) -> str:
 
 
 def _bar(start: float, end: float, scale: float, width: int, glyph: str) -> str:
-    a = min(width - 1, int(start * scale))
+    # Clamped both ways: a corrupt negative start must not draw a bar miles long.
+    a = max(0, min(width - 1, int(start * scale)))
     b = max(a + 1, min(width, round(end * scale)))
     return " " * a + glyph * (b - a) + " " * (width - b)
 
