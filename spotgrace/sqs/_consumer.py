@@ -14,6 +14,7 @@ import contextlib
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,10 @@ class SQSConsumer:
         self._store = checkpoint
         self._checkpoint_prefix = "sqs:" + queue_url.rstrip("/").rsplit("/", 1)[-1]
         self._ledger = Ledger()
-        self._work: queue.SimpleQueue[Held | None] = queue.SimpleQueue()
+        #: FIFO queue: the messages of a message group run one after another, in order.
+        self._fifo = queue_url.rstrip("/").endswith(".fifo")
+        #: One item per message, or per message group in one receive on a FIFO queue.
+        self._work: queue.SimpleQueue[list[Held] | None] = queue.SimpleQueue()
         self._hb_stop = threading.Event()
         self._hb_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -159,12 +163,13 @@ class SQSConsumer:
             wait_time_seconds=wait,
             visibility_timeout=s.visibility_timeout,
             heartbeat_every=round(s.heartbeat_every, 3),
+            fifo=self._fifo,
         )
         try:
             self._poll_loop(grace, wait)
         finally:
             waiting = self._ledger.give_back(Status.WAITING)
-            self._put_back([h.message for h in waiting], why="received, not started")
+            self._put_back(waiting, why="received, not started")
             for _ in range(s.concurrency):
                 self._work.put(None)
         return self.statistics()
@@ -184,6 +189,7 @@ class SQSConsumer:
             # The poll counts as in flight: the drain waits for it (at most one
             # poll), so what it brings back is given back, not left invisible.
             with grace.inflight():
+                asked = time.monotonic()
                 try:
                     raw = calls.receive(min(s.batch_size, room), wait, s.visibility_timeout)
                 except CALL_ERRORS as exc:
@@ -192,16 +198,31 @@ class SQSConsumer:
                     grace.wait(1.0)
                     continue
                 if not raw:
+                    if wait == 0:  # short polling: an empty queue must not make a busy loop
+                        grace.wait(1.0)
                     continue
+                # SQS starts the visibility timer when it picks the messages: at the
+                # latest when the reply leaves; count from the earliest we can tell.
+                now = time.monotonic()
+                since = now - min(now - asked, 1.0)
                 msgs = [self._message(r) for r in raw]
                 self._count("received", len(msgs))
-                held = self._ledger.add(msgs)
+                held = self._ledger.add(msgs, visible_until=since + s.visibility_timeout)
                 if stopping():
                     back = [h for h in held if self._ledger.give_back_one(h)]
-                    self._put_back([h.message for h in back], why="received after the notice")
+                    self._put_back(back, why="received after the notice")
                     break
-                for h in held:
-                    self._work.put(h)
+                for item in self._dispatch(held):
+                    self._work.put(item)
+
+    def _dispatch(self, held: list[Held]) -> list[list[Held]]:
+        """Work items: one per message; on a FIFO queue one per message group, in order."""
+        if not self._fifo:
+            return [[h] for h in held]
+        groups: dict[str, list[Held]] = {}
+        for h in held:
+            groups.setdefault(h.message.attributes.get("MessageGroupId", ""), []).append(h)
+        return list(groups.values())
 
     def _message(self, raw: dict[str, Any]) -> Message:
         return Message(
@@ -238,23 +259,32 @@ class SQSConsumer:
         me = threading.current_thread()
         base = me.name
         while True:
-            held = self._work.get()
-            if held is None:
+            item = self._work.get()
+            if item is None:
                 return
-            # In flight before it starts, so the drain cannot miss it.
-            with grace.inflight():
-                if grace.stopping or not self._ledger.start(held):
-                    if self._ledger.give_back_one(held):
-                        self._put_back([held.message], why="received, not started")
-                    continue
-                # The watchdog's report lists thread names: name the message.
-                me.name = f"{base} message={held.message.message_id}"
-                try:
-                    self._handle(held)
-                finally:
-                    me.name = base
+            for i, held in enumerate(item):
+                # In flight before it starts, so the drain cannot miss it.
+                with grace.inflight():
+                    if grace.stopping or not self._ledger.start(held):
+                        done = False
+                        if self._ledger.give_back_one(held):
+                            self._put_back([held], why="received, not started")
+                    else:
+                        # The watchdog's report lists thread names: name the message.
+                        me.name = f"{base} message={held.message.message_id}"
+                        try:
+                            done = self._handle(held)
+                        finally:
+                            me.name = base
+                if not done and i + 1 < len(item):
+                    # FIFO: the rest of its group must not overtake it; SQS keeps the
+                    # group back while this one is invisible, and redelivers in order.
+                    rest = [h for h in item[i + 1 :] if self._ledger.give_back_one(h)]
+                    self._put_back(rest, why="an earlier message of its group did not finish")
+                    break
 
-    def _handle(self, held: Held) -> None:
+    def _handle(self, held: Held) -> bool:
+        """Run the handler; True if the message is done with (deleted or dead-lettered)."""
         m = held.message
         calls = self._calls
         assert calls is not None
@@ -269,51 +299,84 @@ class SQSConsumer:
                     receive_count=m.receive_count,
                     dead_letter_queue=s.dead_letter_queue_url,
                 )
-            return
+                return True
+            return False
         try:
             self.handler(m)
         except PutBack:
             if self._ledger.release(held):
-                self._put_back([m], why="handed off by the handler")
-            return
+                self._put_back([held], why="handed off by the handler")
+            return False
         except BaseException as exc:  # a handler thread must survive its handler
             self._count("failed")
+            # The traceback as text: a structured one (structlog's dict_tracebacks)
+            # would carry the frames' local variables, i.e. message bodies and
+            # whatever the handler held (tokens, signed requests), into the log.
             _log.error(
                 "sqs.handler_failed",
                 message_id=m.message_id,
                 receive_count=m.receive_count,
                 error=repr(exc),
-                exc_info=exc,
+                traceback="".join(traceback.format_exception(exc)),
             )
-            if self._ledger.release(held) and s.retry_delay is not None:
+            released = self._ledger.release(held)
+            if released and s.retry_delay is not None and not held.expired():
                 self._set_visibility([m], s.retry_delay, why="retry delay")
-            return
-        late = not self._ledger.release(held)
-        if late:
+            return False
+        if not self._ledger.release(held):
             # Given back at the deadline, then finished: the work is done, so
             # delete it anyway (another worker may have it: a duplicate, allowed).
             _log.warning("sqs.finished_after_give_back", message_id=m.message_id)
+        elif held.expired():
+            # Its visibility ran out while it ran: another worker may have it (a
+            # duplicate, allowed); SQS may refuse or ignore this old receipt handle.
+            _log.warning("sqs.finished_after_visibility_lost", message_id=m.message_id)
         if calls.delete(m):
             self._count("processed")
             if self._store is not None:
                 with contextlib.suppress(Exception):
                     m.clear_checkpoint()
+        return True
 
     # ------------------------------------------------------------------ visibility
 
     def _set_visibility(self, messages: Sequence[Message], seconds: int, *, why: str) -> None:
         calls = self._calls
         assert calls is not None
-        # Never race a heartbeat: its "keep invisible" must not land after our 0.
-        got = self._hb_lock.acquire(timeout=_HEARTBEAT_LOCK_WAIT)
+        # Never race a heartbeat: its "keep invisible" must not land after our 0. Wait
+        # for one in progress, but never so long that the call misses the deadline.
+        grace = self._grace
+        left = grace.remaining() if grace is not None and grace.stopping else float("inf")
+        got = self._hb_lock.acquire(timeout=min(_HEARTBEAT_LOCK_WAIT, left / 4))
         try:
             calls.set_visibility(messages, seconds, why=why)
         finally:
             if got:
                 self._hb_lock.release()
+        if got:
+            return
+        # A slow heartbeat call was in progress: ours went first so as not to miss the
+        # deadline, but the heartbeat's may land after it. Say it again once that is over.
+        left = grace.remaining() if grace is not None and grace.stopping else 30.0
+        if self._hb_lock.acquire(timeout=max(0.0, left - 0.5)):
+            try:
+                calls.set_visibility(messages, seconds, why=why + " (after a slow heartbeat)")
+            finally:
+                self._hb_lock.release()
 
-    def _put_back(self, messages: Sequence[Message], *, why: str) -> None:
-        """Visibility 0: redelivered at once, to any worker."""
+    def _put_back(self, items: Sequence[Held], *, why: str) -> None:
+        """Visibility 0: redelivered at once, to any worker; never a message no longer ours."""
+        now = time.monotonic()
+        lost = [h for h in items if h.expired(now)]
+        if lost:
+            # Another worker may hold it now: making it visible would hand it to a third.
+            _log.warning(
+                "sqs.not_put_back",
+                why=why,
+                message_ids=[h.message.message_id for h in lost],
+                hint="its visibility timeout ran out while held (heartbeat failed?)",
+            )
+        messages = [h.message for h in items if not h.expired(now)]
         if not messages:
             return
         self._set_visibility(messages, 0, why=why)
@@ -328,9 +391,23 @@ class SQSConsumer:
             with self._hb_lock:
                 if self._hb_stop.is_set():
                     return
-                live = [h.message for h in self._ledger.live()]
+                now = time.monotonic()
+                for h in self._ledger.expire(now):
+                    _log.warning(
+                        "sqs.visibility_lost",
+                        message_id=h.message.message_id,
+                        status=h.status.value,
+                        hint="its visibility timeout ran out (heartbeat failed?): another "
+                        "worker may have it; this one will neither start it nor give it back",
+                    )
+                live = self._ledger.live()
                 if live:
-                    calls.set_visibility(live, s.visibility_timeout, why="heartbeat")
+                    failed = calls.set_visibility(
+                        [h.message for h in live], s.visibility_timeout, why="heartbeat"
+                    )
+                    gone = {id(m) for m in failed}
+                    ok = [h for h in live if id(h.message) not in gone]
+                    self._ledger.renew(ok, now + s.visibility_timeout)
                     self._count("heartbeats")
 
     def _give_back_all(self) -> None:
@@ -348,5 +425,5 @@ class SQSConsumer:
                 hint="its handler did not finish within the drain; given back for redelivery",
             )
         self._count("abandoned", len(running))
-        self._put_back([h.message for h in waiting + running], why="shutdown")
+        self._put_back(waiting + running, why="shutdown")
         _log.info("sqs.stopped", **self.statistics())
