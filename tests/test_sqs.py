@@ -79,6 +79,15 @@ def test_wait_time_must_fit_in_half_the_budget() -> None:
         ({"visibility_timeout": 43201}, spotgrace.ConfigError),
         ({"visibility_timeout": 30, "heartbeat_interval": 30}, spotgrace.ConfigError),
         ({"heartbeat_interval": float("nan")}, spotgrace.ConfigError),
+        ({"heartbeat_interval": float("inf")}, spotgrace.ConfigError),
+        ({"heartbeat_interval": -1}, spotgrace.ConfigError),
+        ({"visibility_timeout": 30, "heartbeat_interval": 29}, spotgrace.ConfigError),
+        ({"visibility_timeout": -5}, spotgrace.ConfigError),
+        ({"wait_time_seconds": -1}, spotgrace.ConfigError),
+        (
+            {"max_receive_count": 3, "dead_letter_queue_url": "https://sqs.example/1/q"},
+            spotgrace.ConfigError,
+        ),  # the queue itself
         ({"heartbeat_interval": "5"}, TypeError),
         ({"max_receive_count": 5}, spotgrace.ConfigError),  # no dead-letter queue
         ({"retry_delay": -1}, spotgrace.ConfigError),
@@ -102,6 +111,7 @@ def test_consumer_arguments_are_checked() -> None:
 def test_heartbeat_defaults_to_a_third_of_the_visibility_timeout() -> None:
     assert ConsumerSettings(visibility_timeout=30).heartbeat_every == 10
     assert ConsumerSettings(visibility_timeout=30, heartbeat_interval=4).heartbeat_every == 4
+    assert ConsumerSettings(visibility_timeout=30, heartbeat_interval=15).heartbeat_every == 15
 
 
 def test_message_fields_and_checkpoint(tmp_path: Path) -> None:

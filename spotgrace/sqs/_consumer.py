@@ -77,6 +77,8 @@ class SQSConsumer:
         self.queue_url = queue_url
         self.handler = handler
         self.settings = ConsumerSettings(**settings)
+        if self.settings.dead_letter_queue_url == queue_url:
+            raise spotgrace.ConfigError("dead_letter_queue_url must not be the queue itself")
         self._client = client
         self._region = region_name
         self._store = checkpoint
