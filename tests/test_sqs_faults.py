@@ -211,3 +211,27 @@ def test_short_polling_an_empty_queue_is_not_a_busy_loop(
     assert not runner.is_alive()
     # One short poll a second at most (plus the one in progress): not hundreds.
     assert 1 <= len(receives) <= 5, len(receives)
+
+
+def test_message_arriving_late_in_a_long_poll_is_processed_with_a_short_visibility(
+    moto_endpoint: str, aws_env: dict[str, str]
+) -> None:
+    """The visibility clock starts when SQS hands the message out, not when the poll
+    began: a 1 s visibility timeout and a message 1.5 s into a 3 s poll still runs."""
+    sqs = sqs_client(moto_endpoint)
+    queue = make_queue(sqs)
+    seen: list[str] = []
+    consumer = SQSConsumer(
+        queue, lambda m: seen.append(m.body), client=sqs, wait_time_seconds=3, visibility_timeout=1
+    )
+    with spotgrace.graceful(stop_timeout=20, exit_code="return", signals=()) as grace:
+        runner = threading.Thread(target=consumer.run, args=(grace,))
+        runner.start()
+        time.sleep(1.5)  # a poll is in progress on the empty queue
+        sqs.send_message(QueueUrl=queue, MessageBody="late")
+        end = time.monotonic() + 5
+        while not seen and time.monotonic() < end:
+            time.sleep(0.05)
+        grace.request_shutdown("test done")
+        runner.join(10)
+    assert seen == ["late"], consumer.statistics()

@@ -42,6 +42,10 @@ HOOK_ORDER = -100
 #: How long the shutdown's put-back waits for a heartbeat call in progress.
 _HEARTBEAT_LOCK_WAIT = 2.0
 
+#: Seconds a received message may have been on its way to us: its visibility
+#: clock is taken to have started that much before the reply arrived.
+_REPLY_MARGIN = 0.25
+
 _log = structlog.get_logger("spotgrace.sqs")
 
 
@@ -203,10 +207,10 @@ class SQSConsumer:
                     if wait == 0:  # short polling: an empty queue must not make a busy loop
                         grace.wait(1.0)
                     continue
-                # SQS starts the visibility timer when it picks the messages: at the
-                # latest when the reply leaves; count from the earliest we can tell.
-                now = time.monotonic()
-                since = now - min(now - asked, 1.0)
+                # SQS starts the visibility timer when it picks the messages, just before
+                # the reply leaves (a long poll returns as soon as it has some): count
+                # from then, less a margin for the reply's way here.
+                since = max(asked, time.monotonic() - _REPLY_MARGIN)
                 msgs = [self._message(r) for r in raw]
                 self._count("received", len(msgs))
                 held = self._ledger.add(msgs, visible_until=since + s.visibility_timeout)
