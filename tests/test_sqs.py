@@ -232,3 +232,41 @@ def test_missing_redrive_policy_is_a_warning(moto_endpoint: str, aws_env: dict[s
     events = [e["event"] for e in logs]
     assert "sqs.no_dead_letter" in events
     assert events.index("sqs.started") < events.index("sqs.stopped")
+
+
+def test_ledger_renews_only_on_a_heartbeat_back_before_the_visibility_ran_out() -> None:
+    ledger = Ledger()
+    (h,) = ledger.add([Message(_raw(1))], visible_until=10.0)
+    ledger.renew([h], sent=9.0, done=10.5, timeout=30)  # back too late: may have landed late
+    assert h.visible_until == 10.0
+    assert [x.message.message_id for x in ledger.expire(10.6)] == ["m1"]
+    assert h.lost
+    assert h.expired()
+    assert ledger.live() == []
+    assert not ledger.start(h), "a message no longer ours must not start"
+    (g,) = ledger.add([Message(_raw(2))], visible_until=10.0)
+    ledger.renew([g], sent=9.0, done=9.5, timeout=30)
+    assert g.visible_until == 39.0
+    assert ledger.expire(20.0) == []
+
+
+@pytest.mark.slow
+def test_heartbeat_racing_a_delete_is_not_an_error(
+    moto_endpoint: str, aws_env: dict[str, str]
+) -> None:
+    from structlog.testing import capture_logs
+
+    from spotgrace.sqs._calls import SQSCalls
+
+    sqs = sqs_client(moto_endpoint)
+    queue = make_queue(sqs)
+    sqs.send_message(QueueUrl=queue, MessageBody="x")
+    m = Message(sqs.receive_message(QueueUrl=queue, VisibilityTimeout=30)["Messages"][0])
+    calls = SQSCalls(queue, sqs, sqs)
+    assert calls.delete(m)
+    with capture_logs() as logs:
+        assert calls.set_visibility([m], 30, why="heartbeat", still_held=lambda _: False) == [m]
+    assert logs == []  # deleted meanwhile: nothing to report
+    with capture_logs() as logs:
+        assert calls.set_visibility([m], 30, why="heartbeat", still_held=lambda _: True) == [m]
+    assert [e["event"] for e in logs] == ["sqs.visibility_failed"]

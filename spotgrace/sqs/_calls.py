@@ -9,7 +9,7 @@ put-back past the deadline.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import boto3
@@ -98,9 +98,18 @@ class SQSCalls:
         return True
 
     def set_visibility(
-        self, messages: Sequence[Message], seconds: int, *, why: str
+        self,
+        messages: Sequence[Message],
+        seconds: int,
+        *,
+        why: str,
+        still_held: Callable[[Message], bool] | None = None,
     ) -> list[Message]:
-        """``ChangeMessageVisibilityBatch`` in chunks of 10; returns the messages it failed for."""
+        """``ChangeMessageVisibilityBatch`` in chunks of 10; returns the messages it failed for.
+
+        ``still_held``: a message it says False for (deleted or given back while the
+        call was on its way, as when a heartbeat races a delete) fails quietly.
+        """
         failed: list[Message] = []
         for chunk in _chunks(messages):
             entries = [
@@ -123,6 +132,8 @@ class SQSCalls:
             for err in reply.get("Failed", []):
                 m = chunk[int(err["Id"])]
                 failed.append(m)
+                if still_held is not None and not still_held(m):
+                    continue
                 _log.error(
                     "sqs.visibility_failed",
                     why=why,

@@ -409,11 +409,14 @@ class SQSConsumer:
                 live = self._ledger.live()
                 if live:
                     failed = calls.set_visibility(
-                        [h.message for h in live], s.visibility_timeout, why="heartbeat"
+                        [h.message for h in live],
+                        s.visibility_timeout,
+                        why="heartbeat",
+                        still_held=self._ledger.holds,
                     )
                     gone = {id(m) for m in failed}
                     ok = [h for h in live if id(h.message) not in gone]
-                    self._ledger.renew(ok, now + s.visibility_timeout)
+                    self._ledger.renew(ok, now, time.monotonic(), s.visibility_timeout)
                     self._count("heartbeats")
 
     def _give_back_all(self) -> None:

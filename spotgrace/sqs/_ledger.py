@@ -125,12 +125,23 @@ class Ledger:
                 h.lost = True
             return gone
 
-    def renew(self, items: list[Held], visible_until: float) -> None:
-        """A heartbeat succeeded for ``items`` (sent before ``visible_until`` minus the timeout)."""
+    def renew(self, items: list[Held], sent: float, done: float, timeout: int) -> None:
+        """A heartbeat call sent at ``sent`` succeeded at ``done`` for ``items``.
+
+        It counts only for a message whose visibility had not run out by ``done``: a
+        call that lands late may have come after SQS gave the message to another
+        worker (which SQS, or moto, may not refuse), so such a message stays due
+        to be found lost.
+        """
         with self._cond:
             for h in items:
-                if not h.lost:
-                    h.visible_until = max(h.visible_until, visible_until)
+                if not h.lost and done < h.visible_until:
+                    h.visible_until = max(h.visible_until, sent + timeout)
+
+    def holds(self, message: Message) -> bool:
+        """True while ``message`` (this delivery of it) is held."""
+        with self._cond:
+            return self._held.get(message.receipt_handle) is not None
 
     def wait_room(self, limit: int, stop: Callable[[], bool]) -> int:
         """Block until fewer than ``limit`` are held (or ``stop()``); the room there is."""
