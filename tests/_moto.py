@@ -120,13 +120,17 @@ class FaultProxy:
     (batch or not) calls that *extend* visibility (> 0 s) get a 503, as when
     SQS cannot be reached; put-backs (0 s) still pass. ``delay_heartbeats`` > 0:
     those calls are held that many seconds before being forwarded (a slow
-    endpoint). ``refused`` and ``delayed`` count them. Use as a context manager.
+    endpoint). ``refused`` and ``delayed`` count them. ``delay_deliveries`` > 0:
+    a ``ReceiveMessage`` reply that carries messages is held that many seconds
+    after moto answered (a slow network or server: the visibility clock runs
+    meanwhile). Use as a context manager.
     """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = urlsplit(upstream)
         self.fail_heartbeats = threading.Event()
         self.delay_heartbeats = 0.0
+        self.delay_deliveries = 0.0
         #: Set while a delayed heartbeat call is held.
         self.holding = threading.Event()
         self.refused = 0
@@ -177,7 +181,10 @@ class FaultProxy:
                 try:
                     up.request("POST", self.path, body, headers)
                     r = up.getresponse()
-                    self._reply(r.status, r.getheaders(), r.read())
+                    out = r.read()
+                    if proxy.delay_deliveries > 0 and b'"Messages"' in out:
+                        time.sleep(proxy.delay_deliveries)
+                    self._reply(r.status, r.getheaders(), out)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its process ended)
                 finally:

@@ -235,3 +235,39 @@ def test_message_arriving_late_in_a_long_poll_is_processed_with_a_short_visibili
         grace.request_shutdown("test done")
         runner.join(10)
     assert seen == ["late"], consumer.statistics()
+
+
+def test_message_delivered_after_its_visibility_ran_out_is_not_started(
+    moto_endpoint: str, aws_env: dict[str, str]
+) -> None:
+    """A reply slower than the visibility timeout: another worker may have the message
+    already, so this one must not start it (a duplicate the consumer could avoid)."""
+    sqs = sqs_client(moto_endpoint)
+    queue = make_queue(sqs)
+    seen: list[str] = []
+    with FaultProxy(moto_endpoint) as proxy:
+        proxy.delay_deliveries = 2.5  # visibility timeout 1 s
+        slow = sqs_client(proxy.url)
+        consumer = SQSConsumer(
+            queue, lambda m: seen.append(m.body), client=slow, wait_time_seconds=1,
+            visibility_timeout=1,
+        )  # fmt: skip
+        with spotgrace.graceful(stop_timeout=20, exit_code="return", signals=()) as grace:
+            runner = threading.Thread(target=consumer.run, args=(grace,))
+            runner.start()
+            time.sleep(0.3)
+            sqs.send_message(QueueUrl=queue, MessageBody="slow")
+            got: list[dict[str, Any]] = []
+            end = time.monotonic() + 10
+            while not got and time.monotonic() < end:  # the other worker
+                reply = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1, VisibilityTimeout=60)
+                got = reply.get("Messages", [])
+            assert got
+            end = time.monotonic() + 10
+            while consumer.statistics()["received"] < 1 and time.monotonic() < end:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            grace.request_shutdown("test done")
+            runner.join(10)
+    assert consumer.statistics()["received"] == 1
+    assert seen == [], "started a message whose visibility had run out on its way"

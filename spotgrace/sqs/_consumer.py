@@ -207,10 +207,12 @@ class SQSConsumer:
                     if wait == 0:  # short polling: an empty queue must not make a busy loop
                         grace.wait(1.0)
                     continue
-                # SQS starts the visibility timer when it picks the messages, just before
-                # the reply leaves (a long poll returns as soon as it has some): count
-                # from then, less a margin for the reply's way here.
-                since = max(asked, time.monotonic() - _REPLY_MARGIN)
+                # SQS starts the visibility timer when it picks the messages. A long poll
+                # returns as soon as it has some, so that is just before the reply left:
+                # count from then, less a margin for the reply's way here. A poll that
+                # overran its wait was slow to answer: count from when it was asked.
+                now = time.monotonic()
+                since = asked if now - asked > wait else max(asked, now - _REPLY_MARGIN)
                 msgs = [self._message(r) for r in raw]
                 self._count("received", len(msgs))
                 held = self._ledger.add(msgs, visible_until=since + s.visibility_timeout)
