@@ -83,7 +83,7 @@ def test_message_whose_visibility_ran_out_is_not_given_back(
         proxy.fail_heartbeats.set()
         a = _worker(procs, {**aws_env, "AWS_ENDPOINT_URL": proxy.url}, queue, tmp_path / "r",
                     "--visibility-timeout", "2", "--wait-time", "1", "--concurrency", "1",
-                    stop_timeout=5)  # fmt: skip
+                    stop_timeout=3)  # fmt: skip
         end = time.monotonic() + 10
         while _counts(sqs, queue) != (0, 1) and time.monotonic() < end:
             time.sleep(0.05)
@@ -117,6 +117,7 @@ def test_slow_heartbeat_cannot_undo_the_put_back(
         a = _worker(procs, {**aws_env, "AWS_ENDPOINT_URL": proxy.url}, queue, tmp_path / "r",
                     "--visibility-timeout", "9", "--wait-time", "1",
                     "--checkpoint-dir", str(tmp_path / "ckpt"))  # fmt: skip
+        a.wait_for_line("job 1 started", timeout=20)
         assert proxy.holding.wait(20), a.output()  # a heartbeat call is held right now
         a.signal(signal.SIGTERM)
         assert a.finish(timeout=20) == 0, a.output()
@@ -167,7 +168,7 @@ def test_fifo_message_group_keeps_its_order_through_failures_and_concurrency(
             if running[g] > 1:
                 overlaps.append(message.body)
         try:
-            time.sleep(0.05 if n % 2 else 0.2)
+            time.sleep(0.02 if n % 2 else 0.1)
             if message.body == "a2" and message.receive_count == 1:
                 raise RuntimeError("fails once")
             with lock:
@@ -217,17 +218,17 @@ def test_message_arriving_late_in_a_long_poll_is_processed_with_a_short_visibili
     moto_endpoint: str, aws_env: dict[str, str]
 ) -> None:
     """The visibility clock starts when SQS hands the message out, not when the poll
-    began: a 1 s visibility timeout and a message 1.5 s into a 3 s poll still runs."""
+    began: a 1 s visibility timeout and a message 1.2 s into a 2 s poll still runs."""
     sqs = sqs_client(moto_endpoint)
     queue = make_queue(sqs)
     seen: list[str] = []
     consumer = SQSConsumer(
-        queue, lambda m: seen.append(m.body), client=sqs, wait_time_seconds=3, visibility_timeout=1
+        queue, lambda m: seen.append(m.body), client=sqs, wait_time_seconds=2, visibility_timeout=1
     )
     with spotgrace.graceful(stop_timeout=20, exit_code="return", signals=()) as grace:
         runner = threading.Thread(target=consumer.run, args=(grace,))
         runner.start()
-        time.sleep(1.5)  # a poll is in progress on the empty queue
+        time.sleep(1.2)  # a poll is in progress on the empty queue
         sqs.send_message(QueueUrl=queue, MessageBody="late")
         end = time.monotonic() + 5
         while not seen and time.monotonic() < end:
