@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -26,6 +26,7 @@ from ._calls import CALL_ERRORS, SQSCalls, make_clients
 from ._ledger import Held, Ledger, Status
 from ._message import Message, PutBack
 from ._settings import ConsumerSettings
+from ._visibility import Keeper
 
 if TYPE_CHECKING:
     from spotgrace.checkpoint import CheckpointStore
@@ -38,9 +39,6 @@ Handler = Callable[[Message], object]
 #: The put-back hook runs before hooks of the default order 0, which may close
 #: the connections it needs; alongside checkpointed()'s final save.
 HOOK_ORDER = -100
-
-#: How long the shutdown's put-back waits for a heartbeat call in progress.
-_HEARTBEAT_LOCK_WAIT = 2.0
 
 #: Seconds a received message may have been on its way to us: its visibility
 #: clock is taken to have started that much before the reply arrived.
@@ -92,8 +90,7 @@ class SQSConsumer:
         self._fifo = queue_url.rstrip("/").endswith(".fifo")
         #: One item per message, or per message group in one receive on a FIFO queue.
         self._work: queue.SimpleQueue[list[Held] | None] = queue.SimpleQueue()
-        self._hb_stop = threading.Event()
-        self._hb_lock = threading.Lock()
+        self._keeper: Keeper | None = None
         self._stats_lock = threading.Lock()
         self._stats = dict.fromkeys(
             (
@@ -139,6 +136,10 @@ class SQSConsumer:
         with self._stats_lock:
             self._stats[key] += n
 
+    def _keep(self) -> Keeper:
+        assert self._keeper is not None, "run() sets it up"
+        return self._keeper
+
     def _run(self, grace: spotgrace.Grace) -> dict[str, int]:
         if self._ran:
             raise spotgrace.StateError("an SQSConsumer runs once")
@@ -151,11 +152,12 @@ class SQSConsumer:
             poll, control = make_clients(wait, s.concurrency + 2, self._region)
             self._calls = SQSCalls(self.queue_url, poll, control)
         self._grace = grace
+        self._keeper = Keeper(self._calls, self._ledger, s, grace, self._count)
         self._check_queue()
         grace.on_shutdown(order=HOOK_ORDER, name="sqs: give back messages")(self._give_back_all)
         for i in range(s.concurrency):
             self._daemon(self._worker, f"sqs-handler-{i}")
-        self._daemon(self._heartbeat, "sqs-heartbeat")
+        self._daemon(self._keeper.heartbeat, "sqs-heartbeat")
 
         def wake_on_notice() -> None:
             grace.wait()
@@ -175,7 +177,7 @@ class SQSConsumer:
             self._poll_loop(grace, wait)
         finally:
             waiting = self._ledger.give_back(Status.WAITING)
-            self._put_back(waiting, why="received, not started")
+            self._keep().put_back(waiting, why="received, not started")
             for _ in range(s.concurrency):
                 self._work.put(None)
         return self.statistics()
@@ -218,7 +220,7 @@ class SQSConsumer:
                 held = self._ledger.add(msgs, visible_until=since + s.visibility_timeout)
                 if stopping():
                     back = [h for h in held if self._ledger.give_back_one(h)]
-                    self._put_back(back, why="received after the notice")
+                    self._keep().put_back(back, why="received after the notice")
                     break
                 for item in self._dispatch(held):
                     self._work.put(item)
@@ -276,7 +278,7 @@ class SQSConsumer:
                     if grace.stopping or not self._ledger.start(held):
                         done = False
                         if self._ledger.give_back_one(held):
-                            self._put_back([held], why="received, not started")
+                            self._keep().put_back([held], why="received, not started")
                     else:
                         # The watchdog's report lists thread names: name the message.
                         me.name = f"{base} message={held.message.message_id}"
@@ -288,7 +290,9 @@ class SQSConsumer:
                     # FIFO: the rest of its group must not overtake it; SQS keeps the
                     # group back while this one is invisible, and redelivers in order.
                     rest = [h for h in item[i + 1 :] if self._ledger.give_back_one(h)]
-                    self._put_back(rest, why="an earlier message of its group did not finish")
+                    self._keep().put_back(
+                        rest, why="an earlier message of its group did not finish"
+                    )
                     break
 
     def _handle(self, held: Held) -> bool:
@@ -313,7 +317,7 @@ class SQSConsumer:
             self.handler(m)
         except PutBack:
             if self._ledger.release(held):
-                self._put_back([held], why="handed off by the handler")
+                self._keep().put_back([held], why="handed off by the handler")
             return False
         except BaseException as exc:  # a handler thread must survive its handler
             self._count("failed")
@@ -329,7 +333,7 @@ class SQSConsumer:
             )
             released = self._ledger.release(held)
             if released and s.retry_delay is not None and not held.expired():
-                self._set_visibility([m], s.retry_delay, why="retry delay")
+                self._keep().set_visibility([m], s.retry_delay, why="retry delay")
             return False
         if not self._ledger.release(held):
             # Given back at the deadline, then finished: the work is done, so
@@ -346,84 +350,9 @@ class SQSConsumer:
                     m.clear_checkpoint()
         return True
 
-    # ------------------------------------------------------------------ visibility
-
-    def _set_visibility(self, messages: Sequence[Message], seconds: int, *, why: str) -> None:
-        calls = self._calls
-        assert calls is not None
-        # Never race a heartbeat: its "keep invisible" must not land after our 0. Wait
-        # for one in progress, but never so long that the call misses the deadline.
-        grace = self._grace
-        left = grace.remaining() if grace is not None and grace.stopping else float("inf")
-        got = self._hb_lock.acquire(timeout=min(_HEARTBEAT_LOCK_WAIT, left / 4))
-        try:
-            calls.set_visibility(messages, seconds, why=why)
-        finally:
-            if got:
-                self._hb_lock.release()
-        if got:
-            return
-        # A slow heartbeat call was in progress: ours went first so as not to miss the
-        # deadline, but the heartbeat's may land after it. Say it again once that is over.
-        left = grace.remaining() if grace is not None and grace.stopping else 30.0
-        if self._hb_lock.acquire(timeout=max(0.0, left - 0.5)):
-            try:
-                calls.set_visibility(messages, seconds, why=why + " (after a slow heartbeat)")
-            finally:
-                self._hb_lock.release()
-
-    def _put_back(self, items: Sequence[Held], *, why: str) -> None:
-        """Visibility 0: redelivered at once, to any worker; never a message no longer ours."""
-        now = time.monotonic()
-        lost = [h for h in items if h.expired(now)]
-        if lost:
-            # Another worker may hold it now: making it visible would hand it to a third.
-            _log.warning(
-                "sqs.not_put_back",
-                why=why,
-                message_ids=[h.message.message_id for h in lost],
-                hint="its visibility timeout ran out while held (heartbeat failed?)",
-            )
-        messages = [h.message for h in items if not h.expired(now)]
-        if not messages:
-            return
-        self._set_visibility(messages, 0, why=why)
-        self._count("put_back", len(messages))
-        _log.info("sqs.put_back", why=why, message_ids=[m.message_id for m in messages])
-
-    def _heartbeat(self) -> None:
-        s = self.settings
-        calls = self._calls
-        assert calls is not None
-        while not self._hb_stop.wait(s.heartbeat_every):
-            with self._hb_lock:
-                if self._hb_stop.is_set():
-                    return
-                now = time.monotonic()
-                for h in self._ledger.expire(now):
-                    _log.warning(
-                        "sqs.visibility_lost",
-                        message_id=h.message.message_id,
-                        status=h.status.value,
-                        hint="its visibility timeout ran out (heartbeat failed?): another "
-                        "worker may have it; this one will neither start it nor give it back",
-                    )
-                live = self._ledger.live()
-                if live:
-                    failed = calls.set_visibility(
-                        [h.message for h in live],
-                        s.visibility_timeout,
-                        why="heartbeat",
-                        still_held=self._ledger.holds,
-                    )
-                    gone = {id(m) for m in failed}
-                    ok = [h for h in live if id(h.message) not in gone]
-                    self._ledger.renew(ok, now, time.monotonic(), s.visibility_timeout)
-                    self._count("heartbeats")
-
     def _give_back_all(self) -> None:
         """The shutdown hook (after the drain): give back every message still held."""
-        self._hb_stop.set()
+        self._keep().stop.set()
         waiting = self._ledger.give_back(Status.WAITING)
         running = self._ledger.give_back(Status.RUNNING)
         now = time.monotonic()
@@ -436,5 +365,5 @@ class SQSConsumer:
                 hint="its handler did not finish within the drain; given back for redelivery",
             )
         self._count("abandoned", len(running))
-        self._put_back(waiting + running, why="shutdown")
+        self._keep().put_back(waiting + running, why="shutdown")
         _log.info("sqs.stopped", **self.statistics())
