@@ -270,3 +270,21 @@ def test_heartbeat_racing_a_delete_is_not_an_error(
     with capture_logs() as logs:
         assert calls.set_visibility([m], 30, why="heartbeat", still_held=lambda _: True) == [m]
     assert [e["event"] for e in logs] == ["sqs.visibility_failed"]
+
+
+def test_system_attributes_are_asked_for_in_a_way_old_botocore_accepts() -> None:
+    from spotgrace.sqs._calls import system_attributes_param
+
+    # ReceiveMessage's parameters in botocore 1.34.0 (boto3 1.34.0, allowed by the
+    # extra's boto3>=1.34): no MessageSystemAttributeNames, which failed every receive.
+    old = ["QueueUrl", "AttributeNames", "MessageAttributeNames", "MaxNumberOfMessages",
+           "VisibilityTimeout", "WaitTimeSeconds", "ReceiveRequestAttemptId"]  # fmt: skip
+    assert system_attributes_param(old) == "AttributeNames"
+    import boto3
+
+    members = (
+        boto3.client("sqs", region_name="us-east-1")
+        .meta.service_model.operation_model("ReceiveMessage")
+        .input_shape.members
+    )
+    assert system_attributes_param(members) == "MessageSystemAttributeNames"

@@ -60,6 +60,17 @@ def make_clients(wait_time: int, pool: int, region: str | None) -> tuple[Any, An
     return poll, control
 
 
+def system_attributes_param(members: Iterable[str]) -> str:
+    """The ``ReceiveMessage`` parameter that asks for system attributes.
+
+    ``MessageSystemAttributeNames`` since botocore 1.34.6x; before it (boto3 1.34.0,
+    which the extra allows), only the now deprecated ``AttributeNames``, and
+    the newer name fails validation on every receive.
+    """
+    new = "MessageSystemAttributeNames"
+    return new if new in members else "AttributeNames"
+
+
 def _chunks(items: Sequence[Message], size: int = 10) -> Iterable[Sequence[Message]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -72,6 +83,8 @@ class SQSCalls:
         self.queue_url = queue_url
         self.poll = poll
         self.control = control
+        receive = poll.meta.service_model.operation_model("ReceiveMessage")
+        self._attrs_param = system_attributes_param(receive.input_shape.members)
 
     def receive(self, count: int, wait: int, visibility: int) -> list[dict[str, Any]]:
         """One ``ReceiveMessage``: up to ``count`` messages, waiting up to ``wait`` s."""
@@ -80,7 +93,7 @@ class SQSCalls:
             MaxNumberOfMessages=count,
             WaitTimeSeconds=wait,
             VisibilityTimeout=visibility,
-            MessageSystemAttributeNames=_ATTRIBUTES,
+            **{self._attrs_param: _ATTRIBUTES},
             MessageAttributeNames=["All"],
         )
         messages: list[dict[str, Any]] = reply.get("Messages", [])
