@@ -113,9 +113,11 @@ def test_slow_heartbeat_cannot_undo_the_put_back(
     job = {"job": 1, "seconds": 600, "steps": 6000}  # checks message.stopping every 0.1 s
     sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(job))
     with FaultProxy(sqs.meta.endpoint_url) as proxy:
-        proxy.delay_heartbeats = 3.0  # longer than the put-back waits for a heartbeat
+        # Longer than the put-back waits for a heartbeat (2 s); short enough next to the
+        # 12 s visibility (a beat every 4 s) that every beat still renews it in time.
+        proxy.delay_heartbeats = 3.0
         a = _worker(procs, {**aws_env, "AWS_ENDPOINT_URL": proxy.url}, queue, tmp_path / "r",
-                    "--visibility-timeout", "9", "--wait-time", "1",
+                    "--visibility-timeout", "12", "--wait-time", "1",
                     "--checkpoint-dir", str(tmp_path / "ckpt"))  # fmt: skip
         a.wait_for_line("job 1 started", timeout=20)
         assert proxy.holding.wait(20), a.output()  # a heartbeat call is held right now
