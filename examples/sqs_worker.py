@@ -117,6 +117,8 @@ class Jobs:
             raise RuntimeError(f"job {job['job']} cannot be processed")
         seconds = float(job.get("seconds", self.args.work_seconds))
         steps = int(job.get("steps") or 1)
+        if seconds >= 1:  # a long job: say so (the tests wait for it)
+            print(f"job {job['job']} started", flush=True)
         start = 0
         if self.args.checkpoint_dir is not None and steps > 1:
             saved = message.load_checkpoint()

@@ -8,17 +8,30 @@ get fake credentials and the endpoint, so nothing can reach AWS.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
 
-__all__ = ["FAKE_AWS", "aws_env_fixture", "make_queue", "moto_endpoint_fixture", "sqs_client"]
+__all__ = [
+    "FAKE_AWS",
+    "FaultProxy",
+    "aws_env_fixture",
+    "make_queue",
+    "moto_endpoint_fixture",
+    "sqs_client",
+]
 
 #: Fake credentials and a region; config files pointed nowhere; no instance metadata.
 FAKE_AWS = {
@@ -95,4 +108,98 @@ def sqs_client(endpoint: str) -> Any:
 def make_queue(client: Any, prefix: str = "q", **attributes: str) -> str:
     """A new queue with a unique name; returns its URL."""
     name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    if attributes.get("FifoQueue") == "true":
+        name += ".fifo"  # SQS requires it of a FIFO queue's name
     return str(client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+
+
+class FaultProxy:
+    """An HTTP proxy on 127.0.0.1 in front of the moto server, for SQS faults.
+
+    Forwards every request. ``fail_heartbeats`` set: ``ChangeMessageVisibility``
+    (batch or not) calls that *extend* visibility (> 0 s) get a 503, as when
+    SQS cannot be reached; put-backs (0 s) still pass. ``delay_heartbeats`` > 0:
+    those calls are held that many seconds before being forwarded (a slow
+    endpoint). ``refused`` and ``delayed`` count them. ``delay_deliveries`` > 0:
+    a ``ReceiveMessage`` reply that carries messages is held that many seconds
+    after moto answered (a slow network or server: the visibility clock runs
+    meanwhile). Use as a context manager.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream)
+        self.fail_heartbeats = threading.Event()
+        self.delay_heartbeats = 0.0
+        self.delay_deliveries = 0.0
+        #: Set while a delayed heartbeat call is held.
+        self.holding = threading.Event()
+        self.refused = 0
+        self.delayed = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _is_heartbeat(self, target: str, body: bytes) -> bool:
+        if "ChangeMessageVisibility" not in target:
+            return False
+        data = json.loads(body or b"{}")
+        entries = data.get("Entries") or [data]
+        return any(int(e.get("VisibilityTimeout", 0)) > 0 for e in entries)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy._is_heartbeat(self.headers.get("X-Amz-Target", ""), body):
+                    if proxy.fail_heartbeats.is_set():
+                        proxy.refused += 1
+                        self._reply(503, [], b'{"__type":"ServiceUnavailable","message":"fault"}')
+                        return
+                    if proxy.delay_heartbeats > 0:
+                        proxy.delayed += 1
+                        proxy.holding.set()
+                        time.sleep(proxy.delay_heartbeats)
+                        proxy.holding.clear()
+                up = http.client.HTTPConnection(
+                    proxy.upstream.hostname, proxy.upstream.port, timeout=60
+                )
+                skip = ("host", "connection")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                try:
+                    up.request("POST", self.path, body, headers)
+                    r = up.getresponse()
+                    out = r.read()
+                    if proxy.delay_deliveries > 0 and b'"Messages"' in out:
+                        time.sleep(proxy.delay_deliveries)
+                    self._reply(r.status, r.getheaders(), out)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (its process ended)
+                finally:
+                    up.close()
+
+            def _reply(self, status: int, headers: list[tuple[str, str]], out: bytes) -> None:
+                self.send_response(status)
+                drop = ("transfer-encoding", "connection", "content-length", "server", "date")
+                for k, v in headers:
+                    if k.lower() not in drop:
+                        self.send_header(k, v)
+                if not any(k.lower() == "content-type" for k, _ in headers):
+                    self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        return Handler

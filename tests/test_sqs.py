@@ -79,6 +79,15 @@ def test_wait_time_must_fit_in_half_the_budget() -> None:
         ({"visibility_timeout": 43201}, spotgrace.ConfigError),
         ({"visibility_timeout": 30, "heartbeat_interval": 30}, spotgrace.ConfigError),
         ({"heartbeat_interval": float("nan")}, spotgrace.ConfigError),
+        ({"heartbeat_interval": float("inf")}, spotgrace.ConfigError),
+        ({"heartbeat_interval": -1}, spotgrace.ConfigError),
+        ({"visibility_timeout": 30, "heartbeat_interval": 29}, spotgrace.ConfigError),
+        ({"visibility_timeout": -5}, spotgrace.ConfigError),
+        ({"wait_time_seconds": -1}, spotgrace.ConfigError),
+        (
+            {"max_receive_count": 3, "dead_letter_queue_url": "https://sqs.example/1/q"},
+            spotgrace.ConfigError,
+        ),  # the queue itself
         ({"heartbeat_interval": "5"}, TypeError),
         ({"max_receive_count": 5}, spotgrace.ConfigError),  # no dead-letter queue
         ({"retry_delay": -1}, spotgrace.ConfigError),
@@ -102,6 +111,7 @@ def test_consumer_arguments_are_checked() -> None:
 def test_heartbeat_defaults_to_a_third_of_the_visibility_timeout() -> None:
     assert ConsumerSettings(visibility_timeout=30).heartbeat_every == 10
     assert ConsumerSettings(visibility_timeout=30, heartbeat_interval=4).heartbeat_every == 4
+    assert ConsumerSettings(visibility_timeout=30, heartbeat_interval=15).heartbeat_every == 15
 
 
 def test_message_fields_and_checkpoint(tmp_path: Path) -> None:
@@ -222,3 +232,59 @@ def test_missing_redrive_policy_is_a_warning(moto_endpoint: str, aws_env: dict[s
     events = [e["event"] for e in logs]
     assert "sqs.no_dead_letter" in events
     assert events.index("sqs.started") < events.index("sqs.stopped")
+
+
+def test_ledger_renews_only_on_a_heartbeat_back_before_the_visibility_ran_out() -> None:
+    ledger = Ledger()
+    (h,) = ledger.add([Message(_raw(1))], visible_until=10.0)
+    ledger.renew([h], sent=9.0, done=10.5, timeout=30)  # back too late: may have landed late
+    assert h.visible_until == 10.0
+    assert [x.message.message_id for x in ledger.expire(10.6)] == ["m1"]
+    assert h.lost
+    assert h.expired()
+    assert ledger.live() == []
+    assert not ledger.start(h), "a message no longer ours must not start"
+    (g,) = ledger.add([Message(_raw(2))], visible_until=10.0)
+    ledger.renew([g], sent=9.0, done=9.5, timeout=30)
+    assert g.visible_until == 39.0
+    assert ledger.expire(20.0) == []
+
+
+@pytest.mark.slow
+def test_heartbeat_racing_a_delete_is_not_an_error(
+    moto_endpoint: str, aws_env: dict[str, str]
+) -> None:
+    from structlog.testing import capture_logs
+
+    from spotgrace.sqs._calls import SQSCalls
+
+    sqs = sqs_client(moto_endpoint)
+    queue = make_queue(sqs)
+    sqs.send_message(QueueUrl=queue, MessageBody="x")
+    m = Message(sqs.receive_message(QueueUrl=queue, VisibilityTimeout=30)["Messages"][0])
+    calls = SQSCalls(queue, sqs, sqs)
+    assert calls.delete(m)
+    with capture_logs() as logs:
+        assert calls.set_visibility([m], 30, why="heartbeat", still_held=lambda _: False) == [m]
+    assert logs == []  # deleted meanwhile: nothing to report
+    with capture_logs() as logs:
+        assert calls.set_visibility([m], 30, why="heartbeat", still_held=lambda _: True) == [m]
+    assert [e["event"] for e in logs] == ["sqs.visibility_failed"]
+
+
+def test_system_attributes_are_asked_for_in_a_way_old_botocore_accepts() -> None:
+    from spotgrace.sqs._calls import system_attributes_param
+
+    # ReceiveMessage's parameters in botocore 1.34.0 (boto3 1.34.0, allowed by the
+    # extra's boto3>=1.34): no MessageSystemAttributeNames, which failed every receive.
+    old = ["QueueUrl", "AttributeNames", "MessageAttributeNames", "MaxNumberOfMessages",
+           "VisibilityTimeout", "WaitTimeSeconds", "ReceiveRequestAttemptId"]  # fmt: skip
+    assert system_attributes_param(old) == "AttributeNames"
+    import boto3
+
+    members = (
+        boto3.client("sqs", region_name="us-east-1")
+        .meta.service_model.operation_model("ReceiveMessage")
+        .input_shape.members
+    )
+    assert system_attributes_param(members) == "MessageSystemAttributeNames"

@@ -160,10 +160,10 @@ def test_heartbeat_keeps_a_long_message_invisible(
 ) -> None:
     queue = make_queue(sqs)
     results = tmp_path / "r"
-    _produce(aws_env, queue, "--count", "1", "--seconds", "7")
+    _produce(aws_env, queue, "--count", "1", "--seconds", "5.5")
     a = _worker(procs, aws_env, queue, results, "--visibility-timeout", "2", "--wait-time", "1")
     _wait_for(lambda: _counts(sqs, queue)[1] == 1, 10, "the message in flight")
-    end = time.monotonic() + 5  # 2.5 visibility timeouts
+    end = time.monotonic() + 4  # 2 visibility timeouts
     while time.monotonic() < end:
         got = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0, VisibilityTimeout=0)
         assert not got.get("Messages"), "the message became visible while being processed"
@@ -183,7 +183,8 @@ def test_never_returning_handler_is_gone_before_stop_timeout_and_named(
     stop_timeout = 6.0
     a = _worker(procs, aws_env, queue, tmp_path / "r", "--visibility-timeout", "60",
                 "--wait-time", "1", stop_timeout=stop_timeout)  # fmt: skip
-    _wait_for(lambda: _counts(sqs, queue)[1] == 1, 10, "the message in flight")
+    # Started, not only received (one received but not started is given back at once).
+    a.wait_for_line("job 0 started", timeout=20)
     sent = a.signal(signal.SIGTERM)
     code = a.finish(timeout=20)
     took = time.monotonic() - sent
@@ -234,11 +235,11 @@ def test_checkpoint_hand_off_resumes_on_the_next_worker(
 ) -> None:
     queue = make_queue(sqs)
     results, ckpt = tmp_path / "r", tmp_path / "ckpt"
-    _produce(aws_env, queue, "--count", "1", "--seconds", "6", "--steps", "12")
+    _produce(aws_env, queue, "--count", "1", "--seconds", "3", "--steps", "12")
     common = ("--visibility-timeout", "60", "--wait-time", "1", "--checkpoint-dir", str(ckpt))
     a = _worker(procs, aws_env, queue, results, "--name", "a", *common)
-    _wait_for(lambda: _counts(sqs, queue)[1] == 1, 10, "the message in flight")
-    time.sleep(1.5)  # a few steps
+    a.wait_for_line("job 0 started", timeout=20)
+    time.sleep(0.8)  # a few steps
     a.signal(signal.SIGTERM)
     assert a.finish(timeout=20) == 0, a.output()
     handed = [line for line in a.printed() if "handed off at step" in line]

@@ -9,7 +9,7 @@ put-back past the deadline.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import boto3
@@ -60,6 +60,17 @@ def make_clients(wait_time: int, pool: int, region: str | None) -> tuple[Any, An
     return poll, control
 
 
+def system_attributes_param(members: Iterable[str]) -> str:
+    """The ``ReceiveMessage`` parameter that asks for system attributes.
+
+    ``MessageSystemAttributeNames`` since botocore 1.34.6x; before it (boto3 1.34.0,
+    which the extra allows), only the now deprecated ``AttributeNames``, and
+    the newer name fails validation on every receive.
+    """
+    new = "MessageSystemAttributeNames"
+    return new if new in members else "AttributeNames"
+
+
 def _chunks(items: Sequence[Message], size: int = 10) -> Iterable[Sequence[Message]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -72,6 +83,8 @@ class SQSCalls:
         self.queue_url = queue_url
         self.poll = poll
         self.control = control
+        receive = poll.meta.service_model.operation_model("ReceiveMessage")
+        self._attrs_param = system_attributes_param(receive.input_shape.members)
 
     def receive(self, count: int, wait: int, visibility: int) -> list[dict[str, Any]]:
         """One ``ReceiveMessage``: up to ``count`` messages, waiting up to ``wait`` s."""
@@ -80,7 +93,7 @@ class SQSCalls:
             MaxNumberOfMessages=count,
             WaitTimeSeconds=wait,
             VisibilityTimeout=visibility,
-            MessageSystemAttributeNames=_ATTRIBUTES,
+            **{self._attrs_param: _ATTRIBUTES},
             MessageAttributeNames=["All"],
         )
         messages: list[dict[str, Any]] = reply.get("Messages", [])
@@ -98,9 +111,18 @@ class SQSCalls:
         return True
 
     def set_visibility(
-        self, messages: Sequence[Message], seconds: int, *, why: str
+        self,
+        messages: Sequence[Message],
+        seconds: int,
+        *,
+        why: str,
+        still_held: Callable[[Message], bool] | None = None,
     ) -> list[Message]:
-        """``ChangeMessageVisibilityBatch`` in chunks of 10; returns the messages it failed for."""
+        """``ChangeMessageVisibilityBatch`` in chunks of 10; returns the messages it failed for.
+
+        ``still_held``: a message it says False for (deleted or given back while the
+        call was on its way, as when a heartbeat races a delete) fails quietly.
+        """
         failed: list[Message] = []
         for chunk in _chunks(messages):
             entries = [
@@ -123,6 +145,8 @@ class SQSCalls:
             for err in reply.get("Failed", []):
                 m = chunk[int(err["Id"])]
                 failed.append(m)
+                if still_held is not None and not still_held(m):
+                    continue
                 _log.error(
                     "sqs.visibility_failed",
                     why=why,

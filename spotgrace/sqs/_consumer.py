@@ -14,7 +14,8 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -25,6 +26,7 @@ from ._calls import CALL_ERRORS, SQSCalls, make_clients
 from ._ledger import Held, Ledger, Status
 from ._message import Message, PutBack
 from ._settings import ConsumerSettings
+from ._visibility import Keeper
 
 if TYPE_CHECKING:
     from spotgrace.checkpoint import CheckpointStore
@@ -38,8 +40,9 @@ Handler = Callable[[Message], object]
 #: the connections it needs; alongside checkpointed()'s final save.
 HOOK_ORDER = -100
 
-#: How long the shutdown's put-back waits for a heartbeat call in progress.
-_HEARTBEAT_LOCK_WAIT = 2.0
+#: Seconds a received message may have been on its way to us: its visibility
+#: clock is taken to have started that much before the reply arrived.
+_REPLY_MARGIN = 0.25
 
 _log = structlog.get_logger("spotgrace.sqs")
 
@@ -76,14 +79,18 @@ class SQSConsumer:
         self.queue_url = queue_url
         self.handler = handler
         self.settings = ConsumerSettings(**settings)
+        if self.settings.dead_letter_queue_url == queue_url:
+            raise spotgrace.ConfigError("dead_letter_queue_url must not be the queue itself")
         self._client = client
         self._region = region_name
         self._store = checkpoint
         self._checkpoint_prefix = "sqs:" + queue_url.rstrip("/").rsplit("/", 1)[-1]
         self._ledger = Ledger()
-        self._work: queue.SimpleQueue[Held | None] = queue.SimpleQueue()
-        self._hb_stop = threading.Event()
-        self._hb_lock = threading.Lock()
+        #: FIFO queue: the messages of a message group run one after another, in order.
+        self._fifo = queue_url.rstrip("/").endswith(".fifo")
+        #: One item per message, or per message group in one receive on a FIFO queue.
+        self._work: queue.SimpleQueue[list[Held] | None] = queue.SimpleQueue()
+        self._keeper: Keeper | None = None
         self._stats_lock = threading.Lock()
         self._stats = dict.fromkeys(
             (
@@ -129,6 +136,10 @@ class SQSConsumer:
         with self._stats_lock:
             self._stats[key] += n
 
+    def _keep(self) -> Keeper:
+        assert self._keeper is not None, "run() sets it up"
+        return self._keeper
+
     def _run(self, grace: spotgrace.Grace) -> dict[str, int]:
         if self._ran:
             raise spotgrace.StateError("an SQSConsumer runs once")
@@ -141,11 +152,12 @@ class SQSConsumer:
             poll, control = make_clients(wait, s.concurrency + 2, self._region)
             self._calls = SQSCalls(self.queue_url, poll, control)
         self._grace = grace
+        self._keeper = Keeper(self._calls, self._ledger, s, grace, self._count)
         self._check_queue()
         grace.on_shutdown(order=HOOK_ORDER, name="sqs: give back messages")(self._give_back_all)
         for i in range(s.concurrency):
             self._daemon(self._worker, f"sqs-handler-{i}")
-        self._daemon(self._heartbeat, "sqs-heartbeat")
+        self._daemon(self._keeper.heartbeat, "sqs-heartbeat")
 
         def wake_on_notice() -> None:
             grace.wait()
@@ -159,12 +171,13 @@ class SQSConsumer:
             wait_time_seconds=wait,
             visibility_timeout=s.visibility_timeout,
             heartbeat_every=round(s.heartbeat_every, 3),
+            fifo=self._fifo,
         )
         try:
             self._poll_loop(grace, wait)
         finally:
             waiting = self._ledger.give_back(Status.WAITING)
-            self._put_back([h.message for h in waiting], why="received, not started")
+            self._keep().put_back(waiting, why="received, not started")
             for _ in range(s.concurrency):
                 self._work.put(None)
         return self.statistics()
@@ -184,6 +197,7 @@ class SQSConsumer:
             # The poll counts as in flight: the drain waits for it (at most one
             # poll), so what it brings back is given back, not left invisible.
             with grace.inflight():
+                asked = time.monotonic()
                 try:
                     raw = calls.receive(min(s.batch_size, room), wait, s.visibility_timeout)
                 except CALL_ERRORS as exc:
@@ -192,16 +206,33 @@ class SQSConsumer:
                     grace.wait(1.0)
                     continue
                 if not raw:
+                    if wait == 0:  # short polling: an empty queue must not make a busy loop
+                        grace.wait(1.0)
                     continue
+                # SQS starts the visibility timer when it picks the messages. A long poll
+                # returns as soon as it has some, so that is just before the reply left:
+                # count from then, less a margin for the reply's way here. A poll that
+                # overran its wait was slow to answer: count from when it was asked.
+                now = time.monotonic()
+                since = asked if now - asked > wait else max(asked, now - _REPLY_MARGIN)
                 msgs = [self._message(r) for r in raw]
                 self._count("received", len(msgs))
-                held = self._ledger.add(msgs)
+                held = self._ledger.add(msgs, visible_until=since + s.visibility_timeout)
                 if stopping():
                     back = [h for h in held if self._ledger.give_back_one(h)]
-                    self._put_back([h.message for h in back], why="received after the notice")
+                    self._keep().put_back(back, why="received after the notice")
                     break
-                for h in held:
-                    self._work.put(h)
+                for item in self._dispatch(held):
+                    self._work.put(item)
+
+    def _dispatch(self, held: list[Held]) -> list[list[Held]]:
+        """Work items: one per message; on a FIFO queue one per message group, in order."""
+        if not self._fifo:
+            return [[h] for h in held]
+        groups: dict[str, list[Held]] = {}
+        for h in held:
+            groups.setdefault(h.message.attributes.get("MessageGroupId", ""), []).append(h)
+        return list(groups.values())
 
     def _message(self, raw: dict[str, Any]) -> Message:
         return Message(
@@ -238,23 +269,34 @@ class SQSConsumer:
         me = threading.current_thread()
         base = me.name
         while True:
-            held = self._work.get()
-            if held is None:
+            item = self._work.get()
+            if item is None:
                 return
-            # In flight before it starts, so the drain cannot miss it.
-            with grace.inflight():
-                if grace.stopping or not self._ledger.start(held):
-                    if self._ledger.give_back_one(held):
-                        self._put_back([held.message], why="received, not started")
-                    continue
-                # The watchdog's report lists thread names: name the message.
-                me.name = f"{base} message={held.message.message_id}"
-                try:
-                    self._handle(held)
-                finally:
-                    me.name = base
+            for i, held in enumerate(item):
+                # In flight before it starts, so the drain cannot miss it.
+                with grace.inflight():
+                    if grace.stopping or not self._ledger.start(held):
+                        done = False
+                        if self._ledger.give_back_one(held):
+                            self._keep().put_back([held], why="received, not started")
+                    else:
+                        # The watchdog's report lists thread names: name the message.
+                        me.name = f"{base} message={held.message.message_id}"
+                        try:
+                            done = self._handle(held)
+                        finally:
+                            me.name = base
+                if not done and i + 1 < len(item):
+                    # FIFO: the rest of its group must not overtake it; SQS keeps the
+                    # group back while this one is invisible, and redelivers in order.
+                    rest = [h for h in item[i + 1 :] if self._ledger.give_back_one(h)]
+                    self._keep().put_back(
+                        rest, why="an earlier message of its group did not finish"
+                    )
+                    break
 
-    def _handle(self, held: Held) -> None:
+    def _handle(self, held: Held) -> bool:
+        """Run the handler; True if the message is done with (deleted or dead-lettered)."""
         m = held.message
         calls = self._calls
         assert calls is not None
@@ -269,73 +311,48 @@ class SQSConsumer:
                     receive_count=m.receive_count,
                     dead_letter_queue=s.dead_letter_queue_url,
                 )
-            return
+                return True
+            return False
         try:
             self.handler(m)
         except PutBack:
             if self._ledger.release(held):
-                self._put_back([m], why="handed off by the handler")
-            return
+                self._keep().put_back([held], why="handed off by the handler")
+            return False
         except BaseException as exc:  # a handler thread must survive its handler
             self._count("failed")
+            # The traceback as text: a structured one (structlog's dict_tracebacks)
+            # would carry the frames' local variables, i.e. message bodies and
+            # whatever the handler held (tokens, signed requests), into the log.
             _log.error(
                 "sqs.handler_failed",
                 message_id=m.message_id,
                 receive_count=m.receive_count,
                 error=repr(exc),
-                exc_info=exc,
+                traceback="".join(traceback.format_exception(exc)),
             )
-            if self._ledger.release(held) and s.retry_delay is not None:
-                self._set_visibility([m], s.retry_delay, why="retry delay")
-            return
-        late = not self._ledger.release(held)
-        if late:
+            released = self._ledger.release(held)
+            if released and s.retry_delay is not None and not held.expired():
+                self._keep().set_visibility([m], s.retry_delay, why="retry delay")
+            return False
+        if not self._ledger.release(held):
             # Given back at the deadline, then finished: the work is done, so
             # delete it anyway (another worker may have it: a duplicate, allowed).
             _log.warning("sqs.finished_after_give_back", message_id=m.message_id)
+        elif held.expired():
+            # Its visibility ran out while it ran: another worker may have it (a
+            # duplicate, allowed); SQS may refuse or ignore this old receipt handle.
+            _log.warning("sqs.finished_after_visibility_lost", message_id=m.message_id)
         if calls.delete(m):
             self._count("processed")
             if self._store is not None:
                 with contextlib.suppress(Exception):
                     m.clear_checkpoint()
-
-    # ------------------------------------------------------------------ visibility
-
-    def _set_visibility(self, messages: Sequence[Message], seconds: int, *, why: str) -> None:
-        calls = self._calls
-        assert calls is not None
-        # Never race a heartbeat: its "keep invisible" must not land after our 0.
-        got = self._hb_lock.acquire(timeout=_HEARTBEAT_LOCK_WAIT)
-        try:
-            calls.set_visibility(messages, seconds, why=why)
-        finally:
-            if got:
-                self._hb_lock.release()
-
-    def _put_back(self, messages: Sequence[Message], *, why: str) -> None:
-        """Visibility 0: redelivered at once, to any worker."""
-        if not messages:
-            return
-        self._set_visibility(messages, 0, why=why)
-        self._count("put_back", len(messages))
-        _log.info("sqs.put_back", why=why, message_ids=[m.message_id for m in messages])
-
-    def _heartbeat(self) -> None:
-        s = self.settings
-        calls = self._calls
-        assert calls is not None
-        while not self._hb_stop.wait(s.heartbeat_every):
-            with self._hb_lock:
-                if self._hb_stop.is_set():
-                    return
-                live = [h.message for h in self._ledger.live()]
-                if live:
-                    calls.set_visibility(live, s.visibility_timeout, why="heartbeat")
-                    self._count("heartbeats")
+        return True
 
     def _give_back_all(self) -> None:
         """The shutdown hook (after the drain): give back every message still held."""
-        self._hb_stop.set()
+        self._keep().stop.set()
         waiting = self._ledger.give_back(Status.WAITING)
         running = self._ledger.give_back(Status.RUNNING)
         now = time.monotonic()
@@ -348,5 +365,5 @@ class SQSConsumer:
                 hint="its handler did not finish within the drain; given back for redelivery",
             )
         self._count("abandoned", len(running))
-        self._put_back([h.message for h in waiting + running], why="shutdown")
+        self._keep().put_back(waiting + running, why="shutdown")
         _log.info("sqs.stopped", **self.statistics())

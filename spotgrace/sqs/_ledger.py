@@ -7,6 +7,11 @@ shutdown giving its message back cannot both act on it::
     WAITING ──start──▶ RUNNING ──finish──▶ (gone: deleted, failed, put back)
        │                  │
        └──return──▶ RETURNED   └──abandon──▶ ABANDONED (handler still running)
+
+Apart from the state, each message has a deadline: when its visibility runs
+out (as far as this worker knows: from the receive, renewed by each heartbeat
+that succeeded). Past it the message may be another worker's: it is *lost*
+to this one, which then neither heartbeats it, nor starts it, nor gives it back.
 """
 
 from __future__ import annotations
@@ -40,6 +45,14 @@ class Held:
     received_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     thread: str | None = None
+    #: Monotonic time its visibility runs out, as far as this worker knows.
+    visible_until: float = float("inf")
+    #: Its visibility ran out while held: another worker may have it now.
+    lost: bool = False
+
+    def expired(self, now: float | None = None) -> bool:
+        """True once the visibility may have run out: the message may be another worker's."""
+        return self.lost or (time.monotonic() if now is None else now) >= self.visible_until
 
 
 class Ledger:
@@ -53,10 +66,10 @@ class Ledger:
         with self._cond:
             return len(self._held)
 
-    def add(self, messages: list[Message]) -> list[Held]:
-        """Hold newly received messages (WAITING)."""
+    def add(self, messages: list[Message], visible_until: float = float("inf")) -> list[Held]:
+        """Hold newly received messages (WAITING), invisible to others until ``visible_until``."""
         with self._cond:
-            items = [Held(m) for m in messages]
+            items = [Held(m, visible_until=visible_until) for m in messages]
             for h in items:
                 self._held[h.message.receipt_handle] = h
             return items
@@ -64,7 +77,7 @@ class Ledger:
     def start(self, held: Held) -> bool:
         """WAITING → RUNNING; False if the message was given back meanwhile."""
         with self._cond:
-            if held.status is not Status.WAITING:
+            if held.status is not Status.WAITING or held.expired():
                 return False
             held.status = Status.RUNNING
             held.started_at = time.monotonic()
@@ -100,9 +113,35 @@ class Ledger:
             return True
 
     def live(self) -> list[Held]:
-        """Messages whose visibility must be kept up: WAITING and RUNNING."""
+        """Messages whose visibility must be kept up: WAITING and RUNNING, not lost."""
         with self._cond:
-            return list(self._held.values())
+            return [h for h in self._held.values() if not h.lost]
+
+    def expire(self, now: float) -> list[Held]:
+        """Mark lost every held message whose visibility ran out by ``now``; those newly lost."""
+        with self._cond:
+            gone = [h for h in self._held.values() if not h.lost and now >= h.visible_until]
+            for h in gone:
+                h.lost = True
+            return gone
+
+    def renew(self, items: list[Held], sent: float, done: float, timeout: int) -> None:
+        """A heartbeat call sent at ``sent`` succeeded at ``done`` for ``items``.
+
+        It counts only for a message whose visibility had not run out by ``done``: a
+        call that lands late may have come after SQS gave the message to another
+        worker (which SQS, or moto, may not refuse), so such a message stays due
+        to be found lost.
+        """
+        with self._cond:
+            for h in items:
+                if not h.lost and done < h.visible_until:
+                    h.visible_until = max(h.visible_until, sent + timeout)
+
+    def holds(self, message: Message) -> bool:
+        """True while ``message`` (this delivery of it) is held."""
+        with self._cond:
+            return self._held.get(message.receipt_handle) is not None
 
     def wait_room(self, limit: int, stop: Callable[[], bool]) -> int:
         """Block until fewer than ``limit`` are held (or ``stop()``); the room there is."""

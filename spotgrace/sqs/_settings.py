@@ -52,7 +52,7 @@ class ConsumerSettings:
     #: Visibility timeout set on receive and renewed by the heartbeat; also how
     #: late a message is after a crash or ``kill -9``.
     visibility_timeout: int = 30
-    #: Seconds between heartbeats; ``None``: a third of ``visibility_timeout``.
+    #: Seconds between heartbeats, at most half ``visibility_timeout``; ``None``: a third.
     heartbeat_interval: float | None = None
     #: Visibility set after the handler raised (a retry delay); ``None``: left as
     #: it is, so the message comes back when its visibility timeout runs out.
@@ -74,10 +74,11 @@ class ConsumerSettings:
             hb = self.heartbeat_interval
             if isinstance(hb, bool) or not isinstance(hb, int | float):
                 raise TypeError(f"heartbeat_interval must be a number, not {type(hb).__name__}")
-            if not (0 < hb < self.visibility_timeout) or math.isnan(hb):
+            if not (0 < hb <= self.visibility_timeout / 2) or math.isnan(hb):
                 raise ConfigError(
-                    f"heartbeat_interval must be more than 0 and less than visibility_timeout "
-                    f"({self.visibility_timeout} s), got {hb!r}"
+                    f"heartbeat_interval must be more than 0 and at most half the "
+                    f"visibility_timeout ({self.visibility_timeout} s), got {hb!r}: a heartbeat "
+                    f"that fails once must leave time for the next before the message reappears"
                 )
         if self.retry_delay is not None:
             _int("retry_delay", self.retry_delay, 0, MAX_VISIBILITY)
