@@ -61,11 +61,26 @@ def child_budget(stop_timeout: float, margin: float) -> dict[str, str]:
     margin for it), so the app's watchdog reports what is stuck and exits
     before the supervisor's SIGKILL, never after.
     """
-    child = stop_timeout - margin
+    # Whole milliseconds, rounded down: never a budget longer than the supervisor's
+    # (``:g`` would round 3599.9995 up to 3600).
+    child = max(0.001, _floor_ms(stop_timeout - margin))
+    # The default margin is at least 0.5 s, which a child budget of 0.5 s or less
+    # (``--stop-timeout 0.6``) cannot hold: the app would fail at start with a
+    # ConfigError about a SPOTGRACE_MARGIN its user never set. Keep half instead.
+    child_margin = _floor_ms(min(default_margin(child), child / 2))
     return {
-        "SPOTGRACE_STOP_TIMEOUT": f"{child:g}",
-        "SPOTGRACE_MARGIN": f"{default_margin(child):g}",
+        "SPOTGRACE_STOP_TIMEOUT": _decimal(child),
+        "SPOTGRACE_MARGIN": _decimal(child_margin),
     }
+
+
+def _floor_ms(seconds: float) -> float:
+    return math.floor(round(seconds * 1000, 6)) / 1000
+
+
+def _decimal(seconds: float) -> str:
+    """``seconds`` as a plain decimal to the millisecond: ``0.05``, ``27``, never ``1e-07``."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,12 +39,20 @@ EXIT_INCOMPLETE = 75
 
 
 def system_exit_code(exc: SystemExit) -> int:
-    """The status the interpreter exits with for ``exc`` (``sys.exit("msg")`` is 1)."""
+    """The status a parent sees when the interpreter exits for ``exc``.
+
+    ``sys.exit(None)`` is 0, ``sys.exit("msg")`` 1, and an int is cut to its
+    low 8 bits as POSIX ``exit()`` does: ``sys.exit(300)`` is seen as 44,
+    ``sys.exit(-1)`` as 255, ``sys.exit(256)`` as 0 (an int too large for a C
+    ``long`` as 255, like the interpreter).
+    """
     code = exc.code
     if code is None:
         return 0
-    if isinstance(code, int) and not isinstance(code, bool):
-        return code
+    if isinstance(code, bool):
+        return int(code)
+    if isinstance(code, int):
+        return code & 0xFF if -(2**63) <= code < 2**63 else 255
     return 1
 
 
@@ -98,6 +106,8 @@ class Verdict:
         with self._lock:
             if isinstance(exc, SystemExit):
                 code, why = system_exit_code(exc), f"the app raised SystemExit({exc.code!r})"
+                if isinstance(exc.code, int) and code != exc.code:
+                    why += f", which the OS reports as {code}"
             elif self._incomplete:
                 code, why = EXIT_INCOMPLETE, "work not done: " + "; ".join(self._incomplete)
             elif unclean := self._unclean(outcome, exc):
@@ -116,8 +126,9 @@ def apply_policy(
     if policy == "auto":
         return code, why
     if policy == "signal":
-        sig = 0 if signal_code is None else signal_code
-        return sig, f"exit_code=signal ({why})"
+        if signal_code is None:  # a watch notice: no signal to die of, so the verdict
+            return code, f"exit_code=signal, but no signal came ({why})"
+        return signal_code, f"exit_code=signal ({why})"
     if policy == "return":  # pragma: no cover - the block returns instead
         return code, why
     return int(policy), f"exit_code={policy} ({why})"

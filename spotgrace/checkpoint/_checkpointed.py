@@ -15,6 +15,7 @@ from collections.abc import (
     Callable,
     Generator,
     Iterable,
+    Sized,
 )
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -182,6 +183,12 @@ class Checkpointed(Generic[T]):
     def _should_stop(self) -> bool:
         if self._grace is not None and self._grace.stopping:
             self._progress.stopped = True
+            # The last item finished just as the shutdown came: the work is done,
+            # not "retry me". Only a source that knows its length can say so
+            # without taking another item.
+            items = self._items
+            if isinstance(items, Sized) and self._progress.position >= len(items):
+                self._progress.complete = True
             return True
         return False
 

@@ -1,0 +1,55 @@
+"""Edge rows of the exit-code table found in review: prints "ready", then waits.
+
+python exits_review_app.py MODE [CHECKPOINT_PATH]
+"""
+
+import os
+import signal
+import sys
+import threading
+
+from _out import say
+
+import spotgrace
+from spotgrace.checkpoint import FileCheckpoint, checkpointed
+
+spotgrace.configure_json_logging(stream=sys.stdout)
+MODE = sys.argv[1]
+BUDGET = {"stop_timeout": 6.0, "margin": 1.0}
+
+
+async def exits_75_after_the_signal(grace: spotgrace.AsyncGrace) -> str:
+    say("ready")
+    await grace.wait()
+    sys.exit(75)  # the app's own "retry me", from run()'s main
+
+
+def sync_mode() -> None:
+    policy = "signal" if MODE == "signal-policy-notice" else "auto"
+    with spotgrace.graceful(**BUDGET, exit_code=policy) as grace:  # type: ignore[arg-type]
+        if MODE == "signal-policy-notice":
+            grace.on_shutdown(lambda: 1 / 0, name="broken")
+            # An early-warning notice: the platform wants the process gone, no signal came.
+            threading.Timer(0.2, grace.request_shutdown, kwargs={"source": "watch"}).start()
+        say("ready")
+        if MODE == "checkpoint-last":
+            store = FileCheckpoint(sys.argv[2])
+            for item in checkpointed(range(5), store, key="job", every=1, grace=grace):
+                if item == 4:  # the signal comes while the last item is in hand
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    grace.wait(10)
+            return
+        grace.wait()
+        if MODE == "sys-exit-300":
+            sys.exit(300)
+    say("after-block")
+
+
+if MODE == "run-sys-exit":
+    spotgrace.run(exits_75_after_the_signal, **BUDGET)
+elif MODE == "plain":
+    with spotgrace.graceful() as grace:
+        say(f"ready stop_timeout={grace.options.stop_timeout:g} margin={grace.options.margin:g}")
+        grace.wait()
+else:
+    sync_mode()
