@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
+from spotgrace import ConfigError
 from spotgrace._cli._doctor import run_checks
 from spotgrace._core import _envcheck
 from spotgrace._core._config import child_budget, resolve_options
@@ -141,3 +142,11 @@ def test_a_lock_file_owned_by_another_user_is_refused_at_once(tmp_path: Path) ->
         store.save("job", {"position": 1, "complete": False})
     with pytest.raises(CheckpointPathError, match="owned by uid 65534"):
         FileCheckpoint(tmp_path / "ck.json")
+
+
+@pytest.mark.parametrize("keyword", ["exit_code", "watchdog_exit_code"])
+@pytest.mark.parametrize("value", [1.5, 124.9, 75.0])
+def test_an_exit_code_that_is_not_a_whole_number_is_refused(keyword: str, value: float) -> None:
+    # Before: int() truncated it: exit_code=1.5 exited 1, watchdog_exit_code=124.9 exited 124.
+    with pytest.raises(ConfigError, match=f"{keyword} .* must be an exit code 0-255"):
+        resolve_options(environ={}, **{keyword: value})

@@ -164,10 +164,11 @@ def _exit_code(name: str, raw: object, where: str, *, allow_signal: bool) -> Exi
     ):
         word = raw.strip().lower()
         return "auto" if word == "auto" else "signal" if word == "signal" else "return"
-    if isinstance(raw, bool):
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        # int(1.5) would be 1: a code that is not a whole number is a mistake, not a 1.
         raise ConfigError(f"{where} must be an exit code 0-255, got {raw!r}")
     try:
-        code = int(str(raw).strip()) if isinstance(raw, str) else int(raw)  # type: ignore[call-overload]
+        code = int(raw.strip()) if isinstance(raw, str) else raw
     except (TypeError, ValueError):
         extra = ', "auto", "signal" or "return"' if allow_signal else ""
         raise ConfigError(f"{where} must be an exit code 0-255{extra}, got {raw!r}") from None
