@@ -70,6 +70,17 @@ def test_checkpointed_loop_that_finished_at_the_signal_is_done_not_retry(tmp_pat
     assert FileCheckpoint(path).load("job") == {"position": 5, "complete": True}
 
 
+def test_a_checkpoint_stopped_then_finished_in_the_same_process_is_not_retried(
+    tmp_path: Path,
+) -> None:
+    # Before: the first iteration's "incomplete" mark stuck to the grace, and a
+    # later SIGTERM exited 75 "stopped at position 3" for a job that was complete.
+    code, proc = _run("resumed-in-process", str(tmp_path / "ck.json"))
+    assert "ready {'complete': True, 'position': 10}" in proc.printed(), proc.output()
+    assert code == 0, proc.output()
+    assert proc.event("shutdown.exit")["why"] == "clean and finished"
+
+
 @pytest.mark.parametrize(
     ("stop_timeout", "margin"),
     [(0.6, 0.5), (1, 0.5), (10, 9.5), (0.502, 0.5), (30, 3), (120, 5), (3600, 0.0004)],

@@ -69,17 +69,27 @@ class Verdict:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._incomplete: list[str] = []
+        # What is not done, by what it is (a reason, or "checkpoint:<key>"): the
+        # latest word on each, so a checkpoint finished later no longer counts.
+        self._incomplete: dict[str, str] = {}
         self._late: list[str] = []
         #: The code and the reason decided when the block ended (None before).
         self.code: int | None = None
         self.why: str | None = None
 
-    def mark_incomplete(self, reason: str) -> None:
-        """Record work interrupted before it was done (the "retry me" code)."""
+    def mark_incomplete(self, reason: str, *, key: str | None = None) -> None:
+        """Record work interrupted before it was done (the "retry me" code).
+
+        ``key`` names the work (a checkpoint); a later mark of the same key
+        replaces this one, and :meth:`mark_done` withdraws it.
+        """
         with self._lock:
-            if reason not in self._incomplete:
-                self._incomplete.append(reason)
+            self._incomplete[reason if key is None else key] = reason
+
+    def mark_done(self, key: str) -> None:
+        """The work ``key`` was marked incomplete, and has since been finished."""
+        with self._lock:
+            self._incomplete.pop(key, None)
 
     def late_hook(self, name: str) -> None:
         """Record a hook registered after the cleanup ran: it never ran."""
@@ -109,7 +119,10 @@ class Verdict:
                 if isinstance(exc.code, int) and code != exc.code:
                     why += f", which the OS reports as {code}"
             elif self._incomplete:
-                code, why = EXIT_INCOMPLETE, "work not done: " + "; ".join(self._incomplete)
+                code, why = (
+                    EXIT_INCOMPLETE,
+                    "work not done: " + "; ".join(self._incomplete.values()),
+                )
             elif unclean := self._unclean(outcome, exc):
                 code, why = EXIT_UNCLEAN, "not clean: " + "; ".join(unclean)
             else:

@@ -31,7 +31,8 @@ def sync_mode() -> None:
             grace.on_shutdown(lambda: 1 / 0, name="broken")
             # An early-warning notice: the platform wants the process gone, no signal came.
             threading.Timer(0.2, grace.request_shutdown, kwargs={"source": "watch"}).start()
-        say("ready")
+        if MODE != "resumed-in-process":
+            say("ready")
         if MODE == "checkpoint-last":
             store = FileCheckpoint(sys.argv[2])
             for item in checkpointed(range(5), store, key="job", every=1, grace=grace):
@@ -39,6 +40,14 @@ def sync_mode() -> None:
                     os.kill(os.getpid(), signal.SIGTERM)
                     grace.wait(10)
             return
+        if MODE == "resumed-in-process":
+            store = FileCheckpoint(sys.argv[2])
+            for item in checkpointed(range(10), store, key="job", every=1, grace=grace):
+                if item == 3:
+                    break  # stopped midway (marked incomplete)...
+            for _item in checkpointed(range(10), store, key="job", every=1, grace=grace):
+                pass  # ...then resumed and finished by this same process
+            say(f"ready {store.load('job')}")
         grace.wait()
         if MODE == "sys-exit-300":
             sys.exit(300)
