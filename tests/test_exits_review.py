@@ -108,6 +108,30 @@ def test_spotgrace_run_with_a_short_stop_timeout_starts_a_spotgrace_child() -> N
     assert code == 0, proc.output()
 
 
+def test_spotgrace_run_child_starts_with_a_drain_delay_the_supervisor_accepted() -> None:
+    # SPOTGRACE_DRAIN_DELAY=2.4 fits the supervisor's 3 - 0.5 = 2.5 s, not the
+    # child's 2.5 - 0.5 = 2 s. Before: the child failed at start (exit 1).
+    supervisor = [sys.executable, "-m", "spotgrace", "run", "--stop-timeout", "3", "--"]
+    proc = start(APP, "plain", prefix=supervisor, env={"SPOTGRACE_DRAIN_DELAY": "2.4"})
+    try:
+        proc.wait_for_line("ready")
+        proc.signal(signal.SIGTERM)
+        code = proc.finish(timeout=30)
+    finally:
+        kill_quietly(proc)
+    assert code == 0, proc.output()
+    started = [e for e in proc.events() if e["event"] == "shutdown.started" and "drain_delay" in e]
+    # Half the child's budget: what the lame duck is capped at on a plain SIGTERM anyway.
+    assert started[0]["drain_delay"] == 1.0, proc.output()
+
+
+def test_child_budget_lowers_only_a_drain_delay_the_child_cannot_hold() -> None:
+    assert "SPOTGRACE_DRAIN_DELAY" not in child_budget(30, 3, {"SPOTGRACE_DRAIN_DELAY": "12"})
+    env = {"SPOTGRACE_DRAIN_DELAY": "25"}
+    child = resolve_options(environ={**env, **child_budget(30, 3, env)}, warn=False)
+    assert (child.stop_timeout, child.margin, child.drain_delay) == (27, 2.7, 12.15)
+
+
 def _variables_spotgrace_reads() -> set[str]:
     names: set[str] = set()
     for path in SOURCE.rglob("*.py"):

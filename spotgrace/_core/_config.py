@@ -53,13 +53,18 @@ def default_margin(stop_timeout: float) -> float:
     return min(5.0, max(0.5, 0.1 * stop_timeout))
 
 
-def child_budget(stop_timeout: float, margin: float) -> dict[str, str]:
+def child_budget(
+    stop_timeout: float, margin: float, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The ``SPOTGRACE_*`` budget for a program run under a supervisor of that budget.
 
     ``spotgrace run`` SIGKILLs its child at ``stop_timeout - margin``; a
     spotgrace app under it gets that as its own stop timeout (and the default
     margin for it), so the app's watchdog reports what is stuck and exits
-    before the supervisor's SIGKILL, never after.
+    before the supervisor's SIGKILL, never after. A ``SPOTGRACE_DRAIN_DELAY``
+    in ``environ`` (default: this process's) that the child's smaller budget
+    cannot hold is lowered to half of it, which is what the lame duck is capped
+    at on a plain SIGTERM anyway: the child would otherwise refuse to start.
     """
     # Whole milliseconds, rounded down: never a budget longer than the supervisor's
     # (``:g`` would round 3599.9995 up to 3600).
@@ -68,10 +73,16 @@ def child_budget(stop_timeout: float, margin: float) -> dict[str, str]:
     # (``--stop-timeout 0.6``) cannot hold: the app would fail at start with a
     # ConfigError about a SPOTGRACE_MARGIN its user never set. Keep half instead.
     child_margin = _floor_ms(min(default_margin(child), child / 2))
-    return {
+    budget = {
         "SPOTGRACE_STOP_TIMEOUT": _decimal(child),
         "SPOTGRACE_MARGIN": _decimal(child_margin),
     }
+    env = os.environ if environ is None else environ
+    picked = _pick("drain_delay", None, env, _seconds_parser(), {})
+    half = _floor_ms((child - child_margin) / 2)
+    if picked is not None and picked[0] > half:
+        budget["SPOTGRACE_DRAIN_DELAY"] = _decimal(half)
+    return budget
 
 
 def _floor_ms(seconds: float) -> float:
