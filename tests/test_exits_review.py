@@ -44,6 +44,15 @@ def test_run_honours_mains_own_sys_exit_after_a_signal() -> None:
     assert not [e for e in proc.events() if e["event"] == "shutdown.body_failed"]
 
 
+def test_async_block_honours_a_tasks_own_sys_exit_after_a_signal() -> None:
+    # Plain asyncio.run() exits 75 here. Before: the block, cancelled by
+    # asyncio.run()'s teardown, raised SystemExit(70) over the app's own 75.
+    code, proc = _run("task-sys-exit")
+    assert code == 75, proc.output()
+    event = proc.event("shutdown.exit")
+    assert (event["code"], event["why"]) == (75, "the app raised SystemExit(75)")
+
+
 def test_sys_exit_out_of_range_states_the_code_the_os_reports() -> None:
     # Before: shutdown.exit said code=300 while the parent saw 44.
     code, proc = _run("sys-exit-300")

@@ -299,11 +299,26 @@ class Graceful:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        exc = _escaped_exit(exc)
         self._close_begin(exc)
         await self._c.finish(self._c.registries())
         if self._watcher is not None:
             await self._watcher.aclose()
         return self._close_end(exc)
+
+
+def _escaped_exit(exc: BaseException | None) -> BaseException | None:
+    """The app's ``sys.exit(n)`` in another task, if that is why the body was cancelled.
+
+    A task that raises SystemExit re-raises it out of the event loop;
+    ``asyncio.run()`` then cancels the remaining tasks, this block's included,
+    while the SystemExit is still being handled, so it is the CancelledError's
+    context. The block honours it like its own: it exits with the app's code
+    and the SystemExit goes on, rather than raising SystemExit(70) over it.
+    """
+    if isinstance(exc, asyncio.CancelledError) and isinstance(exc.__context__, SystemExit):
+        return exc.__context__
+    return exc
 
 
 def graceful(

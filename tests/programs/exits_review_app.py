@@ -3,6 +3,7 @@
 python exits_review_app.py MODE [CHECKPOINT_PATH]
 """
 
+import asyncio
 import os
 import signal
 import sys
@@ -22,6 +23,19 @@ async def exits_75_after_the_signal(grace: spotgrace.AsyncGrace) -> str:
     say("ready")
     await grace.wait()
     sys.exit(75)  # the app's own "retry me", from run()'s main
+
+
+async def worker_exits_75(grace: spotgrace.AsyncGrace) -> None:
+    await grace.wait()
+    sys.exit(75)  # the app's own "retry me", from a task of the block
+
+
+async def block_with_a_task_that_exits() -> None:
+    async with spotgrace.graceful(**BUDGET) as grace:  # type: ignore[arg-type]
+        task = asyncio.create_task(worker_exits_75(grace))
+        say("ready")
+        await asyncio.sleep(60)
+    del task
 
 
 def sync_mode() -> None:
@@ -56,6 +70,8 @@ def sync_mode() -> None:
 
 if MODE == "run-sys-exit":
     spotgrace.run(exits_75_after_the_signal, **BUDGET)
+elif MODE == "task-sys-exit":
+    asyncio.run(block_with_a_task_that_exits())
 elif MODE == "plain":
     with spotgrace.graceful() as grace:
         say(f"ready stop_timeout={grace.options.stop_timeout:g} margin={grace.options.margin:g}")
