@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._core._config import Options, resolve_options
-from .._core._envcheck import KNOWN_VARIABLES
+from .._core._envcheck import KNOWN_PREFIXES, KNOWN_VARIABLES, is_known
 from .._core._errors import ConfigError
 from .._supervisor._probes import describe_pid1, get_json
 
@@ -278,14 +278,15 @@ def _check_stop_timeout(env: Mapping[str, str], metadata: Check) -> Check:
 
 def _check_variables(env: Mapping[str, str]) -> Check:
     known = sorted(KNOWN_VARIABLES)
-    unknown = sorted(k for k in env if k.startswith("SPOTGRACE_") and k not in KNOWN_VARIABLES)
+    unknown = sorted(k for k in env if k.startswith("SPOTGRACE_") and not is_known(k))
     if unknown:
         hints = {u: difflib.get_close_matches(u, known, n=1, cutoff=0.75) for u in unknown}
         named = [f"{u} (did you mean {h[0]}?)" if h else u for u, h in hints.items()]
         return Check(
             "variables",
             "warning",
-            f"spotgrace does not know {', '.join(named)}; ignored. Known: {', '.join(known)}.",
+            f"spotgrace does not know {', '.join(named)}; ignored. Known: {', '.join(known)}"
+            f", {', '.join(p + '*' for p in KNOWN_PREFIXES)}.",
             {"unknown": unknown, "did_you_mean": {u: h[0] for u, h in hints.items() if h}},
         )
     return Check("variables", "ok", "Every SPOTGRACE_* variable set is one spotgrace reads.")

@@ -53,19 +53,45 @@ def default_margin(stop_timeout: float) -> float:
     return min(5.0, max(0.5, 0.1 * stop_timeout))
 
 
-def child_budget(stop_timeout: float, margin: float) -> dict[str, str]:
+def child_budget(
+    stop_timeout: float, margin: float, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The ``SPOTGRACE_*`` budget for a program run under a supervisor of that budget.
 
     ``spotgrace run`` SIGKILLs its child at ``stop_timeout - margin``; a
     spotgrace app under it gets that as its own stop timeout (and the default
     margin for it), so the app's watchdog reports what is stuck and exits
-    before the supervisor's SIGKILL, never after.
+    before the supervisor's SIGKILL, never after. A ``SPOTGRACE_DRAIN_DELAY``
+    in ``environ`` (default: this process's) that the child's smaller budget
+    cannot hold is lowered to half of it, which is what the lame duck is capped
+    at on a plain SIGTERM anyway: the child would otherwise refuse to start.
     """
-    child = stop_timeout - margin
-    return {
-        "SPOTGRACE_STOP_TIMEOUT": f"{child:g}",
-        "SPOTGRACE_MARGIN": f"{default_margin(child):g}",
+    # Whole milliseconds, rounded down: never a budget longer than the supervisor's
+    # (``:g`` would round 3599.9995 up to 3600).
+    child = max(0.001, _floor_ms(stop_timeout - margin))
+    # The default margin is at least 0.5 s, which a child budget of 0.5 s or less
+    # (``--stop-timeout 0.6``) cannot hold: the app would fail at start with a
+    # ConfigError about a SPOTGRACE_MARGIN its user never set. Keep half instead.
+    child_margin = _floor_ms(min(default_margin(child), child / 2))
+    budget = {
+        "SPOTGRACE_STOP_TIMEOUT": _decimal(child),
+        "SPOTGRACE_MARGIN": _decimal(child_margin),
     }
+    env = os.environ if environ is None else environ
+    picked = _pick("drain_delay", None, env, _seconds_parser(), {})
+    half = _floor_ms((child - child_margin) / 2)
+    if picked is not None and picked[0] > half:
+        budget["SPOTGRACE_DRAIN_DELAY"] = _decimal(half)
+    return budget
+
+
+def _floor_ms(seconds: float) -> float:
+    return math.floor(round(seconds * 1000, 6)) / 1000
+
+
+def _decimal(seconds: float) -> str:
+    """``seconds`` as a plain decimal to the millisecond: ``0.05``, ``27``, never ``1e-07``."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,10 +175,11 @@ def _exit_code(name: str, raw: object, where: str, *, allow_signal: bool) -> Exi
     ):
         word = raw.strip().lower()
         return "auto" if word == "auto" else "signal" if word == "signal" else "return"
-    if isinstance(raw, bool):
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        # int(1.5) would be 1: a code that is not a whole number is a mistake, not a 1.
         raise ConfigError(f"{where} must be an exit code 0-255, got {raw!r}")
     try:
-        code = int(str(raw).strip()) if isinstance(raw, str) else int(raw)  # type: ignore[call-overload]
+        code = int(raw.strip()) if isinstance(raw, str) else raw
     except (TypeError, ValueError):
         extra = ', "auto", "signal" or "return"' if allow_signal else ""
         raise ConfigError(f"{where} must be an exit code 0-255{extra}, got {raw!r}") from None

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import structlog
 
-__all__ = ["KNOWN_VARIABLES", "check_unknown", "warn_once"]
+__all__ = ["KNOWN_PREFIXES", "KNOWN_VARIABLES", "check_unknown", "is_known", "warn_once"]
 
 #: Every ``SPOTGRACE_*`` variable spotgrace reads; any other one is warned about
 #: at start (a typo would otherwise be ignored in silence). A module that starts
@@ -39,6 +39,17 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(
     }
 )
 
+#: Name spaces of subsystems that read and check variables of their own: the
+#: fleet companion reads ``SPOTGRACE_FLEET_*`` (``spotgrace.fleet``, which
+#: validates them itself). A variable under one of these is never "unknown" here.
+KNOWN_PREFIXES: tuple[str, ...] = ("SPOTGRACE_FLEET_",)
+
+
+def is_known(name: str) -> bool:
+    """Whether spotgrace reads the ``SPOTGRACE_*`` variable ``name`` somewhere."""
+    return name in KNOWN_VARIABLES or name.startswith(KNOWN_PREFIXES)
+
+
 _log = structlog.get_logger("spotgrace")
 _warned: set[tuple[str, ...]] = set()
 _warned_lock = threading.Lock()
@@ -56,7 +67,7 @@ def warn_once(event: str, key: tuple[str, ...], **fields: object) -> None:
 def check_unknown(environ: Mapping[str, str]) -> None:
     """Warn about each ``SPOTGRACE_*`` name in ``environ`` that spotgrace does not read."""
     for name in sorted(environ):
-        if not name.startswith("SPOTGRACE_") or name in KNOWN_VARIABLES:
+        if not name.startswith("SPOTGRACE_") or is_known(name):
             continue
         close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]}?" if close else ""

@@ -20,7 +20,7 @@ from .._core._signals import Handler, install, restore
 from .._core._threads import start_daemon
 from .._core._watchdog import flush_logs
 from ._early_warning import make_watcher
-from ._verdict import Verdict, apply_policy, system_exit_code
+from ._verdict import Verdict, apply_policy
 
 if TYPE_CHECKING:
     from ..watch._watcher import Watcher
@@ -205,8 +205,8 @@ class Graceful:
         if exc is None or isinstance(exc, ShutdownInterrupt):
             c.begin(source="exit", reason="the block ended", sig=None, within=None)
         elif isinstance(exc, SystemExit):  # the app's own exit: honoured, not a failure
-            code = system_exit_code(exc)
-            c.begin(source="exit", reason=f"the app called sys.exit({code})", sig=None, within=None)
+            reason = f"the app called sys.exit({exc.code!r})"
+            c.begin(source="exit", reason=reason, sig=None, within=None)
         elif not c.begin(source="error", reason=f"the block raised {exc!r}", sig=None, within=None):
             # The shutdown was already under way: the exit policy may replace the
             # exception with SystemExit, so it must at least be in the log.
@@ -299,11 +299,26 @@ class Graceful:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        exc = _escaped_exit(exc)
         self._close_begin(exc)
         await self._c.finish(self._c.registries())
         if self._watcher is not None:
             await self._watcher.aclose()
         return self._close_end(exc)
+
+
+def _escaped_exit(exc: BaseException | None) -> BaseException | None:
+    """The app's ``sys.exit(n)`` in another task, if that is why the body was cancelled.
+
+    A task that raises SystemExit re-raises it out of the event loop;
+    ``asyncio.run()`` then cancels the remaining tasks, this block's included,
+    while the SystemExit is still being handled, so it is the CancelledError's
+    context. The block honours it like its own: it exits with the app's code
+    and the SystemExit goes on, rather than raising SystemExit(70) over it.
+    """
+    if isinstance(exc, asyncio.CancelledError) and isinstance(exc.__context__, SystemExit):
+        return exc.__context__
+    return exc
 
 
 def graceful(

@@ -44,7 +44,7 @@ def run(
     async def runner() -> _T | None:
         async with graceful(**options) as grace:
             aw = main if inspect.iscoroutine(main) else main(grace)
-            task: asyncio.Future[_T] = asyncio.ensure_future(aw)
+            task: asyncio.Future[_T] = asyncio.ensure_future(_contained(aw))
             stop: asyncio.Future[Any] = asyncio.ensure_future(grace.wait())
             try:
                 both: set[asyncio.Future[Any]] = {task, stop}
@@ -55,10 +55,36 @@ def run(
                 await _drain_then_cancel(grace._c, task)
             if task.cancelled():
                 return None
+            escaped = task.exception()
+            if isinstance(escaped, _Escaped):
+                # ``main``'s own sys.exit(n) / KeyboardInterrupt, raised in the block
+                # as if ``main`` ran there: the verdict honours it like the with block's.
+                raise escaped.inner.with_traceback(escaped.inner.__traceback__)
             return task.result()
         return None  # pragma: no cover - the block above always returns or raises
 
     return asyncio.run(runner())
+
+
+class _Escaped(Exception):
+    """Carries ``main``'s SystemExit or KeyboardInterrupt out of its task."""
+
+    def __init__(self, inner: BaseException) -> None:
+        super().__init__(repr(inner))
+        self.inner = inner
+
+
+async def _contained(aw: Awaitable[_T]) -> _T:
+    """Await ``main`` in its task without letting SystemExit escape the event loop.
+
+    A task that raises SystemExit or KeyboardInterrupt re-raises it out of the
+    loop, which then cancels everything, the ``graceful()`` block included: the
+    block would see a CancelledError and exit 70 instead of the app's own code.
+    """
+    try:
+        return await aw
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _Escaped(exc) from None
 
 
 async def _drain_then_cancel(c: Coordinator, task: asyncio.Future[Any]) -> None:

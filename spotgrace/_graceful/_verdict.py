@@ -39,12 +39,20 @@ EXIT_INCOMPLETE = 75
 
 
 def system_exit_code(exc: SystemExit) -> int:
-    """The status the interpreter exits with for ``exc`` (``sys.exit("msg")`` is 1)."""
+    """The status a parent sees when the interpreter exits for ``exc``.
+
+    ``sys.exit(None)`` is 0, ``sys.exit("msg")`` 1, and an int is cut to its
+    low 8 bits as POSIX ``exit()`` does: ``sys.exit(300)`` is seen as 44,
+    ``sys.exit(-1)`` as 255, ``sys.exit(256)`` as 0 (an int too large for a C
+    ``long`` as 255, like the interpreter).
+    """
     code = exc.code
     if code is None:
         return 0
-    if isinstance(code, int) and not isinstance(code, bool):
-        return code
+    if isinstance(code, bool):
+        return int(code)
+    if isinstance(code, int):
+        return code & 0xFF if -(2**63) <= code < 2**63 else 255
     return 1
 
 
@@ -61,17 +69,27 @@ class Verdict:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._incomplete: list[str] = []
+        # What is not done, by what it is (a reason, or "checkpoint:<key>"): the
+        # latest word on each, so a checkpoint finished later no longer counts.
+        self._incomplete: dict[str, str] = {}
         self._late: list[str] = []
         #: The code and the reason decided when the block ended (None before).
         self.code: int | None = None
         self.why: str | None = None
 
-    def mark_incomplete(self, reason: str) -> None:
-        """Record work interrupted before it was done (the "retry me" code)."""
+    def mark_incomplete(self, reason: str, *, key: str | None = None) -> None:
+        """Record work interrupted before it was done (the "retry me" code).
+
+        ``key`` names the work (a checkpoint); a later mark of the same key
+        replaces this one, and :meth:`mark_done` withdraws it.
+        """
         with self._lock:
-            if reason not in self._incomplete:
-                self._incomplete.append(reason)
+            self._incomplete[reason if key is None else key] = reason
+
+    def mark_done(self, key: str) -> None:
+        """The work ``key`` was marked incomplete, and has since been finished."""
+        with self._lock:
+            self._incomplete.pop(key, None)
 
     def late_hook(self, name: str) -> None:
         """Record a hook registered after the cleanup ran: it never ran."""
@@ -98,8 +116,13 @@ class Verdict:
         with self._lock:
             if isinstance(exc, SystemExit):
                 code, why = system_exit_code(exc), f"the app raised SystemExit({exc.code!r})"
+                if isinstance(exc.code, int) and code != exc.code:
+                    why += f", which the OS reports as {code}"
             elif self._incomplete:
-                code, why = EXIT_INCOMPLETE, "work not done: " + "; ".join(self._incomplete)
+                code, why = (
+                    EXIT_INCOMPLETE,
+                    "work not done: " + "; ".join(self._incomplete.values()),
+                )
             elif unclean := self._unclean(outcome, exc):
                 code, why = EXIT_UNCLEAN, "not clean: " + "; ".join(unclean)
             else:
@@ -116,8 +139,9 @@ def apply_policy(
     if policy == "auto":
         return code, why
     if policy == "signal":
-        sig = 0 if signal_code is None else signal_code
-        return sig, f"exit_code=signal ({why})"
+        if signal_code is None:  # a watch notice: no signal to die of, so the verdict
+            return code, f"exit_code=signal, but no signal came ({why})"
+        return signal_code, f"exit_code=signal ({why})"
     if policy == "return":  # pragma: no cover - the block returns instead
         return code, why
     return int(policy), f"exit_code={policy} ({why})"

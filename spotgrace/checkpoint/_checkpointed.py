@@ -15,6 +15,7 @@ from collections.abc import (
     Callable,
     Generator,
     Iterable,
+    Sized,
 )
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -182,14 +183,31 @@ class Checkpointed(Generic[T]):
     def _should_stop(self) -> bool:
         if self._grace is not None and self._grace.stopping:
             self._progress.stopped = True
+            # The last item finished just as the shutdown came: the work is done,
+            # not "retry me". Only a source that knows its length can say so
+            # without taking another item.
+            items = self._items
+            if isinstance(items, Sized) and self._progress.position >= len(items):
+                self._progress.complete = True
             return True
         return False
 
     def _mark_incomplete(self) -> None:
-        """An iteration that did not reach its end: the job is not done ("retry me")."""
+        """An iteration that did not reach its end: the job is not done ("retry me").
+
+        One that did (perhaps resuming an earlier one of this grace that
+        stopped midway) withdraws that earlier mark: the job is done now.
+        """
         p = self._progress
-        if self._grace is not None and not p.complete:
-            self._grace.mark_incomplete(f"checkpoint {p.key!r} stopped at position {p.position}")
+        if self._grace is None:
+            return
+        verdict, key = self._grace._v, f"checkpoint:{p.key}"
+        if p.complete:
+            verdict.mark_done(key)
+        else:
+            verdict.mark_incomplete(
+                f"checkpoint {p.key!r} stopped at position {p.position}", key=key
+            )
 
     def _install_hook(self) -> None:
         grace, progress = self._grace, self._progress
@@ -220,6 +238,7 @@ class Checkpointed(Generic[T]):
         p = self._progress
         p.begin(p.store.load(p.key))
         if p.complete:
+            self._mark_incomplete()  # done: withdraws a mark of an earlier iteration
             p.finished()
             return
         self._install_hook()
@@ -259,6 +278,7 @@ class Checkpointed(Generic[T]):
         p = self._progress
         p.begin(await p.store.aload(p.key))
         if p.complete:
+            self._mark_incomplete()  # done: withdraws a mark of an earlier iteration
             p.finished()
             return
         self._install_hook()

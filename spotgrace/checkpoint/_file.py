@@ -120,6 +120,7 @@ class FileCheckpoint(SyncCheckpointStore):
         except OSError as exc:
             raise CheckpointPathError(f"{where}: cannot open its lock file: {exc}") from exc
         try:
+            self._check_lock_file(fd)
             end = time.monotonic() + _LOCK_WAIT_SECONDS
             while True:
                 try:
@@ -135,6 +136,38 @@ class FileCheckpoint(SyncCheckpointStore):
             yield
         finally:
             os.close(fd)  # releases the lock
+
+    def _check_lock_file(self, fd: int) -> None:
+        """Refuse a lock file this user does not own, as the checkpoint file itself is.
+
+        Another user who may create files in the directory (a shared, sticky
+        one) could otherwise plant it, hold it, and stall every save for the
+        whole lock wait, at shutdown too; root would not even be refused the open.
+        """
+        st = os.fstat(fd)
+        name = self._lock_path.name
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointPathError(f"{self._path}: its lock file {name} is not a regular file")
+        if st.st_uid != os.geteuid():
+            raise CheckpointPathError(
+                f"{self._path}: its lock file {name} is owned by uid {st.st_uid}, "
+                "not by this user; remove it if it is stale"
+            )
+
+    def _check_existing_lock(self) -> None:
+        """A lock file already there must be ours: say so at start, not at the first save."""
+        try:
+            fd = os.open(
+                self._lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            )
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise CheckpointPathError(f"{self._path}: cannot open its lock file: {exc}") from exc
+        try:
+            self._check_lock_file(fd)
+        finally:
+            os.close(fd)
 
     def _make_safe(self) -> None:
         where = os.fspath(self._path)
@@ -152,6 +185,7 @@ class FileCheckpoint(SyncCheckpointStore):
             )
         if not os.access(self._dir, os.W_OK | os.X_OK):
             raise CheckpointPathError(f"{where}: {self._dir} is not writable by this process")
+        self._check_existing_lock()
         try:
             st = os.lstat(self._path)
         except FileNotFoundError:
