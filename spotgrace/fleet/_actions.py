@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from spotgrace import ConfigError
+
 from ._aws import Ecs, Messenger, ServiceView
 from ._config import Action, FleetConfig, ServiceRef
 from ._errors import FleetError
@@ -67,6 +69,9 @@ class Companion:
             return [{"kind": ev.kind.value, "result": "ignored"}]
         if ev.cluster is None:
             raise ValueError(f"{ev.kind.value} event {ev.event_id!r} has no detail.clusterArn")
+        foreign = self._foreign(ev)
+        if foreign is not None:
+            return [self._ignored(ev, None, foreign)]
         service = ev.service
         if ev.kind is EventKind.INTERRUPTION:
             if ev.task_arn is None:
@@ -77,7 +82,10 @@ class Companion:
                     service = group.removeprefix("service:")
         if service is None:
             return [self._ignored(ev, None, "not a service's task")]
-        ref = ServiceRef(ev.cluster, service)
+        try:
+            ref = ServiceRef(ev.cluster, service)
+        except ConfigError:  # not an ECS name, so none of ours: ignore, don't fail
+            return [self._ignored(ev, None, "service not managed")]
         if ref not in self.config.services:
             return [self._ignored(ev, ref, "service not managed")]
         keys = [f"event#{ev.event_id}"] if ev.event_id else []
@@ -87,6 +95,25 @@ class Companion:
         if ev.kind is EventKind.PLACEMENT_FAILURE:
             return [self._once(ev, ref, keys, lambda: self._placement_failure(ref, ev))]
         return [self._once(ev, ref, keys, lambda: self._reconcile(ref, ev))]
+
+    def _foreign(self, ev: FleetEvent) -> str | None:
+        """Why the event's cluster is not ours (another region or account), else None.
+
+        A same-named cluster elsewhere must not be acted on here (a central event
+        bus, a cross-account rule, or an event fed to ``spotgrace fleet handle``).
+        """
+        detail = ev.raw.get("detail")
+        arn = detail.get("clusterArn") if isinstance(detail, Mapping) else None
+        parts = arn.split(":") if isinstance(arn, str) else []
+        if len(parts) < 6:
+            return None
+        region, account = parts[3], parts[4]
+        ours = self.ecs.client.meta.region_name
+        if ours and region != ours:
+            return f"cluster in region {region!r}, not {ours!r}"
+        if self.config.account_id is not None and account != self.config.account_id:
+            return f"cluster in account {account!r}, not {self.config.account_id!r}"
+        return None
 
     def _tick(self, ev: FleetEvent) -> list[Result]:
         """Reconcile every managed service; one failing service does not stop the others,
@@ -112,7 +139,16 @@ class Companion:
     def _ignored(self, ev: FleetEvent, ref: ServiceRef | None, why: str) -> Result:
         result = {"kind": ev.kind.value, "service": str(ref) if ref else None}
         result |= {"result": "ignored", "reason": why}
-        self.log.info(f"ignored: {why}", event_id=ev.event_id, task_arn=ev.task_arn, **result)
+        self.log.info(
+            f"ignored: {why}",
+            event_id=ev.event_id,
+            task_arn=ev.task_arn,
+            cluster=ref.cluster if ref else None,
+            service=ref.service if ref else None,
+            kind=ev.kind.value,
+            result="ignored",
+            reason=why,
+        )
         return result
 
     def _once(
@@ -131,7 +167,11 @@ class Companion:
                     f"duplicate {what} ({claim.value})",
                     event_id=ev.event_id,
                     task_arn=ev.task_arn,
-                    **result,
+                    cluster=ref.cluster,
+                    service=ref.service,
+                    action="none",
+                    kind=ev.kind.value,
+                    result=result["result"],
                 )
                 return result
             held.append(key)

@@ -16,22 +16,26 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from ._actions import Companion
-from ._aws import AwsClients, Ecs, Messenger, make_clients
+from ._aws import AwsClients, Ecs, Messenger, make_clients, retry_logger
 from ._config import Action, FleetConfig
+from ._events import classify
 from ._log import JsonLog
-from ._state import DynamoStore, MemoryStore, StateStore
+from ._state import DryRunStore, DynamoStore, MemoryStore, StateStore
 
 __all__ = ["handle_event", "handler"]
 
 
 def _store(config: FleetConfig, clients: AwsClients, dry_run: bool, log: JsonLog) -> StateStore:
-    if config.table_name is None or dry_run:
+    if config.table_name is None:
         needs_state = config.fallback_twins or config.default_action is Action.SCALE_OUT
         needs_state = needs_state or Action.SCALE_OUT in config.actions.values()
         if needs_state and not dry_run:
             log.warning("no SPOTGRACE_FLEET_TABLE: scale-out/fallback state lasts one invocation")
         return MemoryStore()
-    return DynamoStore(clients.dynamodb, config.table_name, config.retry)
+    table = DynamoStore(
+        clients.dynamodb, config.table_name, config.retry, log_retry=retry_logger(log)
+    )
+    return DryRunStore(table) if dry_run else table
 
 
 def handle_event(
@@ -46,16 +50,31 @@ def handle_event(
 ) -> dict[str, Any]:
     """Apply one EventBridge event; see the module docstring.
 
-    ``dry_run``: read ECS but make no writes (no UpdateService, Publish or
-    state writes); the writes it would make are in the result's ``planned``.
+    ``dry_run``: read ECS and the state table but make no writes (no
+    UpdateService, Publish or state writes); the writes it would make are in
+    the result's ``planned``.
     Returns ``{"event_id", "results", "planned"}``.
     """
     if not isinstance(event, Mapping):
         raise TypeError(f"event must be a mapping, got {type(event).__name__}")
-    log = JsonLog(log_stream, clock=clock).bind(request_id=request_id, dry_run=dry_run or None)
+    ev = classify(event)
+    log = JsonLog(log_stream, clock=clock).bind(
+        request_id=request_id,
+        dry_run=dry_run or None,
+        event_id=ev.event_id or None,
+        cluster=ev.cluster,
+        service=ev.service,
+        task_arn=ev.task_arn,
+    )
     ecs = Ecs(clients.ecs, config.retry, log, dry_run=dry_run)
     messenger = Messenger(
-        clients.sns, clients.sqs, config.retry, config.topic_arn, config.dlq_url, dry_run=dry_run
+        clients.sns,
+        clients.sqs,
+        config.retry,
+        config.topic_arn,
+        config.dlq_url,
+        dry_run=dry_run,
+        log_retry=retry_logger(log),
     )
     companion = Companion(
         config=config,
@@ -76,7 +95,10 @@ def handle_event(
         except Exception as dlq_exc:
             log.error("dead-letter queue failed", event_id=event_id, error=repr(dlq_exc))
             raise exc from dlq_exc
-        log.error("event sent to the dead-letter queue" if sent else "no dead-letter queue")
+        log.error(
+            "event sent to the dead-letter queue" if sent else "no dead-letter queue",
+            result="dead-lettered" if sent else "failed",
+        )
         raise
     return {"event_id": event_id, "results": results, "planned": ecs.planned + messenger.planned}
 

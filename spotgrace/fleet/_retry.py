@@ -18,13 +18,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from spotgrace import ConfigError
 
@@ -39,7 +34,12 @@ THROTTLING_CODES = frozenset(
     {
         "Throttling",
         "ThrottlingException",
+        "Throttled",  # SNS (HTTP 429)
         "ThrottledException",
+        "KMSThrottling",  # SNS publishing to a KMS-encrypted topic
+        "KmsThrottled",  # SQS sending to a KMS-encrypted queue
+        "BandwidthLimitExceeded",
+        "PriorRequestNotComplete",
         "TooManyRequestsException",
         "RequestLimitExceeded",
         "RequestThrottled",
@@ -64,12 +64,8 @@ TRANSIENT_CODES = frozenset(
     }
 )
 
-_NETWORK_ERRORS = (
-    EndpointConnectionError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-)
+#: botocore's own transient classes (connection refused/reset/closed, timeouts, TLS).
+_NETWORK_ERRORS = (BotoConnectionError, HTTPClientError)
 
 
 def _check_float(name: str, value: float, low: float) -> None:
@@ -120,7 +116,7 @@ def is_retryable(exc: BaseException) -> bool:
         if code in THROTTLING_CODES or code in TRANSIENT_CODES:
             return True
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return isinstance(status, int) and status >= 500
+        return isinstance(status, int) and (status == 429 or status >= 500)
     return False
 
 
