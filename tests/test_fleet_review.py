@@ -89,7 +89,8 @@ def test_sns_throttling_is_retried_and_failures_log_their_event(world: World, pr
     ]
     for line in failed:
         assert (
-            line | {"cluster": "prod", "service": "web", "task_arn": other, "event_id": "e2"} == line
+            line | {"cluster": "prod", "service": "web", "task_arn": other, "event_id": "e2"}
+            == line
         )
     duplicate = world.handle(world.interruption(task, group="service:web", event_id="e1"), config)
     assert duplicate["results"][0]["result"] == "duplicate-event"

@@ -29,15 +29,19 @@ from ._config import Action, FleetConfig, ServiceRef
 from ._errors import FleetError
 from ._events import EventKind, FleetEvent, classify
 from ._log import JsonLog
+from ._reconcile import CONFLICT_ATTEMPTS, Reconciler, pending_to
 from ._state import Claim, StateStore
 
 __all__ = ["Companion"]
 
 Result = dict[str, Any]
-_CONFLICT_ATTEMPTS = 5
+_CONFLICT_ATTEMPTS = CONFLICT_ATTEMPTS
+#: After one invocation forced a deployment, others skip theirs for this long
+#: (two tasks of a service interrupted together: one redeploy, not two).
+REDEPLOY_WINDOW = 120.0
 
 
-class Companion:
+class Companion(Reconciler):
     """Applies events to ECS; one per invocation (or per CLI run)."""
 
     def __init__(
@@ -220,13 +224,9 @@ class Companion:
             if age > self.config.max_event_age:
                 result |= {"result": "stale-alert-only", "event_age": round(age, 1)}
             elif policy.action is Action.SCALE_OUT:
-                result |= self._scale_out(ref, view, ev)
+                result |= self._scale_out(ref, ev)
             elif policy.action is Action.REDEPLOY:
-                if view.deploying:
-                    result["result"] = "skipped-deployment-in-progress"
-                else:
-                    self.ecs.force_deploy(ref)
-                    result["result"] = "redeployed"
+                result["result"] = self._redeploy(ref, view)
             else:
                 result["result"] = "alerted"
         except Exception as exc:
@@ -249,11 +249,44 @@ class Companion:
         )
         return result
 
-    def _scale_out(self, ref: ServiceRef, view: ServiceView, ev: FleetEvent) -> Result:
+    def _redeploy(self, ref: ServiceRef, view: ServiceView) -> str:
+        """forceNewDeployment, unless one is under way or another invocation just forced
+        one (recorded first, so of two racing invocations only one forces)."""
+        if view.deploying:
+            return "skipped-deployment-in-progress"
         now = self.clock()
+        won = False
 
         def change(data: dict[str, Any]) -> None:
-            so = data.get("scale_out") or {"baseline": view.desired, "tasks": []}
+            nonlocal won
+            last = data.get("redeployed_at")
+            won = not (isinstance(last, int | float) and 0 <= now - last < REDEPLOY_WINDOW)
+            if won:
+                data["redeployed_at"] = now
+
+        self._update_record(ref, change)
+        if not won:
+            return "skipped-deployment-in-progress"
+        try:
+            self.ecs.force_deploy(ref)
+        except Exception:  # let a redrive try again: un-record ours, then fail loudly
+            self._update_record(
+                ref, lambda d: d.pop("redeployed_at") if d.get("redeployed_at") == now else None
+            )
+            raise
+        return "redeployed"
+
+    def _scale_out(self, ref: ServiceRef, ev: FleetEvent) -> Result:
+        now = self.clock()
+        seen: dict[str, int] = {}
+
+        def change(data: dict[str, Any]) -> None:
+            # Read the count after the record, inside the optimistic-lock loop; while a
+            # committed restore is still being applied, its target is the count.
+            pending = pending_to(data, ref.service)
+            desired = pending if pending is not None else self.ecs.describe(ref).desired
+            seen["desired"] = desired
+            so = data.get("scale_out") or {"baseline": desired, "tasks": []}
             if ev.task_arn not in so["tasks"]:
                 so["tasks"].append(ev.task_arn)
             target = so["baseline"] + self.config.scale_out_by * len(so["tasks"])
@@ -265,8 +298,8 @@ class Companion:
 
         so = self._update_record(ref, change)["scale_out"]
         out: Result = {"baseline": so["baseline"], "target": so["target"]}
-        out |= {"desired_before": view.desired, "result": "already-scaled-out"}
-        desired, target = view.desired, so["target"]
+        out |= {"desired_before": seen["desired"], "result": "already-scaled-out"}
+        desired, target = seen["desired"], so["target"]
         # Concurrent invocations (other tasks of this service) may each write a higher
         # target; whoever set a count re-reads the record and follows a newer target,
         # so the last UpdateService carries the last target whatever the write order.
@@ -288,19 +321,22 @@ class Companion:
         view = self.ecs.describe(ref)
         policy = self.config.policy_for(ref, view.tags)
         twin = ServiceRef(ref.cluster, policy.fallback_twin) if policy.fallback_twin else None
-        twin_view = self.ecs.describe(twin) if twin else None
         shortfall = max(view.desired - view.running, 1)
         first = False
+        twin_desired: int | None = None
 
         def change(data: dict[str, Any]) -> None:
-            nonlocal first
+            nonlocal first, twin_desired
+            if twin is not None:  # read after the record (see _scale_out)
+                pending = pending_to(data, twin.service)
+                twin_desired = pending if pending is not None else self.ecs.describe(twin).desired
             fb = data.get("fallback")
             first = fb is None
             if fb is None:
                 fb = {"since": self.clock(), "twin": policy.fallback_twin}
-                if twin_view is not None:
-                    fb["twin_baseline"] = twin_view.desired
-            if twin_view is not None:
+                if twin_desired is not None:
+                    fb["twin_baseline"] = twin_desired
+            if twin_desired is not None:
                 target = fb.get("twin_baseline", 0) + shortfall
                 if self.config.max_desired_count is not None:
                     target = min(target, self.config.max_desired_count)
@@ -315,9 +351,9 @@ class Companion:
             "shortfall": shortfall,
             "twin": policy.fallback_twin,
         }
-        if twin is not None and twin_view is not None:
-            result |= {"twin_before": twin_view.desired, "twin_target": fb["twin_target"]}
-            if twin_view.desired < fb["twin_target"]:
+        if twin is not None and twin_desired is not None:
+            result |= {"twin_before": twin_desired, "twin_target": fb["twin_target"]}
+            if twin_desired < fb["twin_target"]:
                 self.ecs.set_desired(twin, fb["twin_target"])
                 result["result"] = "fell-back"
             else:
@@ -337,76 +373,3 @@ class Companion:
             **{k: v for k, v in result.items() if k != "service"},
         )
         return result
-
-    # ------------------------------------------------------------ steady state
-
-    def _reconcile(self, ref: ServiceRef, ev: FleetEvent) -> Result:
-        for _ in range(_CONFLICT_ATTEMPTS):
-            done = self._reconcile_once(ref, ev)
-            if done is not None:
-                return done
-        raise FleetError("PutItem", "Conflict", f"{ref}: record changed {_CONFLICT_ATTEMPTS} times")
-
-    def _reconcile_once(self, ref: ServiceRef, ev: FleetEvent) -> Result | None:
-        data, version = self.store.get_record(ref)
-        result: Result = {"kind": ev.kind.value, "service": str(ref)}
-        so, fb = data.get("scale_out"), data.get("fallback")
-        if not so and not fb:
-            return result | {"result": "nothing-pending"}
-        log = self.log.bind(
-            event_id=ev.event_id, cluster=ref.cluster, service=ref.service, action="restore"
-        )
-        view = self.ecs.describe(ref)
-        steady = view.steady
-        if steady and so:
-            states = self.ecs.task_states(ref.cluster, list(so["tasks"]))
-            steady = all(s in (None, "STOPPED", "DELETED") for s in states.values())
-        now = self.clock()
-        if not steady:
-            data["steady_since"] = None
-            result["result"] = "waiting-for-steady"
-        else:
-            since = data.get("steady_since") or now
-            data["steady_since"] = since
-            result["steady_for"] = round(now - since, 1)
-            result["result"] = "holding-off"
-            if so and now - since >= self.config.restore_after:
-                if view.desired == so["target"]:
-                    self.ecs.set_desired(ref, so["baseline"])
-                    result |= {"result": "restored", "desired": so["baseline"]}
-                else:
-                    log.warning(
-                        "desiredCount changed by someone else: left alone",
-                        desired=view.desired,
-                        ours=so["target"],
-                    )
-                    result["result"] = "restore-skipped-changed"
-                del data["scale_out"]
-            if fb and now - since >= self.config.hold_off:
-                result |= self._fail_back(ref, fb, log)
-                del data["fallback"]
-                result["alerted"] = self.messenger.alert(
-                    f"Fargate Spot capacity back: {ref}", {**result, "event_id": ev.event_id}
-                )
-        if "scale_out" not in data and "fallback" not in data:
-            data["steady_since"] = None
-        if not self.store.put_record(ref, data, version):
-            return None
-        log.info("reconciled", **{k: v for k, v in result.items() if k != "service"})
-        return result
-
-    def _fail_back(self, ref: ServiceRef, fb: dict[str, Any], log: JsonLog) -> Result:
-        if not fb.get("twin") or "twin_target" not in fb:
-            return {"result": "recovered"}
-        twin = ServiceRef(ref.cluster, fb["twin"])
-        twin_view = self.ecs.describe(twin)
-        if twin_view.desired != fb["twin_target"]:
-            log.warning(
-                "twin desiredCount changed by someone else: left alone",
-                twin=fb["twin"],
-                desired=twin_view.desired,
-                ours=fb["twin_target"],
-            )
-            return {"result": "fail-back-skipped-changed"}
-        self.ecs.set_desired(twin, fb["twin_baseline"])
-        return {"result": "failed-back", "twin": fb["twin"], "twin_desired": fb["twin_baseline"]}
