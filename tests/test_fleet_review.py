@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,14 @@ from botocore.exceptions import ClientError
 
 from spotgrace import ConfigError
 from spotgrace._cli import main as cli_main
-from spotgrace.fleet import AwsPermanentError, FleetConfig, ServiceRef
+from spotgrace.fleet import (
+    AwsPermanentError,
+    AwsRetriesExhausted,
+    FleetConfig,
+    ServiceRef,
+    handler,
+)
+from spotgrace.fleet._handler import DLQ_RESERVE
 from spotgrace.fleet._infra import cloudformation_template, render
 from spotgrace.fleet._retry import is_retryable
 
@@ -231,3 +239,44 @@ def test_terraform_function_waits_for_its_policy_and_matches_the_cfn_environment
     cfn_env = set(cfn["Resources"]["Function"]["Properties"]["Environment"]["Variables"])
     assert tf_env == cfn_env
     assert "SPOTGRACE_FLEET_ACCOUNT_ID" in cfn_env
+
+
+def test_throttling_forever_stops_in_time_to_dead_letter_before_the_lambda_timeout(
+    world: World, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1000 attempts allowed, ECS throttles for ever: the handler gives up when the
+    invocation's remaining time (minus the DLQ reserve) runs out, and the event
+    reaches the DLQ. Before, it retried for minutes, past any Lambda timeout."""
+    world.service("web", 2)
+    task = world.task("web")
+    for name, value in {
+        "SPOTGRACE_FLEET_SERVICES": "prod/web",
+        "SPOTGRACE_FLEET_DLQ_URL": world.dlq_url,
+        "SPOTGRACE_FLEET_MAX_ATTEMPTS": "1000",
+        "SPOTGRACE_FLEET_BASE_DELAY": "0.05",
+        "SPOTGRACE_FLEET_MAX_DELAY": "0.2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    proxy.fail("DescribeServices", "ThrottlingException", 100_000)
+    budget = DLQ_RESERVE + 2.0  # 2 s for the retries, the reserve for the DLQ
+
+    class Context:
+        aws_request_id = "lambda-req-deadline"
+
+        def __init__(self) -> None:
+            self.end = time.monotonic() + budget
+
+        def get_remaining_time_in_millis(self) -> int:
+            return int((self.end - time.monotonic()) * 1000)
+
+    world.now = time.time()
+    started = time.monotonic()
+    with pytest.raises(AwsRetriesExhausted, match="out of time"):
+        handler(world.interruption(task, group="service:web"), Context())
+    took = time.monotonic() - started
+
+    assert took < budget  # generous: the retries stop at 2 s, the DLQ send is quick
+    assert proxy.seen.count("DescribeServices") >= 2  # it did retry meanwhile
+    (message,) = world.dead_letters()
+    assert "AwsRetriesExhausted" in message["error"]

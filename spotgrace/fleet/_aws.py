@@ -209,6 +209,7 @@ class Messenger:
     dry_run: bool = False
     planned: list[dict[str, Any]] = field(default_factory=list)
     log_retry: RetryLogger | None = None
+    dlq_retry: RetryPolicy | None = None  # the DLQ send's own (later) deadline
 
     def alert(self, subject: str, body: dict[str, Any]) -> bool:
         """Publish to the topic; False when no topic is configured."""
@@ -234,7 +235,7 @@ class Messenger:
         if self.dlq_url is None or self.dry_run:
             return False
         call_aws(
-            self.retry,
+            self.dlq_retry or self.retry,
             "SendMessage",
             self.sqs.send_message,
             on_retry=self.log_retry("SendMessage") if self.log_retry else None,

@@ -10,6 +10,7 @@ invocation fails visibly too. The function's own async retries should be 0
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +23,11 @@ from ._events import classify
 from ._log import JsonLog
 from ._state import DryRunStore, DynamoStore, MemoryStore, StateStore
 
-__all__ = ["handle_event", "handler"]
+__all__ = ["DLQ_RESERVE", "handle_event", "handler"]
+
+#: Seconds kept back from the retries for the dead-letter send (one slow attempt:
+#: connect 3 s + read 10 s, plus a retry).
+DLQ_RESERVE = 15.0
 
 
 def _store(config: FleetConfig, clients: AwsClients, dry_run: bool, log: JsonLog) -> StateStore:
@@ -47,12 +52,18 @@ def handle_event(
     request_id: str | None = None,
     clock: Callable[[], float] = time.time,
     log_stream: TextIO | None = None,
+    time_budget: float | None = None,
 ) -> dict[str, Any]:
     """Apply one EventBridge event; see the module docstring.
 
     ``dry_run``: read ECS and the state table but make no writes (no
     UpdateService, Publish or state writes); the writes it would make are in
     the result's ``planned``.
+    ``time_budget``: seconds left before the caller's timeout (Lambda's
+    remaining time). Retries stop :data:`DLQ_RESERVE` seconds before it, so
+    the event still reaches the dead-letter queue; the DLQ send itself stops
+    a second before it.
+
     Returns ``{"event_id", "results", "planned"}``.
     """
     if not isinstance(event, Mapping):
@@ -66,15 +77,22 @@ def handle_event(
         service=ev.service,
         task_arn=ev.task_arn,
     )
-    ecs = Ecs(clients.ecs, config.retry, log, dry_run=dry_run)
+    retry, dlq_retry = config.retry, config.retry
+    if time_budget is not None:
+        start = config.retry.clock()
+        retry = dataclasses.replace(retry, deadline=start + max(time_budget - DLQ_RESERVE, 0.0))
+        dlq_retry = dataclasses.replace(retry, deadline=start + max(time_budget - 1.0, 0.0))
+    config = dataclasses.replace(config, retry=retry)
+    ecs = Ecs(clients.ecs, retry, log, dry_run=dry_run)
     messenger = Messenger(
         clients.sns,
         clients.sqs,
-        config.retry,
+        retry,
         config.topic_arn,
         config.dlq_url,
         dry_run=dry_run,
         log_retry=retry_logger(log),
+        dlq_retry=dlq_retry,
     )
     companion = Companion(
         config=config,
@@ -106,9 +124,11 @@ def handle_event(
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda handler (``spotgrace.fleet.handler``)."""
     config = FleetConfig.from_env(os.environ)
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
     return handle_event(
         event,
         config=config,
         clients=make_clients(),
         request_id=getattr(context, "aws_request_id", None),
+        time_budget=remaining() / 1000.0 if callable(remaining) else None,
     )

@@ -79,7 +79,11 @@ class RetryPolicy:
 
     ``max_attempts`` counts calls (1 = no retry). The sleep before retry
     ``n`` (from 0) is ``uniform(0, min(max_delay, base_delay * 2**n))``.
-    ``sleep`` and ``rng`` are injectable for tests.
+    ``deadline`` (a ``clock()`` value; the Lambda handler sets it from the
+    invocation's remaining time) ends the retries early: no attempt starts
+    after it and no sleep runs past it, so the handler still has time to
+    dead-letter the event before Lambda's timeout. ``sleep``, ``rng`` and
+    ``clock`` are injectable for tests.
     """
 
     max_attempts: int = 5
@@ -87,6 +91,8 @@ class RetryPolicy:
     max_delay: float = 5.0
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
+    deadline: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
@@ -139,6 +145,10 @@ def call_aws(
     last_code = ""
     last_message = ""
     for attempt in range(policy.max_attempts):
+        if policy.deadline is not None and policy.clock() >= policy.deadline:
+            raise AwsRetriesExhausted(
+                operation, last_code or "Deadline", f"{last_message} (out of time: not attempted)"
+            )
         try:
             return fn(**kwargs)
         except ClientError as exc:
@@ -158,6 +168,10 @@ def call_aws(
                 operation, last_code, f"{last_message} (after {policy.max_attempts} attempts)"
             ) from failure
         pause = policy.delay(attempt)
+        if policy.deadline is not None and policy.clock() + pause >= policy.deadline:
+            raise AwsRetriesExhausted(
+                operation, last_code, f"{last_message} (after {attempt + 1} attempts: out of time)"
+            ) from failure
         if on_retry is not None:
             on_retry(attempt + 1, pause, last_code)
         policy.sleep(pause)
