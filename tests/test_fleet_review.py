@@ -7,6 +7,7 @@ Each test failed before its fix (see the commit that added it).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -24,12 +25,14 @@ from spotgrace.fleet import (
     AwsPermanentError,
     AwsRetriesExhausted,
     FleetConfig,
+    RetryPolicy,
     ServiceRef,
     handler,
 )
 from spotgrace.fleet._handler import DLQ_RESERVE
 from spotgrace.fleet._infra import cloudformation_template, render
 from spotgrace.fleet._retry import is_retryable
+from spotgrace.fleet._state import CLAIM_LEASE
 
 from ._fleet import (  # noqa: F401 - fixtures
     ACCOUNT,
@@ -280,3 +283,74 @@ def test_throttling_forever_stops_in_time_to_dead_letter_before_the_lambda_timeo
     assert proxy.seen.count("DescribeServices") >= 2  # it did retry meanwhile
     (message,) = world.dead_letters()
     assert "AwsRetriesExhausted" in message["error"]
+
+
+def test_without_a_lambda_budget_retries_still_end_before_the_claims_lease(
+    world: World, proxy: Proxy
+) -> None:
+    """The CLI has no timeout: retries must still stop before the claim's lease ends,
+    or a second invocation could take the event over and act alongside."""
+    web = world.service("web", 2)
+    task = world.task("web")
+    config = world.config(web)
+    fake = [0.0]
+
+    def advance(seconds: float) -> None:
+        fake[0] += seconds
+
+    retry = RetryPolicy(max_attempts=1000, base_delay=1.0, max_delay=5.0, sleep=advance)
+    config = dataclasses.replace(config, retry=dataclasses.replace(retry, clock=lambda: fake[0]))
+    proxy.fail("DescribeServices", "ThrottlingException", 100_000)
+
+    with pytest.raises(AwsRetriesExhausted, match="out of time"):
+        world.handle(
+            world.interruption(task, group="service:web"), config, clients=clients_for(proxy.url)
+        )
+
+    assert fake[0] < CLAIM_LEASE - DLQ_RESERVE + 1e-6
+    assert len(world.dead_letters()) == 1
+
+
+def test_a_placement_alert_that_failed_is_sent_by_the_redrive(world: World, proxy: Proxy) -> None:
+    web = world.service("web", 4, steady=False)
+    twin = world.service("web-ondemand", 0)
+    config = world.config(web, SPOTGRACE_FLEET_FALLBACK="prod/web=web-ondemand")
+    event = world.service_action(web, "SERVICE_TASK_PLACEMENT_FAILURE", event_id="p1")
+    proxy.fail("Publish", "AuthorizationError", 1, status=403)
+    with pytest.raises(AwsPermanentError, match="AuthorizationError"):
+        world.handle(event, config, clients=clients_for(proxy.url))
+    assert world.desired(twin) == 4  # acted, but nobody was told
+
+    redrive = world.handle(event, config)
+    again = world.handle(
+        world.service_action(web, "SERVICE_TASK_PLACEMENT_FAILURE", event_id="p2"), config
+    )
+
+    assert redrive["results"][0] | {"alerted": True} == redrive["results"][0]
+    assert "alerted" not in again["results"][0]  # still one alert per episode
+    assert [a["result"] for a in world.alerts()] == ["fallback-already-active"]
+    assert world.desired(twin) == 4
+
+
+def test_restore_never_goes_below_a_count_raised_by_someone_else(world: World) -> None:
+    """2 tasks; an interruption scales out to 3; someone raises it to 4 (traffic); two
+    more interruptions: scale out from 4, and restore to 4, not to 2."""
+    web = world.service("web", 2)
+    tasks = [world.task("web") for _ in range(3)]
+    config = world.config(
+        web, SPOTGRACE_FLEET_ACTION="scale-out", SPOTGRACE_FLEET_RESTORE_AFTER="0"
+    )
+    world.handle(world.interruption(tasks[0], group="service:web", event_id="i0"), config)
+    assert world.desired(web) == 3
+    world.clients.ecs.update_service(cluster="prod", service="web", desiredCount=4)
+
+    for n, task in enumerate(tasks[1:], start=1):
+        world.handle(world.interruption(task, group="service:web", event_id=f"i{n}"), config)
+    assert world.desired(web) == 6
+    for task in tasks:
+        world.stop_task(task)
+    world.now += 1
+
+    assert world.handle(tick(), config)["results"][0]["result"] == "restored"
+    assert world.desired(web) == 4
+    assert any("someone else" in ln["message"] for ln in world.log_lines())

@@ -286,7 +286,20 @@ class Companion(Reconciler):
             pending = pending_to(data, ref.service)
             desired = pending if pending is not None else self.ecs.describe(ref).desired
             seen["desired"] = desired
-            so = data.get("scale_out") or {"baseline": desired, "tasks": []}
+            so = data.get("scale_out")
+            if so and pending is None and not so["baseline"] <= desired <= so["target"]:
+                # Outside what we could have set: someone else (a person, autoscaling)
+                # changed the count meanwhile. Theirs is the service's size now: scale
+                # out from it, and restore to it, never below it.
+                self.log.warning(
+                    "desiredCount changed by someone else: scaling out from it",
+                    cluster=ref.cluster,
+                    service=ref.service,
+                    desired=desired,
+                    ours=so["target"],
+                )
+                so = None
+            so = so or {"baseline": desired, "tasks": []}
             if ev.task_arn not in so["tasks"]:
                 so["tasks"].append(ev.task_arn)
             target = so["baseline"] + self.config.scale_out_by * len(so["tasks"])
@@ -331,11 +344,12 @@ class Companion(Reconciler):
                 pending = pending_to(data, twin.service)
                 twin_desired = pending if pending is not None else self.ecs.describe(twin).desired
             fb = data.get("fallback")
-            first = fb is None
             if fb is None:
                 fb = {"since": self.clock(), "twin": policy.fallback_twin}
                 if twin_desired is not None:
                     fb["twin_baseline"] = twin_desired
+            first = not fb.get("alerted", False)  # one alert per episode, once it went out
+            fb["alerted"] = True
             if twin_desired is not None:
                 target = fb.get("twin_baseline", 0) + shortfall
                 if self.config.max_desired_count is not None:
@@ -351,19 +365,24 @@ class Companion(Reconciler):
             "shortfall": shortfall,
             "twin": policy.fallback_twin,
         }
-        if twin is not None and twin_desired is not None:
-            result |= {"twin_before": twin_desired, "twin_target": fb["twin_target"]}
-            if twin_desired < fb["twin_target"]:
-                self.ecs.set_desired(twin, fb["twin_target"])
-                result["result"] = "fell-back"
+        try:
+            if twin is not None and twin_desired is not None:
+                result |= {"twin_before": twin_desired, "twin_target": fb["twin_target"]}
+                if twin_desired < fb["twin_target"]:
+                    self.ecs.set_desired(twin, fb["twin_target"])
+                    result["result"] = "fell-back"
+                else:
+                    result["result"] = "fallback-already-active"
             else:
-                result["result"] = "fallback-already-active"
-        else:
-            result["result"] = "alerted" if first else "already-alerted"
-        if first:
-            result["alerted"] = self.messenger.alert(
-                f"No Fargate Spot capacity: {ref}", {**result, "event_id": ev.event_id}
-            )
+                result["result"] = "alerted" if first else "already-alerted"
+            if first:
+                result["alerted"] = self.messenger.alert(
+                    f"No Fargate Spot capacity: {ref}", {**result, "event_id": ev.event_id}
+                )
+        except Exception:
+            if first:  # the alert did not go out: a redrive must send it
+                self._update_record(ref, _alert_not_sent)
+            raise
         self.log.info(
             "placement failure handled",
             event_id=ev.event_id,
@@ -373,3 +392,8 @@ class Companion(Reconciler):
             **{k: v for k, v in result.items() if k != "service"},
         )
         return result
+
+
+def _alert_not_sent(data: dict[str, Any]) -> None:
+    if data.get("fallback"):
+        data["fallback"]["alerted"] = False

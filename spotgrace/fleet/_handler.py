@@ -21,7 +21,7 @@ from ._aws import AwsClients, Ecs, Messenger, make_clients, retry_logger
 from ._config import Action, FleetConfig
 from ._events import classify
 from ._log import JsonLog
-from ._state import DryRunStore, DynamoStore, MemoryStore, StateStore
+from ._state import CLAIM_LEASE, DryRunStore, DynamoStore, MemoryStore, StateStore
 
 __all__ = ["DLQ_RESERVE", "handle_event", "handler"]
 
@@ -60,9 +60,9 @@ def handle_event(
     UpdateService, Publish or state writes); the writes it would make are in
     the result's ``planned``.
     ``time_budget``: seconds left before the caller's timeout (Lambda's
-    remaining time). Retries stop :data:`DLQ_RESERVE` seconds before it, so
-    the event still reaches the dead-letter queue; the DLQ send itself stops
-    a second before it.
+    remaining time; at most the claims' lease, which is also the default).
+    Retries stop :data:`DLQ_RESERVE` seconds before it, so the event still
+    reaches the dead-letter queue; the DLQ send itself stops a second before.
 
     Returns ``{"event_id", "results", "planned"}``.
     """
@@ -77,11 +77,12 @@ def handle_event(
         service=ev.service,
         task_arn=ev.task_arn,
     )
-    retry, dlq_retry = config.retry, config.retry
-    if time_budget is not None:
-        start = config.retry.clock()
-        retry = dataclasses.replace(retry, deadline=start + max(time_budget - DLQ_RESERVE, 0.0))
-        dlq_retry = dataclasses.replace(retry, deadline=start + max(time_budget - 1.0, 0.0))
+    # Never retry past the claim's lease either: after it another invocation may take
+    # the event over and act at the same time (the CLI has no other time limit).
+    budget = CLAIM_LEASE if time_budget is None else min(time_budget, CLAIM_LEASE)
+    start = config.retry.clock()
+    retry = dataclasses.replace(config.retry, deadline=start + max(budget - DLQ_RESERVE, 0.0))
+    dlq_retry = dataclasses.replace(retry, deadline=start + max(budget - 1.0, 0.0))
     config = dataclasses.replace(config, retry=retry)
     ecs = Ecs(clients.ecs, retry, log, dry_run=dry_run)
     messenger = Messenger(
