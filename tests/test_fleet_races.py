@@ -135,10 +135,11 @@ def test_a_tick_and_a_steady_event_fail_back_once_and_alert_once(
 def test_a_scale_out_racing_a_restore_keeps_the_services_own_size(
     world: World, pause: Callable[..., None]
 ) -> None:
-    """Interruption P reads the service (3: still scaled out for T1) while reconcile R
-    restores it to 2; P must scale out from 2, and the next restore end at 2."""
+    """Two interleavings of an interruption P and a restore R. First, P reads the service
+    (3: still scaled out for T1) while R restores it to 2: P must scale out from 2, and
+    the next restore end at 2. Second, R has committed but not yet set its restore."""
     web = world.service("web", 2)
-    t1, t2 = world.task("web"), world.task("web")
+    t1, t2, t3, t4 = (world.task("web") for _ in range(4))
     config = world.config(
         web, SPOTGRACE_FLEET_ACTION="scale-out", SPOTGRACE_FLEET_RESTORE_AFTER="0"
     )
@@ -174,20 +175,13 @@ def test_a_scale_out_racing_a_restore_keeps_the_services_own_size(
     assert world.handle(tick("t2"), config)["results"][0]["result"] == "restored"
     assert world.desired(web) == 2
 
-
-def test_an_interruption_during_a_committed_restore_is_followed(
-    world: World, pause: Callable[..., None]
-) -> None:
-    """R has committed its restore (3 → 2) but not yet set it when P arrives: P sees the
-    pending undo, scales out from 2; whatever order the two UpdateService calls land in,
-    the service ends at P's target."""
-    web = world.service("web", 2)
-    t1, t2 = world.task("web"), world.task("web")
-    config = world.config(
-        web, SPOTGRACE_FLEET_ACTION="scale-out", SPOTGRACE_FLEET_RESTORE_AFTER="0"
-    )
-    world.handle(world.interruption(t1, group="service:web", event_id="i1"), config)
-    world.stop_task(t1)
+    # Second interleaving: R has committed its restore (3 -> 2) but not yet set it when
+    # P arrives. P sees the pending undo and scales out from 2; R's late "2" is followed
+    # by P's target, whatever order the two UpdateService calls land in.
+    world.handle(world.interruption(t3, group="service:web", event_id="i3"), config)
+    assert world.desired(web) == 3
+    world.stop_task(t3)
+    world.now += 1
     r_at_set, p_done = threading.Event(), threading.Event()
     r_thread: list[int] = []
 
@@ -197,16 +191,15 @@ def test_an_interruption_during_a_committed_restore_is_followed(
             assert p_done.wait(WAIT)
 
     pause("set_desired", hold_r, after=False)
-    errors: list[BaseException] = []
     results: list[str] = []
 
     def reconcile() -> None:
         r_thread.append(threading.get_ident())
-        results.append(world.handle(tick("t1"), config)["results"][0]["result"])
+        results.append(world.handle(tick("t5"), config)["results"][0]["result"])
 
     r = _run(reconcile, errors)
     assert r_at_set.wait(WAIT)
-    out = world.handle(world.interruption(t2, group="service:web", event_id="i2"), config)
+    out = world.handle(world.interruption(t4, group="service:web", event_id="i5"), config)
     p_done.set()
     r.join(WAIT * 2)
 
@@ -214,7 +207,7 @@ def test_an_interruption_during_a_committed_restore_is_followed(
     assert results == ["restored"]
     assert out["results"][0] | {"baseline": 2, "target": 3} == out["results"][0]
     assert world.desired(web) == 3  # R's late "2" was followed by P's target
-    world.stop_task(t2)
+    world.stop_task(t4)
     world.now += 1
-    assert world.handle(tick("t2"), config)["results"][0]["result"] == "restored"
+    assert world.handle(tick("t6"), config)["results"][0]["result"] == "restored"
     assert world.desired(web) == 2
