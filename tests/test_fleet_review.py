@@ -27,6 +27,7 @@ from spotgrace.fleet import (
     FleetConfig,
     RetryPolicy,
     ServiceRef,
+    classify,
     handler,
 )
 from spotgrace.fleet._handler import DLQ_RESERVE
@@ -41,6 +42,7 @@ from ._fleet import (  # noqa: F401 - fixtures
     World,
     aws_env_fixture,
     clients_for,
+    load_event,
     moto_url_fixture,
     proxy_fixture,
     tick,
@@ -348,3 +350,9 @@ def test_restore_never_goes_below_a_count_raised_by_someone_else(world: World) -
     assert world.handle(tick(), config)["results"][0]["result"] == "restored"
     assert world.desired(web) == 4
     assert any("someone else" in ln["message"] for ln in world.log_lines())
+
+
+def test_a_task_arn_of_the_wrong_type_falls_back_to_resources() -> None:
+    event = load_event("task-state-change-termination-notice")
+    event["detail"]["taskArn"] = 12345
+    assert classify(event).task_arn == event["resources"][0]
