@@ -356,3 +356,37 @@ def test_a_task_arn_of_the_wrong_type_falls_back_to_resources() -> None:
     event = load_event("task-state-change-termination-notice")
     event["detail"]["taskArn"] = 12345
     assert classify(event).task_arn == event["resources"][0]
+
+
+def test_a_flapping_shortage_doubles_the_next_hold_off(world: World) -> None:
+    """Spot capacity that comes and goes: a new shortage soon after a fail-back doubles
+    the next hold-off (up to 8x), so the twin and the alerts do not flip every 15 min;
+    a shortage long after starts again from the configured hold-off."""
+    web = world.service("web", 2)
+    twin = world.service("web-ondemand", 0)
+    config = world.config(web, SPOTGRACE_FLEET_FALLBACK="prod/web=web-ondemand")
+
+    def shortage(event_id: str) -> dict[str, Any]:
+        event = world.service_action(web, "SERVICE_TASK_PLACEMENT_FAILURE", event_id=event_id)
+        result: dict[str, Any] = world.handle(event, config)["results"][0]
+        world.handle(tick(f"steady-{event_id}"), config)  # steady again: the hold-off starts
+        return result
+
+    first = shortage("p1")
+    world.now += 901
+    assert world.handle(tick("t1"), config)["results"][0]["result"] == "failed-back"
+    world.now += 60
+    second = shortage("p2")
+    world.now += 901
+    held = world.handle(tick("t2"), config)["results"][0]
+    world.now += 900
+    back = world.handle(tick("t3"), config)["results"][0]
+    world.now += 100_000
+    third = shortage("p3")
+
+    assert held["result"] == "holding-off"  # before: failed back again after 900 s
+    assert (first["hold_off"], "flaps" in first) == (900, False)
+    assert (second["hold_off"], second["flaps"]) == (1800, 1)
+    assert back["result"] == "failed-back"
+    assert (third["hold_off"], "flaps" in third) == (900, False)
+    assert world.desired(twin) == 1

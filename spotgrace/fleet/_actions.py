@@ -7,10 +7,8 @@
 - Placement failure (no Fargate Spot capacity) → one alert per episode and,
   with a twin configured, the on-demand twin's ``desiredCount`` raised to its
   baseline + the Spot service's shortfall.
-- Steady state (event, or the scheduled tick) → once steady for
-  ``restore_after`` seconds, undo the scale-out; once steady for ``hold_off``
-  seconds, fail the twin back. Only when the live count is still the one we
-  set: a count someone else changed is left alone (and logged).
+- Steady state (event, or the scheduled tick) → ``_reconcile.py`` (undo the
+  scale-out, fail the twin back after the hold-off, longer when it flaps).
 
 Every event is claimed by id (and, for a task, by task ARN) before acting, so
 replays and the several events of one interruption act once.
@@ -29,13 +27,12 @@ from ._config import Action, FleetConfig, ServiceRef
 from ._errors import FleetError
 from ._events import EventKind, FleetEvent, classify
 from ._log import JsonLog
-from ._reconcile import CONFLICT_ATTEMPTS, Reconciler, pending_to
+from ._reconcile import CONFLICT_ATTEMPTS, Reconciler, flap_hold_off, pending_to
 from ._state import Claim, StateStore
 
 __all__ = ["Companion"]
 
 Result = dict[str, Any]
-_CONFLICT_ATTEMPTS = CONFLICT_ATTEMPTS
 #: After one invocation forced a deployment, others skip theirs for this long
 #: (two tasks of a service interrupted together: one redeploy, not two).
 REDEPLOY_WINDOW = 120.0
@@ -193,12 +190,12 @@ class Companion(Reconciler):
         self, ref: ServiceRef, change: Callable[[dict[str, Any]], None]
     ) -> dict[str, Any]:
         """Read-modify-write the service record with optimistic locking."""
-        for _ in range(_CONFLICT_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             data, version = self.store.get_record(ref)
             change(data)
             if self.store.put_record(ref, data, version):
                 return data
-        raise FleetError("PutItem", "Conflict", f"{ref}: record changed {_CONFLICT_ATTEMPTS} times")
+        raise FleetError("PutItem", "Conflict", f"{ref}: record changed {CONFLICT_ATTEMPTS} times")
 
     # ---------------------------------------------------------- interruption
 
@@ -316,7 +313,7 @@ class Companion(Reconciler):
         # Concurrent invocations (other tasks of this service) may each write a higher
         # target; whoever set a count re-reads the record and follows a newer target,
         # so the last UpdateService carries the last target whatever the write order.
-        for _ in range(_CONFLICT_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             if desired >= target:
                 break
             self.ecs.set_desired(ref, target)
@@ -345,7 +342,10 @@ class Companion(Reconciler):
                 twin_desired = pending if pending is not None else self.ecs.describe(twin).desired
             fb = data.get("fallback")
             if fb is None:
-                fb = {"since": self.clock(), "twin": policy.fallback_twin}
+                now = self.clock()
+                flaps, hold_off = flap_hold_off(data, self.config.hold_off, now)
+                fb = {"since": now, "twin": policy.fallback_twin}
+                fb |= {"flaps": flaps, "hold_off": hold_off}
                 if twin_desired is not None:
                     fb["twin_baseline"] = twin_desired
             first = not fb.get("alerted", False)  # one alert per episode, once it went out
@@ -364,7 +364,10 @@ class Companion(Reconciler):
             "service": str(ref),
             "shortfall": shortfall,
             "twin": policy.fallback_twin,
+            "hold_off": fb.get("hold_off", self.config.hold_off),
         }
+        if fb.get("flaps"):
+            result["flaps"] = fb["flaps"]
         try:
             if twin is not None and twin_desired is not None:
                 result |= {"twin_before": twin_desired, "twin_target": fb["twin_target"]}

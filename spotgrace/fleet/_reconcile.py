@@ -24,10 +24,27 @@ from ._events import FleetEvent
 from ._log import JsonLog
 from ._state import CLAIM_LEASE, StateStore
 
-__all__ = ["CONFLICT_ATTEMPTS", "Reconciler", "pending_to"]
+__all__ = ["CONFLICT_ATTEMPTS", "MAX_FLAP_FACTOR", "Reconciler", "flap_hold_off", "pending_to"]
 
 Result = dict[str, Any]
 CONFLICT_ATTEMPTS = 5
+
+
+MAX_FLAP_FACTOR = 8
+
+
+def flap_hold_off(data: dict[str, Any], hold_off: float, now: float) -> tuple[int, float]:
+    """A new shortage soon after a fail-back (within twice the hold-off it used) is a
+    flap: each one doubles the next hold-off, up to ``MAX_FLAP_FACTOR`` times the
+    configured one, so Spot that comes and goes does not flip the twin (and the
+    alerts) every ``hold_off`` seconds. Returns ``(flaps, hold_off)``."""
+    last = data.get("last_fail_back") or {}
+    flaps = 0
+    if "at" in last:
+        used = hold_off * min(2 ** int(last.get("flaps", 0)), MAX_FLAP_FACTOR)
+        if now - float(last["at"]) < 2 * max(used, 1.0):
+            flaps = int(last.get("flaps", 0)) + 1
+    return flaps, hold_off * min(2**flaps, MAX_FLAP_FACTOR)
 
 
 def pending_to(data: dict[str, Any], service: str) -> int | None:
@@ -87,7 +104,9 @@ class Reconciler:
             if so and now - since >= self.config.restore_after:
                 mine.append(_entry(ref.service, so["target"], so["baseline"], "restore", now))
                 del data["scale_out"]
-            if fb and now - since >= self.config.hold_off:
+            hold_off = float(fb.get("hold_off", self.config.hold_off)) if fb else 0.0
+            if fb and now - since >= hold_off:
+                data["last_fail_back"] = {"at": now, "flaps": int(fb.get("flaps", 0))}
                 if fb.get("twin") and "twin_target" in fb:
                     twin, to = fb["twin"], fb["twin_baseline"]
                     mine.append(_entry(twin, fb["twin_target"], to, "fail-back", now))
