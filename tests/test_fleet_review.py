@@ -105,6 +105,8 @@ def test_sns_throttling_is_retried_and_failures_log_their_event(world: World, pr
             line | {"cluster": "prod", "service": "web", "task_arn": other, "event_id": "e2"}
             == line
         )
+    assert "testing" not in world.logs.getvalue()  # the fake secret key, on the error path too
+    assert "testing" not in json.dumps(world.dead_letters())
     duplicate = world.handle(world.interruption(task, group="service:web", event_id="e1"), config)
     assert duplicate["results"][0]["result"] == "duplicate-event"
     dup_line = world.log_lines()[-1]
