@@ -392,3 +392,23 @@ def test_a_flapping_shortage_doubles_the_next_hold_off(world: World) -> None:
     assert back["result"] == "failed-back"
     assert (third["hold_off"], "flaps" in third) == (900, False)
     assert world.desired(twin) == 1
+
+
+def test_a_failed_second_claim_releases_the_first_so_a_redrive_acts(
+    world: World, proxy: Proxy
+) -> None:
+    """The event id is claimed, claiming the task ARN fails: the event claim must be
+    released, or a redrive within its 5-minute lease is taken for a duplicate and
+    the interruption is never acted on."""
+    web = world.service("web", 2)
+    task = world.task("web")
+    config = world.config(web, SPOTGRACE_FLEET_ACTION="scale-out")
+    event = world.interruption(task, group="service:web")
+    proxy.fail("PutItem", "AccessDeniedException", 1, after=1)  # the second PutItem
+    with pytest.raises(AwsPermanentError, match="PutItem"):
+        world.handle(event, config, clients=clients_for(proxy.url))
+
+    redrive = world.handle(event, config)
+
+    assert redrive["results"][0]["result"] == "scaled-out"
+    assert world.desired(web) == 3

@@ -157,33 +157,44 @@ class Companion(Reconciler):
     ) -> Result:
         now = self.clock()
         held: list[str] = []
-        for key in keys:
-            claim = self.store.claim(key, now)
-            if claim is not Claim.NEW:
-                for mine in held:  # this event is handled: by whoever holds `key`
-                    self.store.complete(mine, now)
-                what = key.split("#", 1)[0]
-                result = {"kind": ev.kind.value, "service": str(ref), "result": f"duplicate-{what}"}
-                self.log.info(
-                    f"duplicate {what} ({claim.value})",
-                    event_id=ev.event_id,
-                    task_arn=ev.task_arn,
-                    cluster=ref.cluster,
-                    service=ref.service,
-                    action="none",
-                    kind=ev.kind.value,
-                    result=result["result"],
-                )
-                return result
-            held.append(key)
         try:
+            for key in keys:
+                claim = self.store.claim(key, now)
+                if claim is not Claim.NEW:
+                    for mine in held:  # this event is handled: by whoever holds `key`
+                        self.store.complete(mine, now)
+                    return self._duplicate(ev, ref, key, claim)
+                held.append(key)
             result = act()
         except BaseException:
-            for key in reversed(held):
-                self.store.release(key)
+            # A claim we hold (even if claiming the next key failed) must not outlive
+            # this attempt, or a redrive within the lease would be taken for a duplicate.
+            self._release(held)
             raise
         for key in reversed(held):
             self.store.complete(key, self.clock())
+        return result
+
+    def _release(self, held: list[str]) -> None:
+        for key in reversed(held):
+            try:
+                self.store.release(key)
+            except Exception as exc:  # logged; the error being raised is the one that counts
+                self.log.error("could not release a claim", key=key, error=repr(exc))
+
+    def _duplicate(self, ev: FleetEvent, ref: ServiceRef, key: str, claim: Claim) -> Result:
+        what = key.split("#", 1)[0]
+        result = {"kind": ev.kind.value, "service": str(ref), "result": f"duplicate-{what}"}
+        self.log.info(
+            f"duplicate {what} ({claim.value})",
+            event_id=ev.event_id,
+            task_arn=ev.task_arn,
+            cluster=ref.cluster,
+            service=ref.service,
+            action="none",
+            kind=ev.kind.value,
+            result=result["result"],
+        )
         return result
 
     def _update_record(
