@@ -98,9 +98,13 @@ class Proxy:
     injected: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
 
-    def fail(self, operation: str, code: str, times: int, status: int = 400) -> None:
-        """Answer the next ``times`` calls of ``operation`` with error ``code``."""
-        self.faults.setdefault(operation, []).extend([(status, code)] * times)
+    def fail(
+        self, operation: str, code: str, times: int, status: int = 400, *, after: int = 0
+    ) -> None:
+        """Answer the next ``times`` calls of ``operation`` with error ``code`` (after
+        letting ``after`` calls through)."""
+        queue = self.faults.setdefault(operation, [])
+        queue.extend([(0, "")] * after + [(status, code)] * times)
 
     def start(self) -> None:
         proxy = self
@@ -119,8 +123,9 @@ class Proxy:
                     op = form.get("Action", "")
                 proxy.seen.append(op)
                 queue = proxy.faults.get(op)
-                if queue:
-                    status, code = queue.pop(0)
+                fault = queue.pop(0) if queue else None
+                if fault is not None and fault[0]:
+                    status, code = fault
                     proxy.injected.append(f"{op}:{code}")
                     if json_protocol:
                         payload = json.dumps({"__type": code, "message": f"injected {code}"})

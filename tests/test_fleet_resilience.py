@@ -180,7 +180,14 @@ def test_throttling_is_retried_with_full_jitter_and_the_service_ends_scaled_out(
     assert len(world.sleeps) == 6
     assert all(0 <= s <= 0.4 for s in world.sleeps)
     retries = [ln for ln in world.log_lines() if ln["message"] == "retrying"]
-    assert {ln["operation"] for ln in retries} == {"UpdateService", "DescribeServices"}
+    assert {ln["operation"] for ln in retries} == {
+        "UpdateService",
+        "DescribeServices",
+        "Publish",
+        "PutItem",
+    }
+    # Every retry line says which event and service it is about.
+    assert all(ln["service"] == "web" and ln["event_id"] for ln in retries)
     assert len(world.alerts()) == 1
 
 

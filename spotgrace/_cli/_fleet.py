@@ -7,8 +7,10 @@
   matches (offline; no AWS).
 - ``spotgrace fleet handle EVENT.json [--dry-run]`` applies an event exactly
   as the Lambda function would, with the ``SPOTGRACE_FLEET_*`` variables and
-  the usual AWS credentials; ``--dry-run`` reads but writes nothing and
-  prints the writes it would make.
+  the usual AWS credentials; ``--dry-run`` reads (ECS and the state table)
+  but writes nothing and prints the writes it would make. A message of the
+  handler's dead-letter queue (``{"event", "error", "request_id"}``) is
+  unwrapped, so a DLQ message can be redriven as it is.
 
 ``spotgrace.fleet`` (boto3, the ``fleet`` extra) is imported only when a
 subcommand runs, so ``spotgrace --help`` works without the extra.
@@ -59,10 +61,16 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _load(path: str) -> dict[str, Any]:
+    """The event in ``path`` (or stdin). A message of the handler's dead-letter queue,
+    ``{"event": ..., "error": ..., "request_id": ...}``, gives its ``event``; what
+    Lambda's and the rules' DLQs hold is the event itself."""
     text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     event = json.loads(text)
     if not isinstance(event, dict):
         raise ValueError(f"{path}: an event is a JSON object")
+    inner = event.get("event")
+    if "error" in event and isinstance(inner, dict) and "detail-type" not in event:
+        return inner
     return event
 
 
@@ -109,6 +117,8 @@ def _match(args: argparse.Namespace) -> int:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError
+
     from spotgrace.fleet import FleetConfig, FleetError, handle_event, make_clients
 
     try:
@@ -118,7 +128,7 @@ def _handle(args: argparse.Namespace) -> int:
         result = handle_event(
             event, config=config, clients=clients, dry_run=args.dry_run, log_stream=sys.stderr
         )
-    except (OSError, ValueError, FleetError) as exc:
+    except (OSError, ValueError, FleetError, BotoCoreError) as exc:  # no region, no credentials
         return _fail(f"{type(exc).__name__}: {exc}")
     print(json.dumps(result, indent=2, default=str))
     return 0

@@ -7,10 +7,8 @@
 - Placement failure (no Fargate Spot capacity) → one alert per episode and,
   with a twin configured, the on-demand twin's ``desiredCount`` raised to its
   baseline + the Spot service's shortfall.
-- Steady state (event, or the scheduled tick) → once steady for
-  ``restore_after`` seconds, undo the scale-out; once steady for ``hold_off``
-  seconds, fail the twin back. Only when the live count is still the one we
-  set: a count someone else changed is left alone (and logged).
+- Steady state (event, or the scheduled tick) → ``_reconcile.py`` (undo the
+  scale-out, fail the twin back after the hold-off, longer when it flaps).
 
 Every event is claimed by id (and, for a task, by task ARN) before acting, so
 replays and the several events of one interruption act once.
@@ -22,20 +20,26 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from spotgrace import ConfigError
+
 from ._aws import Ecs, Messenger, ServiceView
+from ._claims import Once
 from ._config import Action, FleetConfig, ServiceRef
 from ._errors import FleetError
 from ._events import EventKind, FleetEvent, classify
 from ._log import JsonLog
-from ._state import Claim, StateStore
+from ._reconcile import CONFLICT_ATTEMPTS, Reconciler, flap_hold_off, pending_to
+from ._state import StateStore
 
 __all__ = ["Companion"]
 
 Result = dict[str, Any]
-_CONFLICT_ATTEMPTS = 5
+#: After one invocation forced a deployment, others skip theirs for this long
+#: (two tasks of a service interrupted together: one redeploy, not two).
+REDEPLOY_WINDOW = 120.0
 
 
-class Companion:
+class Companion(Once, Reconciler):
     """Applies events to ECS; one per invocation (or per CLI run)."""
 
     def __init__(
@@ -67,6 +71,9 @@ class Companion:
             return [{"kind": ev.kind.value, "result": "ignored"}]
         if ev.cluster is None:
             raise ValueError(f"{ev.kind.value} event {ev.event_id!r} has no detail.clusterArn")
+        foreign = self._foreign(ev)
+        if foreign is not None:
+            return [self._ignored(ev, None, foreign)]
         service = ev.service
         if ev.kind is EventKind.INTERRUPTION:
             if ev.task_arn is None:
@@ -77,7 +84,10 @@ class Companion:
                     service = group.removeprefix("service:")
         if service is None:
             return [self._ignored(ev, None, "not a service's task")]
-        ref = ServiceRef(ev.cluster, service)
+        try:
+            ref = ServiceRef(ev.cluster, service)
+        except ConfigError:  # not an ECS name, so none of ours: ignore, don't fail
+            return [self._ignored(ev, None, "service not managed")]
         if ref not in self.config.services:
             return [self._ignored(ev, ref, "service not managed")]
         keys = [f"event#{ev.event_id}"] if ev.event_id else []
@@ -87,6 +97,25 @@ class Companion:
         if ev.kind is EventKind.PLACEMENT_FAILURE:
             return [self._once(ev, ref, keys, lambda: self._placement_failure(ref, ev))]
         return [self._once(ev, ref, keys, lambda: self._reconcile(ref, ev))]
+
+    def _foreign(self, ev: FleetEvent) -> str | None:
+        """Why the event's cluster is not ours (another region or account), else None.
+
+        A same-named cluster elsewhere must not be acted on here (a central event
+        bus, a cross-account rule, or an event fed to ``spotgrace fleet handle``).
+        """
+        detail = ev.raw.get("detail")
+        arn = detail.get("clusterArn") if isinstance(detail, Mapping) else None
+        parts = arn.split(":") if isinstance(arn, str) else []
+        if len(parts) < 6:
+            return None
+        region, account = parts[3], parts[4]
+        ours = self.ecs.client.meta.region_name
+        if ours and region != ours:
+            return f"cluster in region {region!r}, not {ours!r}"
+        if self.config.account_id is not None and account != self.config.account_id:
+            return f"cluster in account {account!r}, not {self.config.account_id!r}"
+        return None
 
     def _tick(self, ev: FleetEvent) -> list[Result]:
         """Reconcile every managed service; one failing service does not stop the others,
@@ -112,49 +141,28 @@ class Companion:
     def _ignored(self, ev: FleetEvent, ref: ServiceRef | None, why: str) -> Result:
         result = {"kind": ev.kind.value, "service": str(ref) if ref else None}
         result |= {"result": "ignored", "reason": why}
-        self.log.info(f"ignored: {why}", event_id=ev.event_id, task_arn=ev.task_arn, **result)
-        return result
-
-    def _once(
-        self, ev: FleetEvent, ref: ServiceRef, keys: list[str], act: Callable[[], Result]
-    ) -> Result:
-        now = self.clock()
-        held: list[str] = []
-        for key in keys:
-            claim = self.store.claim(key, now)
-            if claim is not Claim.NEW:
-                for mine in held:  # this event is handled: by whoever holds `key`
-                    self.store.complete(mine, now)
-                what = key.split("#", 1)[0]
-                result = {"kind": ev.kind.value, "service": str(ref), "result": f"duplicate-{what}"}
-                self.log.info(
-                    f"duplicate {what} ({claim.value})",
-                    event_id=ev.event_id,
-                    task_arn=ev.task_arn,
-                    **result,
-                )
-                return result
-            held.append(key)
-        try:
-            result = act()
-        except BaseException:
-            for key in reversed(held):
-                self.store.release(key)
-            raise
-        for key in reversed(held):
-            self.store.complete(key, self.clock())
+        self.log.info(
+            f"ignored: {why}",
+            event_id=ev.event_id,
+            task_arn=ev.task_arn,
+            cluster=ref.cluster if ref else None,
+            service=ref.service if ref else None,
+            kind=ev.kind.value,
+            result="ignored",
+            reason=why,
+        )
         return result
 
     def _update_record(
         self, ref: ServiceRef, change: Callable[[dict[str, Any]], None]
     ) -> dict[str, Any]:
         """Read-modify-write the service record with optimistic locking."""
-        for _ in range(_CONFLICT_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             data, version = self.store.get_record(ref)
             change(data)
             if self.store.put_record(ref, data, version):
                 return data
-        raise FleetError("PutItem", "Conflict", f"{ref}: record changed {_CONFLICT_ATTEMPTS} times")
+        raise FleetError("PutItem", "Conflict", f"{ref}: record changed {CONFLICT_ATTEMPTS} times")
 
     # ---------------------------------------------------------- interruption
 
@@ -180,13 +188,9 @@ class Companion:
             if age > self.config.max_event_age:
                 result |= {"result": "stale-alert-only", "event_age": round(age, 1)}
             elif policy.action is Action.SCALE_OUT:
-                result |= self._scale_out(ref, view, ev)
+                result |= self._scale_out(ref, ev)
             elif policy.action is Action.REDEPLOY:
-                if view.deploying:
-                    result["result"] = "skipped-deployment-in-progress"
-                else:
-                    self.ecs.force_deploy(ref)
-                    result["result"] = "redeployed"
+                result["result"] = self._redeploy(ref, view)
             else:
                 result["result"] = "alerted"
         except Exception as exc:
@@ -209,11 +213,57 @@ class Companion:
         )
         return result
 
-    def _scale_out(self, ref: ServiceRef, view: ServiceView, ev: FleetEvent) -> Result:
+    def _redeploy(self, ref: ServiceRef, view: ServiceView) -> str:
+        """forceNewDeployment, unless one is under way or another invocation just forced
+        one (recorded first, so of two racing invocations only one forces)."""
+        if view.deploying:
+            return "skipped-deployment-in-progress"
         now = self.clock()
+        won = False
 
         def change(data: dict[str, Any]) -> None:
-            so = data.get("scale_out") or {"baseline": view.desired, "tasks": []}
+            nonlocal won
+            last = data.get("redeployed_at")
+            won = not (isinstance(last, int | float) and 0 <= now - last < REDEPLOY_WINDOW)
+            if won:
+                data["redeployed_at"] = now
+
+        self._update_record(ref, change)
+        if not won:
+            return "skipped-deployment-in-progress"
+        try:
+            self.ecs.force_deploy(ref)
+        except Exception:  # let a redrive try again: un-record ours, then fail loudly
+            self._update_record(
+                ref, lambda d: d.pop("redeployed_at") if d.get("redeployed_at") == now else None
+            )
+            raise
+        return "redeployed"
+
+    def _scale_out(self, ref: ServiceRef, ev: FleetEvent) -> Result:
+        now = self.clock()
+        seen: dict[str, int] = {}
+
+        def change(data: dict[str, Any]) -> None:
+            # Read the count after the record, inside the optimistic-lock loop; while a
+            # committed restore is still being applied, its target is the count.
+            pending = pending_to(data, ref.service)
+            desired = pending if pending is not None else self.ecs.describe(ref).desired
+            seen["desired"] = desired
+            so = data.get("scale_out")
+            if so and pending is None and not so["baseline"] <= desired <= so["target"]:
+                # Outside what we could have set: someone else (a person, autoscaling)
+                # changed the count meanwhile. Theirs is the service's size now: scale
+                # out from it, and restore to it, never below it.
+                self.log.warning(
+                    "desiredCount changed by someone else: scaling out from it",
+                    cluster=ref.cluster,
+                    service=ref.service,
+                    desired=desired,
+                    ours=so["target"],
+                )
+                so = None
+            so = so or {"baseline": desired, "tasks": []}
             if ev.task_arn not in so["tasks"]:
                 so["tasks"].append(ev.task_arn)
             target = so["baseline"] + self.config.scale_out_by * len(so["tasks"])
@@ -225,12 +275,12 @@ class Companion:
 
         so = self._update_record(ref, change)["scale_out"]
         out: Result = {"baseline": so["baseline"], "target": so["target"]}
-        out |= {"desired_before": view.desired, "result": "already-scaled-out"}
-        desired, target = view.desired, so["target"]
+        out |= {"desired_before": seen["desired"], "result": "already-scaled-out"}
+        desired, target = seen["desired"], so["target"]
         # Concurrent invocations (other tasks of this service) may each write a higher
         # target; whoever set a count re-reads the record and follows a newer target,
         # so the last UpdateService carries the last target whatever the write order.
-        for _ in range(_CONFLICT_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             if desired >= target:
                 break
             self.ecs.set_desired(ref, target)
@@ -248,19 +298,26 @@ class Companion:
         view = self.ecs.describe(ref)
         policy = self.config.policy_for(ref, view.tags)
         twin = ServiceRef(ref.cluster, policy.fallback_twin) if policy.fallback_twin else None
-        twin_view = self.ecs.describe(twin) if twin else None
         shortfall = max(view.desired - view.running, 1)
         first = False
+        twin_desired: int | None = None
 
         def change(data: dict[str, Any]) -> None:
-            nonlocal first
+            nonlocal first, twin_desired
+            if twin is not None:  # read after the record (see _scale_out)
+                pending = pending_to(data, twin.service)
+                twin_desired = pending if pending is not None else self.ecs.describe(twin).desired
             fb = data.get("fallback")
-            first = fb is None
             if fb is None:
-                fb = {"since": self.clock(), "twin": policy.fallback_twin}
-                if twin_view is not None:
-                    fb["twin_baseline"] = twin_view.desired
-            if twin_view is not None:
+                now = self.clock()
+                flaps, hold_off = flap_hold_off(data, self.config.hold_off, now)
+                fb = {"since": now, "twin": policy.fallback_twin}
+                fb |= {"flaps": flaps, "hold_off": hold_off}
+                if twin_desired is not None:
+                    fb["twin_baseline"] = twin_desired
+            first = not fb.get("alerted", False)  # one alert per episode, once it went out
+            fb["alerted"] = True
+            if twin_desired is not None:
                 target = fb.get("twin_baseline", 0) + shortfall
                 if self.config.max_desired_count is not None:
                     target = min(target, self.config.max_desired_count)
@@ -274,20 +331,28 @@ class Companion:
             "service": str(ref),
             "shortfall": shortfall,
             "twin": policy.fallback_twin,
+            "hold_off": fb.get("hold_off", self.config.hold_off),
         }
-        if twin is not None and twin_view is not None:
-            result |= {"twin_before": twin_view.desired, "twin_target": fb["twin_target"]}
-            if twin_view.desired < fb["twin_target"]:
-                self.ecs.set_desired(twin, fb["twin_target"])
-                result["result"] = "fell-back"
+        if fb.get("flaps"):
+            result["flaps"] = fb["flaps"]
+        try:
+            if twin is not None and twin_desired is not None:
+                result |= {"twin_before": twin_desired, "twin_target": fb["twin_target"]}
+                if twin_desired < fb["twin_target"]:
+                    self.ecs.set_desired(twin, fb["twin_target"])
+                    result["result"] = "fell-back"
+                else:
+                    result["result"] = "fallback-already-active"
             else:
-                result["result"] = "fallback-already-active"
-        else:
-            result["result"] = "alerted" if first else "already-alerted"
-        if first:
-            result["alerted"] = self.messenger.alert(
-                f"No Fargate Spot capacity: {ref}", {**result, "event_id": ev.event_id}
-            )
+                result["result"] = "alerted" if first else "already-alerted"
+            if first:
+                result["alerted"] = self.messenger.alert(
+                    f"No Fargate Spot capacity: {ref}", {**result, "event_id": ev.event_id}
+                )
+        except Exception:
+            if first:  # the alert did not go out: a redrive must send it
+                self._update_record(ref, _alert_not_sent)
+            raise
         self.log.info(
             "placement failure handled",
             event_id=ev.event_id,
@@ -298,75 +363,7 @@ class Companion:
         )
         return result
 
-    # ------------------------------------------------------------ steady state
 
-    def _reconcile(self, ref: ServiceRef, ev: FleetEvent) -> Result:
-        for _ in range(_CONFLICT_ATTEMPTS):
-            done = self._reconcile_once(ref, ev)
-            if done is not None:
-                return done
-        raise FleetError("PutItem", "Conflict", f"{ref}: record changed {_CONFLICT_ATTEMPTS} times")
-
-    def _reconcile_once(self, ref: ServiceRef, ev: FleetEvent) -> Result | None:
-        data, version = self.store.get_record(ref)
-        result: Result = {"kind": ev.kind.value, "service": str(ref)}
-        so, fb = data.get("scale_out"), data.get("fallback")
-        if not so and not fb:
-            return result | {"result": "nothing-pending"}
-        log = self.log.bind(
-            event_id=ev.event_id, cluster=ref.cluster, service=ref.service, action="restore"
-        )
-        view = self.ecs.describe(ref)
-        steady = view.steady
-        if steady and so:
-            states = self.ecs.task_states(ref.cluster, list(so["tasks"]))
-            steady = all(s in (None, "STOPPED", "DELETED") for s in states.values())
-        now = self.clock()
-        if not steady:
-            data["steady_since"] = None
-            result["result"] = "waiting-for-steady"
-        else:
-            since = data.get("steady_since") or now
-            data["steady_since"] = since
-            result["steady_for"] = round(now - since, 1)
-            result["result"] = "holding-off"
-            if so and now - since >= self.config.restore_after:
-                if view.desired == so["target"]:
-                    self.ecs.set_desired(ref, so["baseline"])
-                    result |= {"result": "restored", "desired": so["baseline"]}
-                else:
-                    log.warning(
-                        "desiredCount changed by someone else: left alone",
-                        desired=view.desired,
-                        ours=so["target"],
-                    )
-                    result["result"] = "restore-skipped-changed"
-                del data["scale_out"]
-            if fb and now - since >= self.config.hold_off:
-                result |= self._fail_back(ref, fb, log)
-                del data["fallback"]
-                result["alerted"] = self.messenger.alert(
-                    f"Fargate Spot capacity back: {ref}", {**result, "event_id": ev.event_id}
-                )
-        if "scale_out" not in data and "fallback" not in data:
-            data["steady_since"] = None
-        if not self.store.put_record(ref, data, version):
-            return None
-        log.info("reconciled", **{k: v for k, v in result.items() if k != "service"})
-        return result
-
-    def _fail_back(self, ref: ServiceRef, fb: dict[str, Any], log: JsonLog) -> Result:
-        if not fb.get("twin") or "twin_target" not in fb:
-            return {"result": "recovered"}
-        twin = ServiceRef(ref.cluster, fb["twin"])
-        twin_view = self.ecs.describe(twin)
-        if twin_view.desired != fb["twin_target"]:
-            log.warning(
-                "twin desiredCount changed by someone else: left alone",
-                twin=fb["twin"],
-                desired=twin_view.desired,
-                ours=fb["twin_target"],
-            )
-            return {"result": "fail-back-skipped-changed"}
-        self.ecs.set_desired(twin, fb["twin_baseline"])
-        return {"result": "failed-back", "twin": fb["twin"], "twin_desired": fb["twin_baseline"]}
+def _alert_not_sent(data: dict[str, Any]) -> None:
+    if data.get("fallback"):
+        data["fallback"]["alerted"] = False

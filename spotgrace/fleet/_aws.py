@@ -6,6 +6,7 @@ writes they would make instead of making them (reads still happen).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
-__all__ = ["AwsClients", "Ecs", "Messenger", "ServiceView", "make_clients"]
+__all__ = ["AwsClients", "Ecs", "Messenger", "ServiceView", "make_clients", "retry_logger"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,22 @@ def make_clients(*, region: str | None = None, endpoint_url: str | None = None) 
         sqs=session.client("sqs", **kw),
         dynamodb=session.client("dynamodb", **kw),
     )
+
+
+RetryHook = Callable[[int, float, str], None]
+RetryLogger = Callable[[str], RetryHook]
+
+
+def retry_logger(log: JsonLog) -> RetryLogger:
+    """Per operation, an ``on_retry`` hook for :func:`call_aws` that logs each retry."""
+
+    def for_operation(operation: str) -> RetryHook:
+        def told(attempt: int, delay: float, code: str) -> None:
+            log.warning("retrying", operation=operation, attempt=attempt, delay=delay, code=code)
+
+        return told
+
+    return for_operation
 
 
 @dataclass(frozen=True)
@@ -98,14 +115,8 @@ class Ecs:
     dry_run: bool = False
     planned: list[dict[str, Any]] = field(default_factory=list)
 
-    def _on_retry(self, op: str) -> Any:
-        def told(attempt: int, delay: float, code: str) -> None:
-            self.log.warning("retrying", operation=op, attempt=attempt, delay=delay, code=code)
-
-        return told
-
     def _call(self, op: str, fn: Any, **kwargs: Any) -> Any:
-        return call_aws(self.retry, op, fn, on_retry=self._on_retry(op), **kwargs)
+        return call_aws(self.retry, op, fn, on_retry=retry_logger(self.log)(op), **kwargs)
 
     def describe(self, ref: ServiceRef) -> ServiceView:
         """Read the service (with its tags); a missing service is an AwsPermanentError."""
@@ -197,6 +208,8 @@ class Messenger:
     dlq_url: str | None
     dry_run: bool = False
     planned: list[dict[str, Any]] = field(default_factory=list)
+    log_retry: RetryLogger | None = None
+    dlq_retry: RetryPolicy | None = None  # the DLQ send's own (later) deadline
 
     def alert(self, subject: str, body: dict[str, Any]) -> bool:
         """Publish to the topic; False when no topic is configured."""
@@ -210,6 +223,7 @@ class Messenger:
             self.retry,
             "Publish",
             self.sns.publish,
+            on_retry=self.log_retry("Publish") if self.log_retry else None,
             TopicArn=self.topic_arn,
             Subject=subject[:100],
             Message=message,
@@ -221,9 +235,10 @@ class Messenger:
         if self.dlq_url is None or self.dry_run:
             return False
         call_aws(
-            self.retry,
+            self.dlq_retry or self.retry,
             "SendMessage",
             self.sqs.send_message,
+            on_retry=self.log_retry("SendMessage") if self.log_retry else None,
             QueueUrl=self.dlq_url,
             MessageBody=json.dumps(body, sort_keys=True, default=str),
         )

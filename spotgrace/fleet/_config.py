@@ -16,6 +16,7 @@ Variables (all optional except ``SPOTGRACE_FLEET_SERVICES``):
 ``SPOTGRACE_FLEET_TOPIC_ARN``      SNS topic for alerts
 ``SPOTGRACE_FLEET_TABLE``          DynamoDB table for de-duplication and restore state
 ``SPOTGRACE_FLEET_DLQ_URL``        SQS queue for events that still fail
+``SPOTGRACE_FLEET_ACCOUNT_ID``     act only on this account's clusters (the templates set it)
 ``SPOTGRACE_FLEET_MAX_ATTEMPTS``   calls per AWS operation incl. retries (default 5)
 ``SPOTGRACE_FLEET_BASE_DELAY``     first backoff ceiling in seconds (default 0.2)
 ``SPOTGRACE_FLEET_MAX_DELAY``      backoff ceiling in seconds (default 5)
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -39,6 +41,7 @@ from ._retry import RetryPolicy
 __all__ = [
     "ACTION_TAG",
     "FALLBACK_TAG",
+    "NAME_RE",
     "Action",
     "FleetConfig",
     "ServicePolicy",
@@ -48,6 +51,8 @@ __all__ = [
 ACTION_TAG = "spotgrace:fleet-action"
 FALLBACK_TAG = "spotgrace:fleet-fallback"
 _PREFIX = "SPOTGRACE_FLEET_"
+#: What ECS accepts as a cluster or service name.
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 
 class Action(enum.Enum):
@@ -76,8 +81,10 @@ class ServiceRef:
 
     def __post_init__(self) -> None:
         for part in (self.cluster, self.service):
-            if not part or "/" in part or ":" in part or part != part.strip():
-                raise ConfigError(f"bad cluster/service name {part!r} in {self}")
+            if not isinstance(part, str) or not NAME_RE.fullmatch(part):
+                raise ConfigError(
+                    f"bad cluster/service name {part!r} in {self} (letters, digits, - and _)"
+                )
 
     def __str__(self) -> str:
         return f"{self.cluster}/{self.service}"
@@ -158,6 +165,7 @@ class FleetConfig:
     topic_arn: str | None = None
     table_name: str | None = None
     dlq_url: str | None = None
+    account_id: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
@@ -168,6 +176,8 @@ class FleetConfig:
         for ref in (*self.actions, *self.fallback_twins):
             if ref not in self.services:
                 raise ConfigError(f"{ref} is configured but not in {_PREFIX}SERVICES")
+        if self.account_id is not None and not re.fullmatch(r"[0-9]{12}", self.account_id):
+            raise ConfigError(f"{_PREFIX}ACCOUNT_ID must be 12 digits, got {self.account_id!r}")
         for name in ("hold_off", "restore_after", "max_event_age"):
             value = getattr(self, name)
             if math.isnan(value) or value < 0:
@@ -204,6 +214,7 @@ class FleetConfig:
             topic_arn=_optional(env, "TOPIC_ARN"),
             table_name=_optional(env, "TABLE"),
             dlq_url=_optional(env, "DLQ_URL"),
+            account_id=_optional(env, "ACCOUNT_ID"),
             retry=retry,
         )
 
@@ -216,6 +227,6 @@ class FleetConfig:
         if FALLBACK_TAG in tags:
             value = tags[FALLBACK_TAG].strip()
             twin = None if value.lower() in ("", "off", "none") else value
-        if twin is not None and (twin == ref.service or "/" in twin):
+        if twin is not None and (twin == ref.service or not NAME_RE.fullmatch(twin)):
             raise ConfigError(f"{ref}: fallback twin must be another service's name, got {twin!r}")
         return ServicePolicy(action=action, fallback_twin=twin)

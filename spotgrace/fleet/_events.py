@@ -199,7 +199,8 @@ def classify(event: Mapping[str, Any]) -> FleetEvent:
     resources = event.get("resources")
     first = resources[0] if isinstance(resources, list) and resources else None
     if matches(interruption_pattern(), event):
-        task_arn = detail.get("taskArn") or first
+        candidates = (detail.get("taskArn"), first)  # the first that is an ARN-like string
+        task_arn = next((c for c in candidates if isinstance(c, str) and c), None)
         group = detail.get("group")
         service = None
         if isinstance(group, str) and group.startswith("service:"):
@@ -209,7 +210,7 @@ def classify(event: Mapping[str, Any]) -> FleetEvent:
             event_id,
             cluster,
             service,
-            task_arn if isinstance(task_arn, str) else None,
+            task_arn,
             when,
             event,
         )

@@ -36,9 +36,11 @@ def _check(cluster: str, services: Sequence[str], twins: Mapping[str, str]) -> N
     for name in (cluster, *services, *twins, *twins.values()):
         if not _NAME.match(name):
             raise ConfigError(f"not an ECS cluster/service name: {name!r}")
-    for spot in twins:
+    for spot, twin in twins.items():
         if spot not in services:
             raise ConfigError(f"fallback for {spot!r}, which is not among the services")
+        if twin == spot:  # the function would refuse this at every event
+            raise ConfigError(f"fallback twin of {spot!r} must be another service, got {twin!r}")
 
 
 def _sub(text: str) -> dict[str, str]:
@@ -102,6 +104,7 @@ def cloudformation_template(
         "SPOTGRACE_FLEET_TOPIC_ARN": {"Ref": "AlertTopic"},
         "SPOTGRACE_FLEET_TABLE": {"Ref": "StateTable"},
         "SPOTGRACE_FLEET_DLQ_URL": {"Ref": "DeadLetterQueue"},
+        "SPOTGRACE_FLEET_ACCOUNT_ID": {"Ref": "AWS::AccountId"},
     }
     policy = [
         {

@@ -18,13 +18,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from spotgrace import ConfigError
 
@@ -39,7 +34,12 @@ THROTTLING_CODES = frozenset(
     {
         "Throttling",
         "ThrottlingException",
+        "Throttled",  # SNS (HTTP 429)
         "ThrottledException",
+        "KMSThrottling",  # SNS publishing to a KMS-encrypted topic
+        "KmsThrottled",  # SQS sending to a KMS-encrypted queue
+        "BandwidthLimitExceeded",
+        "PriorRequestNotComplete",
         "TooManyRequestsException",
         "RequestLimitExceeded",
         "RequestThrottled",
@@ -64,12 +64,8 @@ TRANSIENT_CODES = frozenset(
     }
 )
 
-_NETWORK_ERRORS = (
-    EndpointConnectionError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-)
+#: botocore's own transient classes (connection refused/reset/closed, timeouts, TLS).
+_NETWORK_ERRORS = (BotoConnectionError, HTTPClientError)
 
 
 def _check_float(name: str, value: float, low: float) -> None:
@@ -83,7 +79,11 @@ class RetryPolicy:
 
     ``max_attempts`` counts calls (1 = no retry). The sleep before retry
     ``n`` (from 0) is ``uniform(0, min(max_delay, base_delay * 2**n))``.
-    ``sleep`` and ``rng`` are injectable for tests.
+    ``deadline`` (a ``clock()`` value; the Lambda handler sets it from the
+    invocation's remaining time) ends the retries early: no attempt starts
+    after it and no sleep runs past it, so the handler still has time to
+    dead-letter the event before Lambda's timeout. ``sleep``, ``rng`` and
+    ``clock`` are injectable for tests.
     """
 
     max_attempts: int = 5
@@ -91,6 +91,8 @@ class RetryPolicy:
     max_delay: float = 5.0
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
+    deadline: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
@@ -120,7 +122,7 @@ def is_retryable(exc: BaseException) -> bool:
         if code in THROTTLING_CODES or code in TRANSIENT_CODES:
             return True
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return isinstance(status, int) and status >= 500
+        return isinstance(status, int) and (status == 429 or status >= 500)
     return False
 
 
@@ -143,6 +145,10 @@ def call_aws(
     last_code = ""
     last_message = ""
     for attempt in range(policy.max_attempts):
+        if policy.deadline is not None and policy.clock() >= policy.deadline:
+            raise AwsRetriesExhausted(
+                operation, last_code or "Deadline", f"{last_message} (out of time: not attempted)"
+            )
         try:
             return fn(**kwargs)
         except ClientError as exc:
@@ -162,6 +168,10 @@ def call_aws(
                 operation, last_code, f"{last_message} (after {policy.max_attempts} attempts)"
             ) from failure
         pause = policy.delay(attempt)
+        if policy.deadline is not None and policy.clock() + pause >= policy.deadline:
+            raise AwsRetriesExhausted(
+                operation, last_code, f"{last_message} (after {attempt + 1} attempts: out of time)"
+            ) from failure
         if on_retry is not None:
             on_retry(attempt + 1, pause, last_code)
         policy.sleep(pause)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from ._config import ServiceRef
 
-__all__ = ["Claim", "DynamoStore", "MemoryStore", "StateStore"]
+__all__ = ["Claim", "DryRunStore", "DynamoStore", "MemoryStore", "StateStore"]
 
 CLAIM_LEASE = 300.0
 DONE_TTL = 7 * 24 * 3600.0
@@ -103,12 +103,12 @@ class DynamoStore:
         table: str,
         retry: RetryPolicy,
         *,
-        on_retry: Callable[[int, float, str], None] | None = None,
+        log_retry: Callable[[str], Callable[[int, float, str], None]] | None = None,
     ) -> None:
         self._db = client
         self._table = table
         self._retry = retry
-        self._on_retry = on_retry
+        self._log_retry = log_retry
 
     def _call(self, op: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
         return call_aws(
@@ -116,7 +116,7 @@ class DynamoStore:
             op,
             fn,
             expected=(_CONFLICT,),
-            on_retry=self._on_retry,
+            on_retry=self._log_retry(op) if self._log_retry else None,
             TableName=self._table,
             **kwargs,
         )
@@ -143,6 +143,18 @@ class DynamoStore:
                 "GetItem", self._db.get_item, Key={"pk": {"S": key}}, ConsistentRead=True
             ).get("Item", {})
             return Claim.DONE if item.get("status", {}).get("S") == "done" else Claim.BUSY
+
+    def peek(self, key: str, now: float) -> Claim | None:
+        """What :meth:`claim` would answer, without writing (None: it would be NEW)."""
+        item = self._call(
+            "GetItem", self._db.get_item, Key={"pk": {"S": key}}, ConsistentRead=True
+        ).get("Item", {})
+        status = item.get("status", {}).get("S")
+        if status == "done":
+            return Claim.DONE
+        if status == "pending" and float(item.get("lease_until", {}).get("N", "0")) >= now:
+            return Claim.BUSY
+        return None
 
     def complete(self, key: str, now: float) -> None:
         self._call(
@@ -196,3 +208,37 @@ class DynamoStore:
         except ClientError:
             return False
         return True
+
+
+class DryRunStore:
+    """For dry runs: reads the real table, writes only to memory, so a dry run sees
+    the same claims and records (and so plans the same writes) as a real run."""
+
+    def __init__(self, table: DynamoStore) -> None:
+        self._table = table
+        self._memory = MemoryStore()
+
+    def claim(self, key: str, now: float) -> Claim:
+        if key not in self._memory.claims:
+            seen = self._table.peek(key, now)
+            if seen is not None:
+                return seen
+        return self._memory.claim(key, now)
+
+    def complete(self, key: str, now: float) -> None:
+        self._memory.complete(key, now)
+
+    def release(self, key: str) -> None:
+        self._memory.release(key)
+
+    def _seed(self, ref: ServiceRef) -> None:
+        if f"service#{ref}" not in self._memory.records:
+            self._memory.records[f"service#{ref}"] = self._table.get_record(ref)
+
+    def get_record(self, ref: ServiceRef) -> tuple[dict[str, Any], int]:
+        self._seed(ref)
+        return self._memory.get_record(ref)
+
+    def put_record(self, ref: ServiceRef, data: dict[str, Any], version: int) -> bool:
+        self._seed(ref)
+        return self._memory.put_record(ref, data, version)

@@ -174,13 +174,14 @@ resource "aws_lambda_function" "fleet" {
   memory_size      = 256
   environment {
     variables = {
-      SPOTGRACE_FLEET_SERVICES  = join(",", [for s in var.service_names : "${var.cluster_name}/${s}"])
-      SPOTGRACE_FLEET_ACTION    = var.action
-      SPOTGRACE_FLEET_FALLBACK  = join(",", [for s, t in var.fallback_twins : "${var.cluster_name}/${s}=${t}"])
-      SPOTGRACE_FLEET_HOLD_OFF  = tostring(var.hold_off_seconds)
-      SPOTGRACE_FLEET_TOPIC_ARN = aws_sns_topic.alerts.arn
-      SPOTGRACE_FLEET_TABLE     = aws_dynamodb_table.state.name
-      SPOTGRACE_FLEET_DLQ_URL   = aws_sqs_queue.dlq.id
+      SPOTGRACE_FLEET_SERVICES   = join(",", [for s in var.service_names : "${var.cluster_name}/${s}"])
+      SPOTGRACE_FLEET_ACTION     = var.action
+      SPOTGRACE_FLEET_FALLBACK   = join(",", [for s, t in var.fallback_twins : "${var.cluster_name}/${s}=${t}"])
+      SPOTGRACE_FLEET_HOLD_OFF   = tostring(var.hold_off_seconds)
+      SPOTGRACE_FLEET_TOPIC_ARN  = aws_sns_topic.alerts.arn
+      SPOTGRACE_FLEET_TABLE      = aws_dynamodb_table.state.name
+      SPOTGRACE_FLEET_DLQ_URL    = aws_sqs_queue.dlq.id
+      SPOTGRACE_FLEET_ACCOUNT_ID = data.aws_caller_identity.current.account_id
     }
   }
   dead_letter_config {
@@ -190,6 +191,9 @@ resource "aws_lambda_function" "fleet" {
     log_format = "Text"
     log_group  = aws_cloudwatch_log_group.function.name
   }
+  # CreateFunction checks that the role may SendMessage to the dead-letter queue:
+  # without this the function can be created before the role's policy (first apply fails).
+  depends_on = [aws_iam_role_policy.function]
 }
 
 resource "aws_lambda_function_event_invoke_config" "fleet" {
