@@ -7,6 +7,8 @@ import subprocess
 import sys
 import types
 
+import pytest
+
 import spotgrace
 
 
@@ -36,3 +38,22 @@ def test_import_does_not_import_frameworks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("module", "extra"), [("spotgrace.sqs", "sqs"), ("spotgrace.fleet", "fleet")]
+)
+def test_a_missing_extra_is_one_clear_import_error(module: str, extra: str) -> None:
+    # boto3 and botocore look absent to the import system: the package names its extra.
+    code = (
+        "import importlib.util\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n.split('.')[0] in "
+        "('boto3', 'botocore') else real(n, *a)\n"
+        f"import {module}\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("spotgrace._core._errors.MissingExtraError:"), proc.stderr
+    assert f'pip install "spotgrace[{extra}]"' in last

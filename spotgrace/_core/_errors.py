@@ -18,6 +18,8 @@ The tree::
 
 from __future__ import annotations
 
+import importlib.util
+
 __all__ = [
     "ConfigError",
     "MissingExtraError",
@@ -62,3 +64,14 @@ class MissingExtraError(ImportError):
             f'{module} needs {what}, which is not installed: pip install "spotgrace[{extra}]"',
             name=missing,
         )
+
+
+def require_extra(module: str, extra: str, *dependencies: str) -> None:
+    """Raise :class:`MissingExtraError` for ``module`` unless every dependency is importable.
+
+    Called first thing by an integration package whose modules import their
+    framework at the top, so that a missing extra is one clear error at import.
+    """
+    for name in dependencies:
+        if importlib.util.find_spec(name) is None:
+            raise MissingExtraError(module, extra, name)

@@ -12,6 +12,10 @@ infrastructure (``template``). See docs/fleet.md.
 
 from __future__ import annotations
 
+from .._core._errors import require_extra
+
+require_extra("spotgrace.fleet", "fleet", "boto3", "botocore")
+
 from ._aws import AwsClients as AwsClients
 from ._aws import make_clients as make_clients
 from ._config import Action as Action

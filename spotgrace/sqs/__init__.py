@@ -17,6 +17,10 @@ gets it at once. See ``docs/sqs.md``.
 
 from __future__ import annotations
 
+from .._core._errors import require_extra
+
+require_extra("spotgrace.sqs", "sqs", "boto3", "botocore")
+
 from ._consumer import Handler as Handler
 from ._consumer import SQSConsumer as SQSConsumer
 from ._message import Message as Message
