@@ -19,6 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 APPS = HERE / "apps"
+ROOT = HERE.parent
 PY = sys.executable
 
 
@@ -61,10 +62,11 @@ def summary(xs: list[float]) -> str:
     )
 
 
-def bench_exit(runs: int) -> None:
+def bench_exit(runs: int) -> dict[str, list[float]]:
     print(f"\n## SIGTERM -> process exit, idle app ({runs} runs each)\n")
     base = [wall([PY, "-c", "pass"]) for _ in range(runs)]
     print(f"{'python -c pass (whole run)':34} {summary(base)}")
+    times = {"python -c pass (whole run)": [t * 1000 for t in base]}
     for label, app in [
         ("plain asyncio (add_signal_handler)", "idle_asyncio.py"),
         ("aiorun", "idle_aiorun.py"),
@@ -74,9 +76,11 @@ def bench_exit(runs: int) -> None:
         results = [sigterm_to_exit([PY, str(APPS / app)]) for _ in range(runs)]
         codes = sorted({c for _, c in results})
         print(f"{label:34} {summary([t for t, _ in results])}   exit codes {codes}")
+        times[label] = [t * 1000 for t, _ in results]
+    return times
 
 
-def bench_deadline(runs: int) -> None:
+def bench_deadline(runs: int) -> tuple[dict[str, list[float]], float, float]:
     stop_timeout, margin = 3.0, 0.5
     target = stop_timeout - margin
     print(
@@ -84,6 +88,7 @@ def bench_deadline(runs: int) -> None:
         f"(deadline t0 + {target:g} s), {runs} runs each\n"
     )
     env = {"SPOTGRACE_STOP_TIMEOUT": str(stop_timeout), "SPOTGRACE_MARGIN": str(margin)}
+    times: dict[str, list[float]] = {}
     for mode, what in [
         ("sync", "sync hook blocked forever"),
         ("block-loop", "async hook blocking the loop"),
@@ -99,6 +104,8 @@ def bench_deadline(runs: int) -> None:
             f"worst overshoot past the deadline {max(over) * 1000:+.1f} ms; "
             f"past stop_timeout: {past}/{runs}; exit codes {codes}"
         )
+        times[what] = [t for t, _ in results]
+    return times, target, stop_timeout
 
 
 def bench_import(runs: int) -> None:
@@ -141,11 +148,31 @@ def importtime(stmt: str, top: tuple[str, ...]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--plot", default=str(ROOT / "docs" / "img" / "core.png"), help="PNG to write ('' for none)"
+    )
+    args, _unknown = parser.parse_known_args()  # run_all.py passes its extras to every script
     print(f"# spotgrace core benchmarks  (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
-    bench_exit(args.runs)
-    bench_deadline(args.runs)
+    exits = bench_exit(args.runs)
+    deadlines, target, stop_timeout = bench_deadline(args.runs)
     bench_import(args.runs)
+    if args.plot:
+        from plots import Panel, box_panels
+
+        box_panels(
+            [
+                Panel("SIGTERM -> exit, idle app", "ms", exits),
+                Panel(
+                    "A hook that never returns (stop_timeout 3 s, margin 0.5 s)",
+                    "SIGTERM -> exit (s)",
+                    deadlines,
+                    {"deadline": target, "stop_timeout": stop_timeout},
+                ),
+            ],
+            Path(args.plot),
+            f"bench/core.py, {args.runs} runs each",
+        )
+        print(f"\nwrote {args.plot}")
 
 
 if __name__ == "__main__":
