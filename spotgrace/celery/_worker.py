@@ -77,11 +77,22 @@ def _held(req: Any) -> bool:
 
 
 def _requeue_now(req: Any) -> bool:
-    """Reject ``req``'s message with requeue, now (``Request.reject`` defers it to the loop)."""
+    """Put ``req``'s message back on its queue now (``Request.reject`` defers it to the loop).
+
+    On Redis it goes back at the head of the queue, as kombu's own restore of
+    unacked messages does, so the next free worker takes it; ``reject`` would
+    put it behind every waiting message. Other brokers: ``reject(requeue=True)``.
+    """
     message = req.message
     if message.acknowledged:
         return False
-    message.reject(requeue=True)
+    qos = getattr(message.channel, "qos", None)
+    restore = getattr(qos, "restore_by_tag", None)
+    if restore is not None and qos is not None:  # kombu's Redis transport
+        restore(message.delivery_tag, leftmost=False)
+        qos.ack(message.delivery_tag)  # kombu's bookkeeping; the broker copy is restored
+    else:
+        message.reject(requeue=True)
     req.acknowledged = True  # so Celery acks or rejects it no more
     return True
 
