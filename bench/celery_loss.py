@@ -40,6 +40,7 @@ def main() -> int:
     )
     parser.add_argument("--stop-timeout", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", type=Path, default=None, help="keep workers' event files here")
     parser.add_argument(
         "--out", type=Path, default=None, help="also write the summaries here (JSON)"
     )
