@@ -49,6 +49,8 @@ _POLL = 0.05
 #: How long a call handed to Celery's event loop may wait there before it is
 #: made from the sequence thread instead (the loop is blocked, e.g. a solo pool).
 _HUB_WAIT = 1.0
+#: The pools the sequence is made and tested for.
+_SUPPORTED_POOLS = frozenset({"celery.concurrency.prefork", "celery.concurrency.thread"})
 
 
 @dataclass(frozen=True)
@@ -128,10 +130,15 @@ class _Shutdown:
         self.grace = self.cm.__enter__()
         hub = getattr(self.worker, "hub", None)
         opts = self.grace.options
+        pool = type(getattr(self.worker, "pool", None)).__module__
+        if pool not in _SUPPORTED_POOLS:
+            emit(
+                "warning", "celery.pool_unsupported", pool=pool, supported=sorted(_SUPPORTED_POOLS)
+            )
         emit(
             "info",
             "celery.installed",
-            pool=type(getattr(self.worker, "pool", None)).__module__,
+            pool=pool,
             concurrency=getattr(self.worker, "concurrency", None),
             stop_timeout=opts.stop_timeout,
             margin=opts.margin,
@@ -196,6 +203,26 @@ class _Shutdown:
         if self._closing:  # Celery is stopping by itself; close() runs the hooks
             return
         self.t0 = time.monotonic()
+        try:
+            self._drain_and_cut(grace)
+        except Exception as exc:  # the shutdown must go on whatever broke
+            emit("error", "celery.sequence_failed", error=repr(exc), exc_info=exc)
+        # Nothing is left to wait for: Celery's cold shutdown (its warm one joins
+        # the pool, which takes seconds): the consumer closes, then this step's
+        # terminate() runs the hooks and leaves.
+        worker_state.should_terminate = True
+        hub = getattr(self.worker, "hub", None)
+        if hub is not None:
+            hub.call_soon(lambda: None)  # wake the loop so it sees should_terminate
+        # Last resort for the process tree: just before the deadline.
+        reserve = min(0.5, grace.options.margin / 4)
+        time.sleep(max(0.0, grace.remaining() - reserve))
+        killed = kill_descendants(os.getpid())
+        if killed:
+            emit("warning", "celery.tree_killed", pids=killed, elapsed=self._elapsed())
+            flush_logs()
+
+    def _drain_and_cut(self, grace: spotgrace.Grace) -> None:
         self.phase = "draining"
         self._beat()
         self._in_hub("stop_consuming", self._stop_consuming)
@@ -225,20 +252,6 @@ class _Shutdown:
         self._in_hub("cut", self._cut)
         self.phase = "stopping"
         self._beat()
-        # Nothing is left to wait for: Celery's cold shutdown (its warm one joins
-        # the pool, which takes seconds): the consumer closes, this step runs the
-        # hooks, the pool is terminated.
-        worker_state.should_terminate = True
-        hub = getattr(self.worker, "hub", None)
-        if hub is not None:
-            hub.call_soon(lambda: None)  # wake the loop so it sees should_stop
-        # Last resort for the process tree: just before the deadline.
-        reserve = min(0.5, grace.options.margin / 4)
-        time.sleep(max(0.0, grace.remaining() - reserve))
-        killed = kill_descendants(os.getpid())
-        if killed:
-            emit("warning", "celery.tree_killed", pids=killed, elapsed=self._elapsed())
-            flush_logs()
 
     def _running(self) -> list[Any]:
         return [r for r in _requests(worker_state.reserved_requests) if not _held(r)]
