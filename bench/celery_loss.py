@@ -1,6 +1,10 @@
-"""Tasks lost per 100 interruptions: plain Celery, Celery with acks_late, spotgrace.celery.
+"""Tasks lost per 100 interruptions: plain Celery, acks_late, Celery's soft shutdown, spotgrace.celery.
 
     .venv/bin/python bench/celery_loss.py --trials 50            # each mode
+
+Modes: ``plain`` (Celery's defaults), ``acks_late``, ``soft`` (Celery 5.5+'s
+own soft shutdown with the settings spotgrace derives, ``REMAP_SIGTERM=SIGQUIT``,
+no spotgrace), ``spotgrace`` (``spotgrace.celery.install(app)``).
     .venv/bin/python bench/celery_loss.py --trials 100 --modes spotgrace
 
 Starts its own redis-server on 127.0.0.1 and real ``celery worker`` processes
@@ -29,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from tests._redis import _start  # noqa: E402 - after the path set-up
 from tests.helpers.celery_trials import run_trials  # noqa: E402
 
-MODES = ("plain", "acks_late", "spotgrace")
+MODES = ("plain", "acks_late", "soft", "spotgrace")
 
 
 def main() -> int:

@@ -22,6 +22,7 @@ import redis
 from celery import Celery
 
 from spotgrace.celery._tree import descendants
+from spotgrace.testing import FakeEndpoints
 
 from ._proc import alive, kill_quietly
 from ._redis import RedisServer, redis_server_fixture, redis_url_fixture  # noqa: F401 - fixtures
@@ -182,3 +183,24 @@ def test_never_returning_task_worker_tree_gone_before_stop_timeout_and_task_name
     assert cut[0]["requeued"] is True
     assert queued(client) == 1
     assert records(client, "hooks")
+
+
+def test_early_warning_notice_drains_requeues_and_exits_without_a_signal(
+    redis_url: str, tmp_path: Path, client: redis.Redis, sender: Celery, workers: list[Worker]
+) -> None:
+    with FakeEndpoints() as fake:
+        env = {**ENV, **fake.env(), "SPOTGRACE_WATCH": "ecs", "SPOTGRACE_WATCH_INTERVAL": "0.2"}
+        w = start_worker(redis_url, tmp_path, name="watched", env=env)
+        workers.append(w)
+        tag = send(sender, "slow_once", 600, 0.2)
+        wait_started(client, tag)
+        fake.interrupt(ec2=False)  # ECS task metadata: DesiredStatus STOPPED
+        code = w.proc.finish(timeout=STOP_TIMEOUT + 15)
+        assert fake.interrupted_at is not None
+        took = time.monotonic() - fake.interrupted_at
+    assert code == 0, w.proc.output()
+    started = w.named("shutdown.started")
+    assert started[0]["source"] == "watch", started
+    assert took < STOP_TIMEOUT + 1, f"exited {took:.2f} s after the notice was visible"
+    assert [e["task"] for e in w.named("celery.task_cut")] == ["celery_app.slow_once"]
+    assert queued(client) == 1

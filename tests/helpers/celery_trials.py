@@ -141,6 +141,8 @@ def run_trials(
     longest = 2 * stop_timeout
     visibility = longest + 4  # no live task outlives it: only dead workers' messages return
     env = {"SPOTGRACE_STOP_TIMEOUT": str(stop_timeout), "CELERY_TEST_VISIBILITY": str(visibility)}
+    if mode == "soft":
+        env["REMAP_SIGTERM"] = "SIGQUIT"  # read by billiard at import: SIGTERM = cold shutdown
     report = TrialReport(mode)
     standby = start_worker(broker, tmp, name="standby", mode=mode, env=env)
     victims: list[Worker] = []

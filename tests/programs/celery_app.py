@@ -1,8 +1,9 @@
 """A Celery app for tests/test_celery*.py and bench/celery_loss.py.
 
 Environment: ``CELERY_TEST_BROKER`` (redis URL), ``CELERY_TEST_MODE``
-(``spotgrace``: ``spotgrace.celery.install(app)``; ``acks_late``: plain Celery
-with ``task_acks_late``; ``plain``: Celery's defaults), ``CELERY_TEST_VISIBILITY``
+(``spotgrace``: ``spotgrace.celery.install(app)``; ``soft``: Celery's own soft
+shutdown with the same derived settings and no spotgrace; ``acks_late``: plain
+Celery with ``task_acks_late``; ``plain``: Celery's defaults), ``CELERY_TEST_VISIBILITY``
 (Redis ``visibility_timeout`` in seconds, with the restore scan every second),
 ``CELERY_TEST_WORKER`` (a name recorded with each event). Tasks record
 ``started``/``done`` in Redis lists as JSON: tag, pid, worker, time.
@@ -42,8 +43,13 @@ if MODE == "spotgrace":
     spotgrace.celery.install(app)
 elif MODE == "acks_late":
     app.conf.task_acks_late = True
+elif MODE == "soft":
+    # Celery's own best: the settings spotgrace derives, without spotgrace; the
+    # worker must run with REMAP_SIGTERM=SIGQUIT for SIGTERM to start it.
+    derived = spotgrace.celery.install(Celery("scratch"), health_file=False)
+    app.conf.update(derived.settings)
 elif MODE != "plain":
-    raise SystemExit(f"CELERY_TEST_MODE must be spotgrace, acks_late or plain, got {MODE!r}")
+    raise SystemExit(f"CELERY_TEST_MODE must be spotgrace, soft, acks_late or plain, got {MODE!r}")
 
 _redis = redis.Redis.from_url(BROKER)
 
