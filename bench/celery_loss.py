@@ -12,9 +12,8 @@ of ``tests/programs/celery_app.py``. Each interruption is an ECS stop (SIGTERM,
 then SIGKILL of the whole session at ``stop_timeout``) or, for a quarter of
 them, a crash (SIGKILL at once); tasks last 0.1 s to 2 x ``stop_timeout``, so
 some fit the budget and some do not. A standby worker runs throughout. Redis's
-``visibility_timeout`` is set to 2 x ``stop_timeout`` + 4 s in every mode (its
-default is one hour: messages of a killed acks_late worker come back only after
-it). See ``tests/helpers/celery_trials.py`` for what counts as lost and as an
+``visibility_timeout`` is 60 s in every mode (``--visibility``; its default is
+one hour: the messages of a killed acks_late worker come back only after it). See ``tests/helpers/celery_trials.py`` for what counts as lost and as an
 allowed re-run. Prints one JSON summary per mode, and a table.
 """
 
@@ -44,6 +43,13 @@ def main() -> int:
     )
     parser.add_argument("--stop-timeout", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--visibility",
+        type=float,
+        default=60.0,
+        help="Redis visibility_timeout, every mode (default 60 s: longer than a message "
+        "can wait in a prefetch-4 buffer plus its run, so no live message is redelivered)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep workers' event files here")
     parser.add_argument(
         "--out", type=Path, default=None, help="also write the summaries here (JSON)"
@@ -68,11 +74,13 @@ def main() -> int:
                     trials=args.trials,
                     seed=args.seed,
                     stop_timeout=args.stop_timeout,
+                    visibility=args.visibility,
                     log=lambda m: print(m, file=sys.stderr, flush=True),
                 )
                 summary = {**report.summary(), "wall_s": round(time.monotonic() - began, 1)}
                 summary["stop_timeout"] = args.stop_timeout
                 summary["seed"] = args.seed
+                summary["visibility_timeout"] = args.visibility
                 print(json.dumps(summary), flush=True)
                 summaries.append(summary)
         finally:

@@ -36,6 +36,7 @@ from celery.worker import state as worker_state
 
 import spotgrace
 from spotgrace._eventlog import emit
+from spotgrace._threads import start_daemon
 from spotgrace._watchdog import flush_logs
 
 from ._health import write_beat
@@ -149,10 +150,8 @@ class _Shutdown:
             if hub is not None:
                 hub.call_repeatedly(self.config.health_interval, self._beat)
             else:
-                threading.Thread(
-                    target=self._beat_thread, name="spotgrace-beat", daemon=True
-                ).start()
-        threading.Thread(target=self._run, name="spotgrace-celery", daemon=True).start()
+                start_daemon(self._beat_thread, name="spotgrace-celery-beat")
+        start_daemon(self._run, name="spotgrace-celery")
 
     def close(self) -> None:
         """Celery's shutdown reached the step: run the hooks (``graceful().__exit__``).
