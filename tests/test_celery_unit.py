@@ -173,3 +173,24 @@ def test_descendants_lists_a_process_tree() -> None:
             os.kill(pid, 9)
         parent.kill()
         parent.wait()
+
+
+def test_public_names_sorted_complete_and_documented() -> None:
+    mod = spotgrace.celery
+    assert mod.__all__ == sorted(mod.__all__)
+    public = {
+        n
+        for n, v in vars(mod).items()
+        if not n.startswith("_") and getattr(v, "__module__", "").startswith("spotgrace.celery")
+    }
+    assert public <= set(mod.__all__)
+    for name in mod.__all__:
+        obj = getattr(mod, name)
+        if callable(obj):
+            assert obj.__doc__, f"spotgrace.celery.{name} has no docstring"
+
+
+def test_import_spotgrace_does_not_import_celery() -> None:
+    code = "import sys, spotgrace; print(sorted(m for m in sys.modules if m.startswith('celery')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

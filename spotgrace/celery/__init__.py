@@ -21,15 +21,14 @@ from typing import Any, Literal
 
 from celery import Celery
 
+import spotgrace
 from spotgrace._config import resolve_options
-from spotgrace._errors import ConfigError
 
-from ._health import HEALTH_FILE_ENV, HealthResult, check_health, default_health_file
+from . import _worker
+from ._health import HealthResult, check_health, default_health_file
 from ._settings import Budget, celery_settings
-from ._worker import SpotgraceStep, StepConfig
 
 __all__ = [
-    "HEALTH_FILE_ENV",
     "Budget",
     "HealthResult",
     "Installed",
@@ -94,7 +93,7 @@ def install(
         watch_interval=watch_interval,
     )
     if not isinstance(opts.exit_code, int):
-        raise ConfigError(
+        raise spotgrace.ConfigError(
             f"exit_code (env SPOTGRACE_EXIT_CODE) must be a number for a Celery worker, "
             f"got {opts.exit_code!r}: Celery itself ends the worker process"
         )
@@ -111,7 +110,7 @@ def install(
         path = default_health_file()
     else:
         path = Path(health_file)
-    config = StepConfig(
+    config = _worker.StepConfig(
         graceful_kwargs={
             "stop_timeout": opts.stop_timeout,
             "margin": opts.margin,
@@ -129,6 +128,6 @@ def install(
         health_file=path,
         health_interval=float(health_interval),
     )
-    step = type("SpotgraceStep", (SpotgraceStep,), {"config": config})
+    step = type("SpotgraceStep", (_worker.SpotgraceStep,), {"config": config})
     app.steps["worker"].add(step)
     return Installed(budget=budget, settings=settings, health_file=path)
