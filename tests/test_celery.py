@@ -204,3 +204,17 @@ def test_early_warning_notice_drains_requeues_and_exits_without_a_signal(
     assert took < STOP_TIMEOUT + 1, f"exited {took:.2f} s after the notice was visible"
     assert [e["task"] for e in w.named("celery.task_cut")] == ["celery_app.slow_once"]
     assert queued(client) == 1
+
+
+def test_a_shutdown_celery_starts_itself_runs_the_hooks_and_stays_celerys(
+    redis_url: str, tmp_path: Path, client: redis.Redis, sender: Celery, workers: list[Worker]
+) -> None:
+    w = start_worker(redis_url, tmp_path, name="remote", env=ENV)
+    workers.append(w)
+    sender.control.shutdown(destination=[w.proc.wait_for_line(" ready.").split()[-2]])
+    code = w.proc.finish(timeout=30)
+    assert code == 0, w.proc.output()
+    assert records(client, "hooks"), "the hook did not run on Celery's own shutdown"
+    started = w.named("shutdown.started")
+    assert started[0]["source"] == "exit", started
+    assert not w.named("celery.exit")  # Celery's own shutdown, not spotgrace's os._exit
