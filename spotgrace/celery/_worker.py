@@ -7,9 +7,10 @@ running (so finished tasks are acked as usual):
 
 1. the task consumer is cancelled in the event loop: no new message is taken;
 2. running tasks get the drain part of the budget to finish;
-3. whatever is still unfinished is cut: its message is rejected with requeue
-   (back on the queue at once), then its pool process is SIGKILLed (prefork;
-   a thread cannot be stopped: it is abandoned and ends with the process);
+3. whatever is still unfinished is cut: its message goes back on the queue
+   at once, then its pool process is frozen (SIGSTOP; prefork) and killed
+   when the worker leaves; a thread cannot be stopped: it is abandoned and
+   ends with the process;
 4. Celery's cold shutdown is asked for (nothing is left to wait for): the
    consumer closes, then the bootstep runs the cleanup hooks
    (``graceful().__exit__``), sends Celery's ``worker_shutdown`` signal,
@@ -289,34 +290,37 @@ class _Shutdown:
         emit("info", "celery.intake_stopped", running=len(self._running()), elapsed=self._elapsed())
 
     def _cut(self) -> None:
-        pool = getattr(self.worker, "pool", None)
+        """Requeue every unfinished request; freeze the pool processes that run them.
+
+        Runs in Celery's event loop. A cut pool process is stopped (SIGSTOP),
+        not killed: a dead one would make billiard fork a replacement (a
+        ``gc.collect()`` and a ``fork``, seconds on a busy host) in this very
+        loop. It is SIGKILLed when the worker leaves. ``should_terminate`` is
+        set here, so the loop ends at its next turn.
+        """
         for req in _requests(worker_state.reserved_requests):
             info = _describe(req)
             late = bool(getattr(getattr(req, "task", None), "acks_late", False))
-            requeued = False
-            if not req.acknowledged:
-                requeued = _requeue_now(req)
-            stopped: bool | None = None
+            requeued = _requeue_now(req) if not req.acknowledged else False
+            stop: str | None = None
             pid = getattr(req, "worker_pid", None)
             if getattr(req, "time_start", None) and pid and pid != os.getpid():
-                try:
-                    req.cancel(pool, signal=signal.SIGKILL, emit_retry=False)
-                    stopped = True
-                except NotImplementedError:
-                    stopped = False
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                stop = "frozen, killed at exit"
             elif getattr(req, "time_start", None):
-                stopped = False  # threads: cannot be stopped
-            if stopped is False:
+                stop = "abandoned (a thread)"
                 self.abandoned.append(info)
             emit(
                 "warning" if late else "error",
                 "celery.task_cut",
                 **info,
                 requeued=requeued,
-                stopped=stopped,
+                stop=stop,
                 lost=not requeued and not late,
                 elapsed=self._elapsed(),
             )
+        worker_state.should_terminate = True
 
     # ---------------------------------------------------------------- health
 
