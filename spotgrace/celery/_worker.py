@@ -38,7 +38,7 @@ from celery.worker import state as worker_state
 import spotgrace
 from spotgrace._eventlog import emit
 from spotgrace._threads import start_daemon
-from spotgrace._watchdog import flush_logs
+from spotgrace._watchdog import flush_logs, hard_exit
 
 from ._health import write_beat
 from ._settings import DRAIN_SHARE
@@ -179,16 +179,19 @@ class _Shutdown:
         except Exception as exc:
             emit("error", "celery.worker_shutdown_failed", error=repr(exc), exc_info=exc)
         killed = kill_descendants(os.getpid())
-        emit(
-            "info",
-            "celery.exit",
-            exit_code=code,
-            pool_killed=killed,
-            abandoned_threads=self.abandoned,
-            elapsed=self._elapsed(),
+        # The last event and the flush happen in a helper thread, waited for at
+        # most 0.25 s: a stalled stdout pipe must not hold the exit.
+        hard_exit(
+            code,
+            lambda: emit(
+                "info",
+                "celery.exit",
+                exit_code=code,
+                pool_killed=killed,
+                abandoned_threads=self.abandoned,
+                elapsed=self._elapsed(),
+            ),
         )
-        flush_logs()
-        os._exit(code)
 
     # ---------------------------------------------------------------- the sequence
 

@@ -57,6 +57,9 @@ class TrialReport:
     reruns: dict[str, int] = field(default_factory=dict)
     unexplained_reruns: list[str] = field(default_factory=list)
     completed_twice: list[str] = field(default_factory=list)
+    #: For each task completed twice: where the first completion happened,
+    #: relative to the interruption of the worker that ran it.
+    completed_twice_why: dict[str, str] = field(default_factory=dict)
     #: Seconds from SIGTERM to the start, on another worker, of a task that was
     #: running on the interrupted one.
     pickup_after_term: list[float] = field(default_factory=list)
@@ -91,6 +94,7 @@ class TrialReport:
             "reruns": len(self.reruns),
             "unexplained_reruns": len(self.unexplained_reruns),
             "completed_twice": len(self.completed_twice),
+            "completed_twice_why": dict(Counter(self.completed_twice_why.values())),
             "finished_in_budget": self.finished_in_budget,
             "exit_after_sigterm_s": stats([i.exited_after for i in terms]),
             "outlived_stop_timeout": [
@@ -185,6 +189,16 @@ def _judge(report: TrialReport, started: list[dict[str, Any]], done: list[dict[s
     report.lost = [t for t in report.submitted if done_tags[t] == 0]
     report.completed_twice = [t for t, n in done_tags.items() if n > 1]
     by_worker = {i.worker: i for i in report.interruptions}
+    for tag in report.completed_twice:
+        first = min((d for d in done if d["tag"] == tag), key=lambda d: d["t"])
+        cut = by_worker.get(first["worker"])
+        if cut is None:
+            why = "first completion on a worker never interrupted"
+        elif first["t"] >= cut.t:
+            why = f"completed after the {cut.how} on the interrupted worker"
+        else:
+            why = f"completed before the {cut.how}, ack not on the broker yet"
+        report.completed_twice_why[tag] = why
     starts: dict[str, list[dict[str, Any]]] = {}
     for r in started:
         starts.setdefault(r["tag"], []).append(r)
