@@ -12,8 +12,8 @@ from typing import Any
 __all__ = ["Budget", "celery_settings"]
 
 #: The share of the budget running tasks get to finish when no
-#: ``drain_timeout`` is given: the same rule as the core's drain step, so the
-#: cleanup hooks keep at least a fifth of the budget.
+#: ``drain_timeout`` is given: the same rule as the core's drain step, so a
+#: fifth of the budget is kept for the cut, the consumer shutdown and the hooks.
 DRAIN_SHARE = 0.8
 
 
