@@ -81,7 +81,9 @@ def test_bad_stop_timeout_in_env_is_a_config_error(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize("value", ["signal", "return"])
 def test_exit_code_must_be_a_number(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("SPOTGRACE_EXIT_CODE", value)
-    with pytest.raises(spotgrace.ConfigError, match="must be a number or .auto. for a Celery worker"):
+    with pytest.raises(
+        spotgrace.ConfigError, match=r"must be a number or .auto. for a Celery worker"
+    ):
         spotgrace.celery.install(Celery("unit"))
 
 
