@@ -45,7 +45,7 @@ from ._hooks import HookRegistry, default_registry, ordered, run_hooks
 from ._inflight import InflightTracker
 from ._signals import Handler, WakeupChannel, restore
 from ._threads import start_daemon
-from ._watchdog import Watchdog, format_report, hard_exit, stacks
+from ._watchdog import WATCHDOG_LEAD, Watchdog, format_report, hard_exit, stacks
 
 __all__ = ["Coordinator", "Notice", "State"]
 
@@ -65,6 +65,9 @@ FLUSH_WAIT = 1.0
 #: Code names in ``spotgrace._graceful._graceful`` that mean "the body has
 #: ended": a kick seen there must not raise.
 _EXIT_FRAMES = frozenset({"__exit__", "__aexit__", "_close_begin", "_close_end", "_release"})
+
+#: One event writer for every coordinator in the process (its thread never ends).
+SHARED_EVENTS = EventQueue()
 
 #: Coordinators whose block is entered, for the after-fork reset.
 _ACTIVE: weakref.WeakSet[Coordinator] = weakref.WeakSet()
@@ -133,7 +136,7 @@ class Coordinator:
         self._kick_signal: signal.Signals | None = None
         self._hook_counts: dict[str, int] = {}
         self._log = structlog.get_logger("spotgrace")
-        self.events = EventQueue()
+        self.events = SHARED_EVENTS
         self.watchdog = Watchdog(
             exit_code=options.watchdog_exit_code, on_fire=self._report_stuck, events=self.events
         )
@@ -227,7 +230,6 @@ class Coordinator:
         if self._wakeup is not None:
             self._wakeup.uninstall()
             self._wakeup.close()
-        self.events.after_fork()
         self.watchdog.after_fork()
 
     def handle_signal(self, signum: int, frame: object) -> None:
@@ -443,7 +445,7 @@ class Coordinator:
         self.emit("cleanup.started", hooks=len(hooks))
         # Aim to be done a little before the deadline, so that the orderly exit
         # and not the watchdog ends a shutdown whose hooks ran out of time.
-        reserve = min(0.2, self.options.margin / 4)
+        reserve = min(0.2, max(WATCHDOG_LEAD + 0.02, self.options.margin / 4))
         counts = await run_hooks(
             hooks,
             remaining=lambda: self.remaining() - reserve,
@@ -502,6 +504,7 @@ def _in_exit(frame: object) -> bool:
 
 
 def _reset_after_fork() -> None:
+    SHARED_EVENTS.after_fork()
     for coordinator in list(_ACTIVE):
         coordinator.after_fork_in_child()
     _ACTIVE.clear()
