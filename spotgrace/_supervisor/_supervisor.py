@@ -364,7 +364,11 @@ class Supervisor:
             mapped_to_zero=mapped,
             orphans_reaped=self.orphans_reaped,
         )
-        self.events.flush(FLUSH_WAIT)
+        wait = FLUSH_WAIT
+        if self._t0 is not None:  # never past the platform's stop timeout
+            left = self._t0 + self.settings.options.stop_timeout - self._clock() - 0.1
+            wait = max(0.0, min(wait, left))
+        self.events.flush(wait)
         return exit_code
 
     # ------------------------------------------------------------------ events
