@@ -93,7 +93,8 @@ def test_run_blocks_its_signals_while_still_importing() -> None:
     out = subprocess.run(
         [PYTHON, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=_env(), check=True
     ).stdout
-    assert "SIGTERM" in out and "SIGCHLD" in out, out
+    assert "SIGTERM" in out, out
+    assert "SIGCHLD" in out, out
     other = probe.replace("'run'", "'doctor'")
     out = subprocess.run(
         [PYTHON, "-c", other], capture_output=True, text=True, cwd=ROOT, env=_env(), check=True
@@ -111,8 +112,10 @@ def _sigblk(pid: int) -> int:
 def test_as_pid_1_a_sigterm_in_the_first_moments_is_kept() -> None:
     require_pid_namespace()
     proc = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
-        + [PYTHON, "-m", "spotgrace", "run", "--stop-timeout", "20", "--", "sleep", "30"],
+        [
+            *("unshare", "--pid", "--fork", "--mount-proc", "--kill-child"),
+            *(PYTHON, "-m", "spotgrace", "run", "--stop-timeout", "20", "--", "sleep", "30"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,

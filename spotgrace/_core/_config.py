@@ -265,7 +265,8 @@ def resolve_options(
         )
     if mg < MIN_MARGIN:
         raise ConfigError(
-            f"margin ({mg:g} s) must be at least {MIN_MARGIN:g} s: the exit itself (the "
+            f"margin (env SPOTGRACE_MARGIN) is {mg:g} s but must be at least {MIN_MARGIN:g} s: "
+            "the exit itself (the "
             "watchdog's report, os._exit, the backstop, the kernel's teardown) takes up to "
             "that long, so a smaller margin lets the platform's SIGKILL land first"
         )

@@ -65,6 +65,7 @@ FLUSH_WAIT = 1.0
 #: Code names in ``spotgrace._graceful._graceful`` that mean "the body has
 #: ended": a kick seen there must not raise.
 _EXIT_FRAMES = frozenset({"__exit__", "__aexit__", "_close_begin", "_close_end", "_release"})
+_GRACEFUL_MODULE = "spotgrace._graceful._graceful"
 
 #: One event writer for every coordinator in the process (its thread never ends).
 SHARED_EVENTS = EventQueue()
@@ -372,13 +373,12 @@ class Coordinator:
                         self._on_signal(signal.Signals(msg[1]))
                 if self.forked:
                     return
+                now = time.monotonic()
                 stop_at = self._stop_at
-                if stop_at is not None and not self.stopping.is_set():
-                    if time.monotonic() >= stop_at:
-                        self.set_stopping()
-                if self._kick_pending and self.body_running:
-                    if time.monotonic() >= self._next_kick:
-                        self._kick()
+                if stop_at is not None and not self.stopping.is_set() and now >= stop_at:
+                    self.set_stopping()
+                if self._kick_pending and self.body_running and now >= self._next_kick:
+                    self._kick()
         finally:
             if not self.forked:
                 channel.close()
@@ -464,7 +464,8 @@ class Coordinator:
     async def _flush_events(self) -> None:
         """Give the event writer a bounded moment, without blocking the loop."""
         end = time.monotonic() + max(0.0, min(FLUSH_WAIT, self.remaining() - 0.1))
-        while not self.events.flush(0) and time.monotonic() < end:
+        # The writer is a thread (a threading.Condition, nothing awaitable): poll briefly.
+        while not self.events.flush(0) and time.monotonic() < end:  # noqa: ASYNC110
             await asyncio.sleep(0.002)
 
     def _report_stuck(self) -> None:
@@ -496,9 +497,9 @@ def _in_exit(frame: object) -> bool:
     f = frame
     while f is not None:
         code = getattr(f, "f_code", None)
-        if code is not None and code.co_name in _EXIT_FRAMES:
-            if getattr(f, "f_globals", {}).get("__name__") == "spotgrace._graceful._graceful":
-                return True
+        module = getattr(f, "f_globals", {}).get("__name__")
+        if code is not None and code.co_name in _EXIT_FRAMES and module == _GRACEFUL_MODULE:
+            return True
         f = getattr(f, "f_back", None)
     return False
 

@@ -21,15 +21,20 @@ the process exits on time, and what could not be written is counted
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import logging
 import math
 import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+
+from ._threads import start_daemon
 
 __all__ = ["EVENTS_FILE_ENV", "EventQueue", "emit", "rounded", "write_event"]
 
@@ -58,7 +63,15 @@ def write_event(level: str, event: str, fields: dict[str, Any], *, ts: float | N
     if not path:
         return
     stamp = time.time() if ts is None else ts
-    record = {"ts": stamp, "pid": os.getpid(), "level": level, "event": event, **fields}
+    iso = datetime.fromtimestamp(stamp, UTC).isoformat(timespec="microseconds")
+    record = {
+        "ts": stamp,
+        "time": iso.replace("+00:00", "Z"),
+        "pid": os.getpid(),
+        "level": level,
+        "event": event,
+        **fields,
+    }
     try:
         line = json.dumps(record, default=repr, separators=(",", ":")) + "\n"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -70,11 +83,47 @@ def write_event(level: str, event: str, fields: dict[str, Any], *, ts: float | N
         pass
 
 
+_STDLIB_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def log_to_app(logger: Any, level: str, event: str, fields: dict[str, Any]) -> None:
+    """Hand one event to the app's logging: structlog if configured, else stdlib if configured.
+
+    With structlog configured (its stdlib integration included), structlog
+    decides. With only the standard library configured (the root logger has
+    handlers), the event is a record of ``logging.getLogger("spotgrace")``:
+    message ``"event key=value ..."``, fields in ``extra`` under
+    ``spotgrace``. With neither, structlog's defaults.
+    """
+    if not structlog.is_configured() and logging.getLogger().handlers:
+        std = logging.getLogger("spotgrace")
+        number = _STDLIB_LEVELS.get(level, logging.INFO)
+        if std.isEnabledFor(number):
+            exc = fields.get("exc_info")
+            shown = " ".join(f"{k}={v!r}" for k, v in fields.items() if k != "exc_info")
+            std.log(
+                number,
+                "%s %s",
+                event,
+                shown,
+                exc_info=exc if isinstance(exc, BaseException) else None,
+                extra={"spotgrace": {"event": event, **fields}},
+            )
+        return
+    getattr(logger, level)(event, **fields)
+
+
 def emit(level: str, event: str, **fields: Any) -> None:
     """Log one structured spotgrace event (and tee it to the events file), synchronously."""
     fields = rounded(fields)
     write_event(level, event, fields)
-    getattr(_logger, level)(event, **fields)
+    log_to_app(_logger, level, event, fields)
 
 
 Sink = Callable[[str, str, dict[str, Any]], None]
@@ -82,7 +131,7 @@ Sink = Callable[[str, str, dict[str, Any]], None]
 
 def _structlog_sink(logger: Any) -> Sink:
     def sink(level: str, event: str, fields: dict[str, Any]) -> None:
-        getattr(logger, level)(event, **fields)
+        log_to_app(logger, level, event, fields)
 
     return sink
 
@@ -113,9 +162,7 @@ class EventQueue:
         self._reset()
 
     def _reset(self) -> None:
-        self._items: collections.deque[tuple[str, str, dict[str, Any], float]] = (
-            collections.deque()
-        )
+        self._items: collections.deque[tuple[str, str, dict[str, Any], float]] = collections.deque()
         self._wake = threading.Event()
         self._done = threading.Condition(threading.Lock())
         self._put_count = 0
@@ -137,8 +184,6 @@ class EventQueue:
         """Start the writer thread if it is not running (raises if it cannot start)."""
         if self.started:
             return
-        from ._threads import start_daemon  # noqa: PLC0415 - _threads is tiny, no cycle
-
         self._thread = start_daemon(self._run, name=self._name)
 
     def put(self, level: str, event: str, fields: dict[str, Any]) -> None:
@@ -149,10 +194,8 @@ class EventQueue:
         self._put_count += 1
         self._items.append((level, event, fields, time.time()))
         if not self.started:
-            try:
+            with contextlib.suppress(Exception):  # no thread can start: the events wait
                 self.start()
-            except Exception:  # no thread can start: the events wait in the queue
-                pass
         self._wake.set()
 
     def flush(self, timeout: float) -> bool:
@@ -186,7 +229,5 @@ class EventQueue:
     def _write(self, level: str, event: str, fields: dict[str, Any], ts: float) -> None:
         if self._events_file:
             write_event(level, event, fields, ts=ts)
-        try:
+        with contextlib.suppress(Exception):  # a broken logging set-up never breaks a shutdown
             self._sink(level, event, fields)
-        except Exception:  # a broken logging set-up never breaks a shutdown
-            pass

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ._eventlog import EventQueue
+from ._threads import start_daemon
 
 __all__ = [
     "BACKSTOP_EXIT_CODE",
@@ -222,8 +223,6 @@ class Watchdog:
 
     def start(self) -> None:
         """Start the thread and open the backstop's descriptor, before any deadline."""
-        from ._threads import start_daemon  # noqa: PLC0415
-
         self.backstop.open()
         if self._thread is None:
             self._thread = start_daemon(self._run, name="spotgrace-watchdog")

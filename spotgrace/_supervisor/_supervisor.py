@@ -45,7 +45,7 @@ from typing import Any
 import structlog
 
 from .._core._config import Options
-from .._core._eventlog import EventQueue, rounded
+from .._core._eventlog import EventQueue, log_to_app, rounded
 from ._reaper import Exit, reap_ready, set_child_subreaper
 
 __all__ = ["FORWARDED_SIGNALS", "RunSettings", "Supervisor"]
@@ -321,7 +321,9 @@ class Supervisor:
                 result = ended
             else:
                 self.orphans_reaped += 1
-                self._emit("orphan.reaped", level="debug", pid=ended.pid, exit_code=ended.shell_code)
+                self._emit(
+                    "orphan.reaped", level="debug", pid=ended.pid, exit_code=ended.shell_code
+                )
         return result
 
     def _reap_killed_group(self, pgid: int) -> None:
@@ -382,7 +384,7 @@ class Supervisor:
         self.events.put(level, event, rounded({**self._when(), **fields}))
 
     def _write_event(self, level: str, event: str, fields: dict[str, Any]) -> None:
-        getattr(self._log, level)(event, **fields)
+        log_to_app(self._log, level, event, fields)
 
     @property
     def flushed(self) -> bool:
