@@ -9,6 +9,7 @@ that the main thread is in returns).
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -146,6 +147,8 @@ def test_a_full_stdout_pipe_does_not_stop_the_escalation() -> None:
     popen, sent = _full_pipe_run("hang")  # the hook then hangs: a second SIGTERM ends it
     try:
         assert popen.stderr is not None
+        ready, _, _ = select.select([popen.stderr], [], [], STOP + 5)
+        assert ready, "the hook did not run"
         assert popen.stderr.readline() == b"hook-ran\n"
         second = time.monotonic()
         popen.send_signal(signal.SIGTERM)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -69,9 +70,13 @@ def test_stalled_stderr_neither_stops_forwarding_nor_the_deadline_kill() -> None
         code = proc.wait(timeout=15)
         took = time.monotonic() - sent
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # a supervisor that did not do its job: end its child too
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
             proc.kill()
             proc.wait()
+            for kid in kids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(int(kid), signal.SIGKILL)
         os.close(read_end)
         reader.join(5)
         if proc.stdout is not None:

@@ -75,6 +75,26 @@ elif case == "gil-hook":
         say("ready")
         grace.wait()
 
+elif case == "spin-hook":
+    # CPU-bound threads compete for the GIL while a hook hangs in Python code:
+    # the Python watchdog has to win the GIL to act.
+    spotgrace.configure_json_logging(stream=sys.stdout)
+    for _ in range(int(sys.argv[2]) if len(sys.argv) > 2 else 30):
+
+        def spin_forever() -> None:
+            while True:
+                pass
+
+        threading.Thread(target=spin_forever, daemon=True).start()
+
+    @spotgrace.on_shutdown
+    def hangs() -> None:
+        threading.Event().wait()
+
+    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN) as grace:
+        say("ready")
+        grace.wait()
+
 elif case == "gil-body":
     # The main thread itself holds the GIL in C: no Python code runs anywhere.
     spotgrace.configure_json_logging(stream=sys.stdout)
