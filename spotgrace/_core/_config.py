@@ -25,7 +25,7 @@ __all__ = ["ExitCode", "Options", "default_margin", "resolve_options"]
 ExitCode = int | Literal["signal", "return"]
 
 #: The smallest ``margin`` accepted: the exit path itself (the watchdog's report
-#: and ``os._exit``, the GIL-free backstop 0.08 s after the deadline, the kernel
+#: and ``os._exit``, the GIL-free backstop 0.02 s after the deadline, the kernel
 #: tearing the process down) needs this much before the platform's SIGKILL.
 MIN_MARGIN = 0.2
 

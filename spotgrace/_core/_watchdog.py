@@ -47,15 +47,15 @@ __all__ = [
 
 #: How long a hard exit waits for its report to be written. Logging can block
 #: (a stalled stdout pipe, a handler's lock held elsewhere): the exit must not.
-REPORT_WAIT = 0.15
+REPORT_WAIT = 0.1
 
 #: The Python watchdog wakes this long before the deadline, so that with its
 #: report it is gone by then.
-WATCHDOG_LEAD = 0.1
+WATCHDOG_LEAD = 0.12
 
 #: The backstop fires this long after the deadline, when the Python watchdog
 #: has had its chance.
-BACKSTOP_LAG = 0.08
+BACKSTOP_LAG = 0.02
 
 #: faulthandler's ``exit=True`` calls ``_exit(1)``; the code cannot be chosen.
 BACKSTOP_EXIT_CODE = 1

@@ -367,8 +367,9 @@ class Supervisor:
             orphans_reaped=self.orphans_reaped,
         )
         wait = FLUSH_WAIT
-        if self._t0 is not None:  # never past the platform's stop timeout
-            left = self._t0 + self.settings.options.stop_timeout - self._clock() - 0.1
+        if self._t0 is not None:  # keep half the margin before the platform's SIGKILL
+            opts = self.settings.options
+            left = self._t0 + opts.stop_timeout - opts.margin / 2 - self._clock()
             wait = max(0.0, min(wait, left))
         self.events.flush(wait)
         return exit_code
