@@ -26,7 +26,6 @@ import enum
 import math
 import os
 import queue
-import select
 import signal
 import threading
 import time
@@ -38,11 +37,12 @@ from typing import Any
 import structlog
 
 from ._config import Options
-from ._errors import ShutdownInterrupt, StateError
+from ._errors import StateError
 from ._eventlog import EventQueue, rounded
 from ._flag import Flag
 from ._hooks import HookRegistry, default_registry, ordered, run_hooks
 from ._inflight import InflightTracker
+from ._notices import NoticeLoop
 from ._signals import Handler, WakeupChannel, restore
 from ._threads import start_daemon
 from ._watchdog import WATCHDOG_LEAD, Watchdog, format_report, hard_exit, stacks
@@ -53,19 +53,9 @@ __all__ = ["Coordinator", "Notice", "State"]
 #: when a notice brings the deadline closer than ``drain_delay`` allows for.
 _LAME_SHARE = 0.5
 
-#: With ``interrupt=True``, the kick is repeated this often until the main
-#: thread has left the body: one signal can land just before a blocking call
-#: starts, and is then not seen until the call returns.
-KICK_EVERY = 0.05
-
 #: The most time spent waiting for queued events to be written when the
 #: sequence ends (bounded by the time left, too).
 FLUSH_WAIT = 1.0
-
-#: Code names in ``spotgrace._graceful._graceful`` that mean "the body has
-#: ended": a kick seen there must not raise.
-_EXIT_FRAMES = frozenset({"__exit__", "__aexit__", "_close_begin", "_close_end", "_release"})
-_GRACEFUL_MODULE = "spotgrace._graceful._graceful"
 
 #: One event writer for every coordinator in the process (its thread never ends).
 SHARED_EVENTS = EventQueue()
@@ -107,7 +97,7 @@ class Notice:
     deadline: float
 
 
-class Coordinator:
+class Coordinator(NoticeLoop):
     """State, budget, in-flight tracking, hooks and the watchdog of one ``graceful()``."""
 
     def __init__(self, options: Options, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -233,35 +223,6 @@ class Coordinator:
             self._wakeup.close()
         self.watchdog.after_fork()
 
-    def handle_signal(self, signum: int, frame: object) -> None:
-        """The Python-level signal handler: raise the interrupt, or hand off if needed.
-
-        While our wake-up fd is in place and this handler is the one installed,
-        the coordinator's thread has the signal already (from the fd) and this
-        does nothing more.
-        """
-        if self.forked:
-            return
-        if self._kick_pending and signum == self._kick_signal:
-            self._kick_pending = False
-            if self.body_running and not _in_exit(frame):
-                if self.tracker.main_depth > 0:
-                    self.tracker.interrupt_pending = True
-                else:
-                    raise ShutdownInterrupt("intake stopped")
-            return
-        self.signalled = True
-        channel = self._wakeup
-        if (
-            channel is not None
-            and signal.getsignal(signum) == self.handle_signal
-            and channel.still_ours()
-        ):
-            return
-        self._queue.put_nowait(("signal", signum))
-        if channel is not None:
-            channel.wake()
-
     def request_shutdown(self, reason: str, *, source: str, within: float | None) -> None:
         """Start (or tighten) the shutdown from any thread."""
         if self._thread is None:
@@ -331,74 +292,6 @@ class Coordinator:
                 self._kick()
         if self._wakeup is not None:
             self._wakeup.wake()  # the notice thread repeats the kick
-
-    def _kick(self) -> None:
-        """Signal the main thread so that the handler raises the interrupt there."""
-        kick = self._kick_signal
-        self._next_kick = time.monotonic() + KICK_EVERY
-        if kick is None or signal.getsignal(kick) != self.handle_signal:
-            return  # someone else handles it now: a kick would be their signal
-        self._kicks_unmatched += 1  # its wake-up byte is ours, not a signal
-        try:
-            signal.pthread_kill(threading.main_thread().ident or 0, kick)
-        except (ProcessLookupError, OSError):
-            self._kicks_unmatched -= 1
-
-    def _serve(self) -> None:
-        """The notice thread: signals, lame-duck timing, interrupt kicks, escalation."""
-        channel = self._wakeup
-        assert channel is not None
-        try:
-            while True:
-                timeout = None
-                if self._stop_at is not None and not self.stopping.is_set():
-                    timeout = max(0.0, self._stop_at - time.monotonic())
-                kicking = self._kick_pending and self.body_running
-                if kicking:
-                    wait = max(0.0, self._next_kick - time.monotonic())
-                    timeout = wait if timeout is None else min(timeout, wait)
-                ready, _, _ = select.select([channel.read_fd], [], [], timeout)
-                if ready:
-                    for byte in channel.read():
-                        if byte:
-                            self._from_wakeup_fd(byte)
-                while True:
-                    try:
-                        msg = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if msg[0] == "close":
-                        return
-                    if msg[0] == "signal":
-                        self._on_signal(signal.Signals(msg[1]))
-                if self.forked:
-                    return
-                now = time.monotonic()
-                stop_at = self._stop_at
-                if stop_at is not None and not self.stopping.is_set() and now >= stop_at:
-                    self.set_stopping()
-                if self._kick_pending and self.body_running and now >= self._next_kick:
-                    self._kick()
-        finally:
-            if not self.forked:
-                channel.close()
-
-    def _from_wakeup_fd(self, signum: int) -> None:
-        """A signal the C-level handler wrote to our wake-up fd."""
-        if signum == self._kick_signal and self._kicks_unmatched > 0:
-            self._kicks_unmatched -= 1
-            return
-        channel = self._wakeup
-        if channel is None or channel.displaced or not channel.installed:
-            return  # the Python-level handler hands it over
-        try:
-            sig = signal.Signals(signum)
-            if signal.getsignal(sig) != self.handle_signal:
-                return  # not ours (any more): whoever chains to us calls handle_signal
-        except ValueError:
-            return
-        self.signalled = True
-        self._on_signal(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         first_signal = self.signal_seen is None
@@ -490,18 +383,6 @@ class Coordinator:
     def registries(self) -> list[HookRegistry]:
         """The hook registries this coordinator runs: the default one and its own."""
         return [default_registry, self.hooks]
-
-
-def _in_exit(frame: object) -> bool:
-    """Whether ``frame`` (where a signal handler interrupts) is inside the block's exit."""
-    f = frame
-    while f is not None:
-        code = getattr(f, "f_code", None)
-        module = getattr(f, "f_globals", {}).get("__name__")
-        if code is not None and code.co_name in _EXIT_FRAMES and module == _GRACEFUL_MODULE:
-            return True
-        f = getattr(f, "f_back", None)
-    return False
 
 
 def _reset_after_fork() -> None:
