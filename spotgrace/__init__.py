@@ -7,6 +7,29 @@ import their frameworks when they are imported themselves.
 
 from __future__ import annotations
 
+import sys as _sys
+
+if _sys.argv[1:2] == ["run"] and (
+    _sys.argv[0] == "-m" or _sys.argv[0].rsplit("/", 1)[-1] == "spotgrace"
+):  # `spotgrace run` (or `python -m spotgrace run`): as PID 1, a SIGTERM that arrives
+    # while it is still importing would be dropped. Block what the supervisor waits
+    # for before anything else; it takes them with sigtimedwait once it runs.
+    import signal as _signal
+
+    _signal.pthread_sigmask(
+        _signal.SIG_BLOCK,
+        {
+            _signal.SIGTERM,
+            _signal.SIGINT,
+            _signal.SIGHUP,
+            _signal.SIGQUIT,
+            _signal.SIGUSR1,
+            _signal.SIGUSR2,
+            _signal.SIGWINCH,
+            _signal.SIGCHLD,
+        },
+    )
+
 from ._core._config import ExitCode as ExitCode
 from ._core._config import Options as Options
 from ._core._coordinator import Notice as Notice

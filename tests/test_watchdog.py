@@ -98,5 +98,7 @@ def test_watchdog_exits_even_when_logging_is_stuck_on_a_stalled_pipe() -> None:
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
-    assert code == 124
+    # Events are queued, not written by the sequence: the hook times out and the
+    # block ends (0), or the watchdog ends it (124); either way on time.
+    assert code in (0, 124)
     assert took < STOP_TIMEOUT + 1.0, f"took {took:.2f}s"

@@ -162,4 +162,9 @@ def main(args: argparse.Namespace) -> int:
         return 2
     # Started once the supervisor's signals are blocked, so the watcher's
     # thread inherits the mask; a daemon thread, it ends with the process.
-    return supervisor.run(before_spawn=None if watcher is None else watcher.start_thread)
+    code = supervisor.run(before_spawn=None if watcher is None else watcher.start_thread)
+    if not supervisor.flushed:
+        # stderr is stalled and the event writer is stuck in a write: the
+        # interpreter's exit would wait on that stream's lock. Leave now.
+        os._exit(code)
+    return code

@@ -35,6 +35,15 @@ __all__ = [
 #: (the watchdog stands down). See ``docs/semantics.md``.
 ExitCode = int | Literal["auto", "signal", "return"]
 
+#: The smallest ``margin`` accepted: the exit path itself (the watchdog's report
+#: and ``os._exit``, the GIL-free backstop 0.02 s after the deadline, the kernel
+#: tearing the process down) needs this much before the platform's SIGKILL.
+MIN_MARGIN = 0.2
+
+#: The smallest budget (``stop_timeout - margin``) accepted: below it the drain
+#: and every hook would be skipped, and the shutdown could never be clean.
+MIN_BUDGET = 0.25
+
 #: The largest ``stop_timeout`` accepted. ECS allows 120 s on Fargate; the EC2
 #: launch type and Docker allow more, but a budget over an hour is a typo.
 MAX_STOP_TIMEOUT = 3600.0
@@ -389,6 +398,20 @@ def resolve_options(
             f"margin ({mg:g} s, {_named(pmg, 'margin')}) must be less than stop_timeout "
             f"({st:g} s, {_named(pst, 'stop_timeout')}): "
             "the process would have no time at all to shut down"
+        )
+    if mg < MIN_MARGIN:
+        raise ConfigError(
+            f"margin ({_named(pmg, 'margin')}) is {mg:g} s but must be at least {MIN_MARGIN:g} s: "
+            "the exit itself (the "
+            "watchdog's report, os._exit, the backstop, the kernel's teardown) takes up to "
+            "that long, so a smaller margin lets the platform's SIGKILL land first"
+        )
+    if st - mg < MIN_BUDGET:
+        raise ConfigError(
+            f"stop_timeout - margin ({st:g} - {mg:g} = {st - mg:g} s) must be at least "
+            f"{MIN_BUDGET:g} s: that is the whole budget for draining in-flight work and "
+            "running cleanup hooks, and with less every hook would be skipped; raise "
+            "stop_timeout (the platform's stop timeout) or lower margin"
         )
     pdd = _pick("drain_delay", drain_delay, env, _seconds_parser(), lab)
     dd = _value(pdd, d.drain_delay)

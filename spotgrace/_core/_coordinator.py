@@ -2,10 +2,19 @@
 
 ``RUNNING → DRAINING → CLEANING → DONE``. A notice (a signal, an early-warning
 source, a call, or the body ending) fixes the deadline and starts it; it runs
-once. Signal handlers only hand the signal to the coordinator's own thread
-through a :class:`queue.SimpleQueue` (reentrant, safe in a handler); that thread
-turns notices into state, times the lame-duck period and escalates a second
-signal, so it works while the main thread or the event loop is busy.
+once. Signals reach the coordinator's own thread through the wake-up fd
+(:class:`WakeupChannel`: written by the C-level handler, so the main thread
+may be stuck in C code), or, when another wake-up fd displaced ours, through
+the Python-level handler and a :class:`queue.SimpleQueue`. That thread turns
+notices into state, times the lame-duck period, repeats the interrupt kick and
+escalates a second signal. Events are queued (:class:`EventQueue`), never
+written by the thread that acts; the watchdog's thread, the event writer and
+the coordinator's thread all start when the block is entered, so that nothing
+the deadline needs has to start a thread after the notice.
+
+After :func:`os.fork` the child keeps none of it: the handlers in force
+before the block are put back (SIGTERM ends a ``multiprocessing`` worker
+again), the wake-up fd too, and the child may enter its own ``graceful()``.
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ import contextlib
 import dataclasses
 import enum
 import math
+import os
 import queue
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,19 +37,31 @@ from typing import Any
 import structlog
 
 from ._config import Options
-from ._errors import ShutdownInterrupt, StateError
-from ._eventlog import write_event
+from ._errors import StateError
+from ._eventlog import EventQueue, rounded
 from ._flag import Flag
 from ._hooks import HookRegistry, default_registry, ordered, run_hooks
 from ._inflight import InflightTracker
+from ._notices import NoticeLoop
+from ._signals import Handler, WakeupChannel, restore
 from ._threads import start_daemon
-from ._watchdog import Watchdog, hard_exit, stacks
+from ._watchdog import WATCHDOG_LEAD, Watchdog, format_report, hard_exit, stacks
 
 __all__ = ["Coordinator", "Notice", "State"]
 
 #: At most this share of the time to the deadline goes to the lame-duck period
 #: when a notice brings the deadline closer than ``drain_delay`` allows for.
 _LAME_SHARE = 0.5
+
+#: The most time spent waiting for queued events to be written when the
+#: sequence ends (bounded by the time left, too).
+FLUSH_WAIT = 1.0
+
+#: One event writer for every coordinator in the process (its thread never ends).
+SHARED_EVENTS = EventQueue()
+
+#: Coordinators whose block is entered, for the after-fork reset.
+_ACTIVE: weakref.WeakSet[Coordinator] = weakref.WeakSet()
 
 #: Sources whose shutdown means the platform wants the process gone.
 PLATFORM_SOURCES = frozenset({"signal", "watch"})
@@ -75,7 +98,7 @@ class Notice:
     deadline: float
 
 
-class Coordinator:
+class Coordinator(NoticeLoop):
     """State, budget, in-flight tracking, hooks and the watchdog of one ``graceful()``."""
 
     def __init__(self, options: Options, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -104,10 +127,20 @@ class Coordinator:
         self._kick_pending = False
         self._kick_signal: signal.Signals | None = None
         self._hook_counts: dict[str, int] = {}
-        self.cancelled = 0  # tasks cancelled before the drain step (by spotgrace.run())
+        self.cancelled = 0  # tasks cancelled: by spotgrace.run() before the drain, or at its timeout
         self.outcome: dict[str, Any] = {}  # the fields of shutdown.finished, for the verdict
         self._log = structlog.get_logger("spotgrace")
-        self.watchdog = Watchdog(exit_code=options.watchdog_exit_code, on_fire=self._report_stuck)
+        self.events = SHARED_EVENTS
+        self.watchdog = Watchdog(
+            exit_code=options.watchdog_exit_code, on_fire=self._report_stuck, events=self.events
+        )
+        self._wakeup: WakeupChannel | None = None
+        self._kicks_unmatched = 0
+        self._next_kick = math.inf
+        #: The handlers in force before the block (the after-fork reset restores them).
+        self.previous_handlers: dict[signal.Signals, Handler] = {}
+        #: True in a forked child: this coordinator does nothing there.
+        self.forked = False
 
     # ------------------------------------------------------------------ events
 
@@ -118,9 +151,8 @@ class Coordinator:
             fields.setdefault("source", notice.source)
             fields.setdefault("elapsed", round(self.clock() - notice.t0, 4))
         level = _LEVELS.get(event, "info")
-        write_event(level, event, fields)  # SPOTGRACE_EVENTS_FILE, if set
-        with contextlib.suppress(Exception):
-            getattr(self._log, level)(event, **fields)
+        # Queued, never written here: a blocked log sink must not stop the sequence.
+        self.events.put(level, event, rounded(fields))
 
     # ------------------------------------------------------------------ budget
 
@@ -151,27 +183,48 @@ class Coordinator:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, *, kick_signal: signal.Signals | None) -> None:
-        """Start the notice thread (on entering the block)."""
+        """On entering the block: the wake-up fd, then every thread the deadline needs.
+
+        The event writer, the watchdog and the notice thread all start here,
+        and the backstop's descriptor is opened: after a notice, nothing has to
+        start (under ``RLIMIT_NPROC`` or at interpreter shutdown it could not).
+        """
         self._kick_signal = kick_signal
         self.body_running = True
-        self._thread = start_daemon(self._serve, name="spotgrace-coordinator")
+        self._wakeup = WakeupChannel()
+        if self.options.signals and threading.current_thread() is threading.main_thread():
+            self._wakeup.install()
+        try:
+            self.events.start()
+            self.watchdog.start()
+            self._thread = start_daemon(self._serve, name="spotgrace-coordinator")
+        except BaseException:
+            self._wakeup.uninstall()
+            self._wakeup.close()
+            self._wakeup = None
+            raise
+        _ACTIVE.add(self)
 
     def stop_thread(self) -> None:
-        """Ask the notice thread to end (on leaving the block)."""
+        """Ask the notice thread to end and give back the wake-up fd (on leaving the block)."""
+        _ACTIVE.discard(self)
+        if self._wakeup is not None and not self.forked:
+            self._wakeup.uninstall()
         self._queue.put(("close",))
+        if self._wakeup is not None:
+            self._wakeup.wake()
 
-    def handle_signal(self, signum: int, frame: object) -> None:
-        """The Python-level signal handler: hand off, or raise the interrupt."""
-        if self._kick_pending and signum == self._kick_signal:
-            self._kick_pending = False
-            if self.body_running:
-                if self.tracker.main_depth > 0:
-                    self.tracker.interrupt_pending = True
-                else:
-                    raise ShutdownInterrupt("intake stopped")
-            return
-        self.signalled = True
-        self._queue.put_nowait(("signal", signum))
+    def after_fork_in_child(self) -> None:
+        """In a forked child: put back the handlers and wake-up fd, and stand down."""
+        self.forked = True
+        self.body_running = False
+        self._kick_pending = False
+        with contextlib.suppress(Exception):
+            restore(self.previous_handlers)
+        if self._wakeup is not None:
+            self._wakeup.uninstall()
+            self._wakeup.close()
+        self.watchdog.after_fork()
 
     def request_shutdown(self, reason: str, *, source: str, within: float | None) -> None:
         """Start (or tighten) the shutdown from any thread."""
@@ -181,6 +234,8 @@ class Coordinator:
             raise ValueError(f"within must be a number of seconds >= 0, got {within!r}")
         self.begin(source=source, reason=reason, sig=None, within=within)
         self._queue.put(("wake",))
+        if self._wakeup is not None:
+            self._wakeup.wake()
 
     def begin(
         self, *, source: str, reason: str, sig: signal.Signals | None, within: float | None
@@ -237,23 +292,9 @@ class Coordinator:
             kick = self._kick_signal
             if kick is not None and self.options.interrupt and self.body_running:
                 self._kick_pending = True
-                signal.pthread_kill(threading.main_thread().ident or 0, kick)
-
-    def _serve(self) -> None:
-        """The notice thread: signals, lame-duck timing, escalation."""
-        while True:
-            timeout = None
-            if self._stop_at is not None and not self.stopping.is_set():
-                timeout = max(0.0, self._stop_at - time.monotonic())
-            try:
-                msg = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                self.set_stopping()
-                continue
-            if msg[0] == "close":
-                return
-            if msg[0] == "signal":
-                self._on_signal(signal.Signals(msg[1]))
+                self._kick()
+        if self._wakeup is not None:
+            self._wakeup.wake()  # the notice thread repeats the kick
 
     def _on_signal(self, sig: signal.Signals) -> None:
         first_signal = self.signal_seen is None
@@ -272,6 +313,7 @@ class Coordinator:
             lambda: self.emit(
                 "signal.escalated", signal=sig.name, state=self.state.value, exit_code=code
             ),
+            self.events,
         )
 
     # ------------------------------------------------------------------ the sequence
@@ -288,6 +330,7 @@ class Coordinator:
         else:
             stuck = self.tracker.count
             cancelled = self.tracker.cancel_tasks()
+            self.cancelled += len(cancelled)
             self.emit("drain.timeout", duration=took, inflight=stuck, cancelled=len(cancelled))
             # Give this loop's cancelled tasks a moment to unwind (their finally blocks).
             here = {t for t in cancelled if t.get_loop() is self.loop}
@@ -299,7 +342,7 @@ class Coordinator:
         self.emit("cleanup.started", hooks=len(hooks))
         # Aim to be done a little before the deadline, so that the orderly exit
         # and not the watchdog ends a shutdown whose hooks ran out of time.
-        reserve = min(0.2, self.options.margin / 4)
+        reserve = min(0.2, max(WATCHDOG_LEAD + 0.02, self.options.margin / 4))
         counts = await run_hooks(
             hooks,
             remaining=lambda: self.remaining() - reserve,
@@ -319,15 +362,25 @@ class Coordinator:
         )
         self.outcome = {"clean": clean, "drained": drained, "cancelled": self.cancelled, **counts}
         self.emit("shutdown.finished", **self.outcome)
+        await self._flush_events()
+
+    async def _flush_events(self) -> None:
+        """Give the event writer a bounded moment, without blocking the loop."""
+        end = time.monotonic() + max(0.0, min(FLUSH_WAIT, self.remaining() - 0.1))
+        # The writer is a thread (a threading.Condition, nothing awaitable): poll briefly.
+        while not self.events.flush(0) and time.monotonic() < end:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
 
     def _report_stuck(self) -> None:
+        found = stacks(self.loop)
         self.emit(
             "shutdown.deadline_exceeded",
             state=self.state.value,
             stuck_hooks=sorted(self._running_hooks),
             inflight=self.tracker.count,
             exit_code=self.options.watchdog_exit_code,
-            **stacks(self.loop),
+            report=format_report(found["threads"]),
+            **found,
         )
 
     def statistics(self) -> dict[str, Any]:
@@ -340,3 +393,14 @@ class Coordinator:
     def registries(self) -> list[HookRegistry]:
         """The hook registries this coordinator runs: the default one and its own."""
         return [default_registry, self.hooks]
+
+
+def _reset_after_fork() -> None:
+    SHARED_EVENTS.after_fork()
+    for coordinator in list(_ACTIVE):
+        coordinator.after_fork_in_child()
+    _ACTIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

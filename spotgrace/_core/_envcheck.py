@@ -35,6 +35,7 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(
             "watch",
             "watch_interval",
             "events_file",
+            "celery_health_file",
         )
     }
 )

@@ -1,7 +1,21 @@
-"""Installing and restoring signal handlers."""
+"""Installing and restoring signal handlers, and the wake-up channel.
+
+A Python-level signal handler runs only when the main thread next runs Python
+code: not while it waits in a C call that retries on ``EINTR`` (a sqlite lock
+wait, a C extension's loop). The C-level handler, though, runs at once in
+whatever thread the kernel picked, and writes the signal number to the
+*wake-up fd* (:func:`signal.set_wakeup_fd`) without the GIL. The coordinator's
+thread reads that fd: the notice, readiness and the deadline need no main
+thread. :class:`WakeupChannel` chains to a wake-up fd installed before it (an
+asyncio loop's, whose ``add_signal_handler`` uses one) by passing every byte
+on, and notices when something installed its own after it: then the
+Python-level handler does the work, as before.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -10,7 +24,7 @@ from typing import Any
 
 from ._errors import SignalInstallError, StateError
 
-__all__ = ["Handler", "install", "restore"]
+__all__ = ["Handler", "WakeupChannel", "install", "restore"]
 
 Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
@@ -58,3 +72,75 @@ def restore(previous: dict[signal.Signals, Handler]) -> None:
     """Put back the handlers :func:`install` replaced (SIG_DFL where there was none)."""
     for sig, handler in previous.items():
         signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+class WakeupChannel:
+    """A non-blocking pipe: signal numbers from the C handler, and wake-ups (byte 0)."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.previous = -1  # the wake-up fd we replaced; each byte is passed on to it
+        self.installed = False
+        self.displaced = False  # another wake-up fd replaced ours after us
+
+    def install(self) -> None:
+        """Make our pipe the process's wake-up fd (main thread only)."""
+        self.previous = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.installed = True
+
+    def still_ours(self) -> bool:
+        """Whether our pipe is still the wake-up fd (main thread only; a signal handler).
+
+        Swapping in the same descriptor is atomic; if another one was there, it
+        is put back at once and the channel counts as displaced.
+        """
+        if not self.installed:
+            return False
+        current = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        if current == self.write_fd:
+            return True
+        signal.set_wakeup_fd(current, warn_on_full_buffer=False)
+        self.displaced = True
+        return False
+
+    def uninstall(self) -> None:
+        """Put the previous wake-up fd back, unless someone replaced ours meanwhile."""
+        if not self.installed:
+            return
+        self.installed = False
+        with contextlib.suppress(ValueError):  # not the main thread (a forked child's)
+            current = signal.set_wakeup_fd(self.previous, warn_on_full_buffer=False)
+            if current != self.write_fd:
+                signal.set_wakeup_fd(current, warn_on_full_buffer=False)
+
+    def wake(self) -> None:
+        """Wake the reader (from any thread); never blocks."""
+        with contextlib.suppress(OSError):
+            os.write(self.write_fd, b"\0")
+
+    def read(self) -> bytes:
+        """Everything waiting in the pipe (may be empty); passes signal bytes on."""
+        chunks = []
+        while True:
+            try:
+                data = os.read(self.read_fd, 4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        got = b"".join(chunks)
+        signals = got.replace(b"\0", b"")
+        if signals and self.previous >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self.previous, signals)
+        return got
+
+    def close(self) -> None:
+        """Close both ends."""
+        for fd in (self.read_fd, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.read_fd = self.write_fd = -1

@@ -1,18 +1,30 @@
 """The watchdog: the process is gone by the deadline, whatever is stuck.
 
-A daemon thread that sleeps on a condition until the deadline. If it is still
-armed then, it logs what is stuck (hooks, thread stacks, asyncio task stacks),
-flushes the logs and calls :func:`os._exit`. It needs neither the main thread
-nor the event loop, so a hook blocked in C code or a loop blocked by
-``time.sleep`` cannot stop it.
+Two mechanisms, both set up before they are needed:
+
+- The Python watchdog, a daemon thread started when the ``graceful()`` block
+  is entered, sleeps on a condition until the deadline. If it is still armed
+  then, it queues a readable report of what is stuck (hooks, thread stacks,
+  asyncio tasks), waits a bounded moment for the event writer to take it, and
+  calls :func:`os._exit` (unconditionally: nothing on that path starts a
+  thread or blocks on a log sink).
+- The GIL-free backstop, :func:`faulthandler.dump_traceback_later` with
+  ``exit=True``: a C thread that needs neither the GIL nor any Python code
+  writes every thread's traceback to a non-blocking copy of stderr and calls
+  ``_exit(1)``, :data:`BACKSTOP_LAG` after the deadline. It ends a process
+  whose GIL is held by a C call (a ``ctypes.PyDLL`` call, a pathological
+  regex) or starved by many CPU-bound threads, and one whose interpreter is
+  already finalising (daemon threads no longer run then).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
+import stat
 import sys
 import threading
 import time
@@ -20,18 +32,37 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from ._eventlog import EventQueue
 from ._threads import start_daemon
 
-__all__ = ["Watchdog", "flush_logs", "hard_exit", "stacks"]
+__all__ = [
+    "BACKSTOP_EXIT_CODE",
+    "BACKSTOP_LAG",
+    "Backstop",
+    "Watchdog",
+    "flush_logs",
+    "hard_exit",
+    "stacks",
+]
 
-#: How long a hard exit waits for its report to be logged and flushed. Logging
-#: can block (a stalled stdout pipe, a handler's lock held elsewhere): the
-#: exit must not.
-REPORT_WAIT = 0.25
+#: How long a hard exit waits for its report to be written. Logging can block
+#: (a stalled stdout pipe, a handler's lock held elsewhere): the exit must not.
+REPORT_WAIT = 0.1
+
+#: The Python watchdog wakes this long before the deadline, so that with its
+#: report it is gone by then.
+WATCHDOG_LEAD = 0.12
+
+#: The backstop fires this long after the deadline, when the Python watchdog
+#: has had its chance.
+BACKSTOP_LAG = 0.02
+
+#: faulthandler's ``exit=True`` calls ``_exit(1)``; the code cannot be chosen.
+BACKSTOP_EXIT_CODE = 1
 
 
 def flush_logs() -> None:
-    """Flush stdout, stderr and every stdlib logging handler; never raises."""
+    """Flush stdout, stderr and every stdlib logging handler; never raises (may block)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -42,29 +73,15 @@ def flush_logs() -> None:
                 handler.flush()
 
 
-def hard_exit(code: int, report: Callable[[], None], *, wait: float = REPORT_WAIT) -> NoReturn:
-    """Log ``report()`` and flush, waiting at most ``wait`` s for that; then ``os._exit``."""
-    reported = threading.Event()
-
-    def run() -> None:
-        try:
-            report()
-            flush_logs()
-        finally:
-            reported.set()
-
-    start_daemon(run, name="spotgrace-exit-report")
-    reported.wait(wait)
-    os._exit(code)
-
-
 def stacks(loop: asyncio.AbstractEventLoop | None) -> dict[str, Any]:
-    """Stacks of every thread except the caller, and of the loop's pending tasks."""
+    """Stacks of every thread except the caller (main thread first), and of the loop's tasks."""
     me = threading.get_ident()
+    main = threading.main_thread().ident
     names = {t.ident: t.name for t in threading.enumerate()}
+    frames = sorted(sys._current_frames().items(), key=lambda kv: kv[0] != main)
     threads = {
         f"{names.get(ident, '?')} ({ident})": traceback.format_stack(frame)[-8:]
-        for ident, frame in sys._current_frames().items()
+        for ident, frame in frames
         if ident != me
     }
     tasks: dict[str, list[str]] = {}
@@ -72,49 +89,160 @@ def stacks(loop: asyncio.AbstractEventLoop | None) -> dict[str, Any]:
         # all_tasks is not thread-safe; the loop may be stuck or changing: best effort.
         with contextlib.suppress(Exception):
             for task in list(asyncio.all_tasks(loop)):
-                frames = task.get_stack(limit=8)
+                tframes = task.get_stack(limit=8)
                 tasks[task.get_name()] = [
-                    f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}" for f in frames
+                    f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}" for f in tframes
                 ]
     return {"threads": threads, "tasks": tasks}
 
 
+def format_report(threads: dict[str, list[str]]) -> str:
+    """The thread stacks as one readable multi-line text, main thread first."""
+    parts = []
+    for name, lines in threads.items():
+        parts.append(f"Thread {name}:\n" + "".join(lines).rstrip("\n"))
+    return "\n".join(parts)
+
+
+def hard_exit(
+    code: int, report: Callable[[], None], events: EventQueue | None, *, wait: float = REPORT_WAIT
+) -> NoReturn:
+    """Queue ``report()``, wait at most ``wait`` s for it to be written, then ``os._exit``.
+
+    ``os._exit`` runs whatever happens before it: no thread is started and no
+    log sink is waited on beyond ``wait``.
+    """
+    try:
+        report()
+        if events is not None:
+            events.flush(wait)
+    finally:
+        os._exit(code)
+
+
+def nonblocking_stderr() -> int:
+    """A descriptor the backstop can write tracebacks to without ever blocking.
+
+    A pipe (``docker logs``, a supervisor) is reopened through ``/proc`` as a
+    new open file description with ``O_NONBLOCK``, leaving the app's stderr as
+    it was; a regular file or a terminal is duplicated; anything else, or a
+    failure, gives ``/dev/null``.
+    """
+    try:
+        mode = os.fstat(2).st_mode
+        if stat.S_ISFIFO(mode):
+            return os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if stat.S_ISREG(mode) or os.isatty(2):
+            return os.dup(2)
+    except OSError:
+        pass
+    return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+
+
+class Backstop:
+    """The GIL-free end: ``faulthandler.dump_traceback_later(exit=True)``.
+
+    process-wide (faulthandler has one such timer): arming replaces an app's own
+    ``dump_traceback_later``, and :meth:`disarm` cancels it.
+    """
+
+    def __init__(self) -> None:
+        self._fd = -1
+        self.armed = False
+        self.failed: str | None = None
+
+    def open(self) -> None:
+        """Open the descriptor the tracebacks go to (before any deadline)."""
+        if self._fd < 0:
+            self._fd = nonblocking_stderr()
+
+    def arm(self, deadline: float) -> None:
+        """Fire at ``deadline + BACKSTOP_LAG`` (``time.monotonic()`` scale); re-arming moves it."""
+        if self._fd < 0:
+            return
+        delay = max(0.001, deadline + BACKSTOP_LAG - time.monotonic())
+        try:
+            faulthandler.dump_traceback_later(delay, exit=True, file=self._fd)
+        except (RuntimeError, OSError, ValueError) as exc:  # e.g. no thread can start
+            self.failed = repr(exc)
+            return
+        self.armed = True
+
+    def disarm(self) -> None:
+        """Cancel the timer (the process stays); keeps the descriptor for a later arm."""
+        if self.armed:
+            self.armed = False
+            faulthandler.cancel_dump_traceback_later()
+
+    def close(self) -> None:
+        """Disarm and close the descriptor."""
+        self.disarm()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def after_fork(self) -> None:
+        """In a forked child: faulthandler's thread is not there; forget it, keep nothing."""
+        self.armed = False
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class Watchdog:
-    """Exits the process at the deadline unless disarmed first."""
+    """Exits the process at the deadline unless disarmed first.
+
+    :meth:`start` starts its thread (on entering the block); :meth:`arm` then
+    only sets the deadline and wakes it, so arming needs no new thread.
+    """
 
     def __init__(
         self,
         *,
         exit_code: int,
         on_fire: Callable[[], None],
+        events: EventQueue | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._exit_code = exit_code
         self._on_fire = on_fire
+        self._events = events
         self._clock = clock
         self._cond = threading.Condition()
         self._deadline: float | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self.backstop = Backstop()
 
     @property
     def deadline(self) -> float | None:
         """The armed deadline (``time.monotonic()`` scale), or None when disarmed."""
         return self._deadline
 
+    def start(self) -> None:
+        """Start the thread and open the backstop's descriptor, before any deadline."""
+        self.backstop.open()
+        if self._thread is None:
+            self._thread = start_daemon(self._run, name="spotgrace-watchdog")
+
     def arm(self, deadline: float) -> None:
         """Arm for ``deadline``; an already armed watchdog only moves earlier."""
         with self._cond:
             if self._deadline is None or deadline < self._deadline:
                 self._deadline = deadline
-            if self._thread is None:
-                self._thread = start_daemon(self._run, name="spotgrace-watchdog")
+                self.backstop.arm(deadline)
+            if self._thread is None:  # not started (a bare Coordinator): try now
+                with contextlib.suppress(RuntimeError):
+                    self.start()
             self._cond.notify_all()
 
     def disarm(self) -> None:
         """Stand down: the process will not be ended by this watchdog."""
         with self._cond:
             self._deadline = None
+            self.backstop.disarm()
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -122,7 +250,16 @@ class Watchdog:
         with self._cond:
             self._deadline = None
             self._closed = True
+            self.backstop.close()
             self._cond.notify_all()
+
+    def after_fork(self) -> None:
+        """In a forked child: no thread, no backstop; this watchdog stands down."""
+        self._cond = threading.Condition()
+        self._deadline = None
+        self._closed = True
+        self._thread = None
+        self.backstop.after_fork()
 
     def _run(self) -> None:
         with self._cond:
@@ -132,8 +269,8 @@ class Watchdog:
                         return
                     self._cond.wait()
                     continue
-                left = self._deadline - self._clock()
+                left = self._deadline - WATCHDOG_LEAD - self._clock()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-        hard_exit(self._exit_code, self._on_fire)
+        hard_exit(self._exit_code, self._on_fire, self._events)

@@ -189,6 +189,7 @@ class Graceful:
         self._watcher = make_watcher(self._c.options, self._c.request_shutdown)
         sigs = self._c.options.signals
         self._previous = install(sigs, self._c.handle_signal, owner_type=Coordinator)
+        self._c.previous_handlers = self._previous  # put back in a forked child
         kick = None
         if sync and self._c.options.interrupt:
             kick = signal.SIGINT if signal.SIGINT in sigs else sigs[0]
@@ -267,6 +268,8 @@ class Graceful:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        if self._c.forked:  # a forked child leaving the parent's block: nothing to run
+            return False
         self._close_begin(exc)
         # The sequence gets an event loop of its own in a thread, so a sync body
         # inside someone else's loop, or a hook that blocks, cannot get in its way.
@@ -299,6 +302,8 @@ class Graceful:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        if self._c.forked:  # a forked child leaving the parent's block: nothing to run
+            return False
         exc = _escaped_exit(exc)
         self._close_begin(exc)
         await self._c.finish(self._c.registries())

@@ -23,7 +23,10 @@ What it does, in the order a container lives through it:
 Every step is a structured event on the ``spotgrace`` logger (JSON lines on
 stderr by default), in the library's vocabulary: ``shutdown.started``,
 ``shutdown.deadline_exceeded``, ``shutdown.finished`` and the supervisor's own
-``child.*``/``signal.*`` events. See ``docs/supervisor.md``.
+``child.*``/``signal.*`` events. See ``docs/supervisor.md``. Events are queued
+and written by a thread of their own (:class:`EventQueue`): a stalled stderr
+never delays forwarding a signal or the deadline's SIGKILL, which always come
+before the event that tells of them.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import Any
 import structlog
 
 from .._core._config import Options
+from .._core._eventlog import EventQueue, log_to_app, rounded
 from ._reaper import Exit, reap_ready, set_child_subreaper
 
 __all__ = ["FORWARDED_SIGNALS", "RunSettings", "Supervisor"]
@@ -69,6 +73,10 @@ _RESET_IN_CHILD = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTTOU, signal.SIGCHL
 #: Seconds the supervisor waits, after the deadline SIGKILL, for the rest of
 #: the child's process group to be reaped.
 GROUP_REAP_WAIT = 1.0
+
+#: The longest the supervisor waits for its queued events to be written before it
+#: returns (a stalled stderr must not keep it, or the container, alive).
+FLUSH_WAIT = 1.0
 
 #: Exit codes when CMD cannot be started, as shells use them.
 EXIT_NOT_FOUND = 127
@@ -112,6 +120,7 @@ class Supervisor:
         self.settings = settings
         self._clock = clock
         self._log = logger if logger is not None else structlog.get_logger("spotgrace")
+        self.events = EventQueue(self._write_event, name="spotgrace-run-events", events_file=False)
         self._notices: queue.SimpleQueue[_Notice] = queue.SimpleQueue()
         self._thread_id: int | None = None
         self._t0: float | None = None
@@ -161,12 +170,14 @@ class Supervisor:
         # process: its own writes there must not stop it (TOSTOP).
         signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         self._thread_id = threading.get_ident()
+        self.events.start()  # after the mask: it inherits the blocked signals
         if before_spawn is not None:
             before_spawn()
         if not self._notices.empty():
             signal.pthread_kill(self._thread_id, _WAKEUP)
         child = self._spawn(forwarded)
         if child < 0:
+            self.events.flush(FLUSH_WAIT)
             return -child
         self._emit(
             "child.started",
@@ -232,11 +243,16 @@ class Supervisor:
 
     def _on_signal(self, child: int, sig: signal.Signals) -> None:
         if sig in self.settings.options.signals:
-            self._start_shutdown(source="signal", reason=f"received {sig.name}", signal=sig.name)
             if self._absorb_next:
                 self._absorb_next = False
+                self._start_shutdown(
+                    source="signal", reason=f"received {sig.name}", signal=sig.name
+                )
                 self._emit("signal.absorbed", signal=sig.name, why="already sent for the notice")
                 return
+            self._forward(child, sig)  # forward first, then the state's events
+            self._start_shutdown(source="signal", reason=f"received {sig.name}", signal=sig.name)
+            return
         self._forward(child, sig)
 
     def _take_notices(self, child: int) -> None:
@@ -286,16 +302,17 @@ class Supervisor:
 
     def _kill_group(self, child: int) -> None:
         self._killed = True
+        overshoot = self._clock() - self._deadline
+        # ProcessLookupError: the leader is a zombie and the rest of its group is gone.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child, signal.SIGKILL)
         self._emit(
             "shutdown.deadline_exceeded",
             level="critical",
             action="SIGKILL",
             pgid=child,
-            overshoot=round(self._clock() - self._deadline, 6),
+            overshoot=round(overshoot, 6),
         )
-        # ProcessLookupError: the leader is a zombie and the rest of its group is gone.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child, signal.SIGKILL)
 
     def _reap(self, child: int) -> Exit | None:
         result: Exit | None = None
@@ -304,8 +321,8 @@ class Supervisor:
                 result = ended
             else:
                 self.orphans_reaped += 1
-                self._log.debug(
-                    "orphan.reaped", pid=ended.pid, exit_code=ended.shell_code, **self._when()
+                self._emit(
+                    "orphan.reaped", level="debug", pid=ended.pid, exit_code=ended.shell_code
                 )
         return result
 
@@ -349,6 +366,12 @@ class Supervisor:
             mapped_to_zero=mapped,
             orphans_reaped=self.orphans_reaped,
         )
+        wait = FLUSH_WAIT
+        if self._t0 is not None:  # keep half the margin before the platform's SIGKILL
+            opts = self.settings.options
+            left = self._t0 + opts.stop_timeout - opts.margin / 2 - self._clock()
+            wait = max(0.0, min(wait, left))
+        self.events.flush(wait)
         return exit_code
 
     # ------------------------------------------------------------------ events
@@ -358,7 +381,16 @@ class Supervisor:
         return {"source": self._source, "elapsed": elapsed}
 
     def _emit(self, event: str, *, level: str = "info", **fields: Any) -> None:
-        getattr(self._log, level)(event, **self._when(), **fields)
+        """Queue an event; never blocks (see :class:`EventQueue`)."""
+        self.events.put(level, event, rounded({**self._when(), **fields}))
+
+    def _write_event(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        log_to_app(self._log, level, event, fields)
+
+    @property
+    def flushed(self) -> bool:
+        """Whether every event was written (False: some are stuck behind a stalled sink)."""
+        return self.events.flush(0)
 
 
 def _give_terminal(pgid: int) -> None:

@@ -36,6 +36,7 @@ from celery import bootsteps, signals
 from celery.worker import state as worker_state
 
 import spotgrace
+from spotgrace._core._coordinator import SHARED_EVENTS
 from spotgrace._core._eventlog import emit
 from spotgrace._core._threads import start_daemon
 from spotgrace._core._watchdog import flush_logs, hard_exit
@@ -179,19 +180,15 @@ class _Shutdown:
         except Exception as exc:
             emit("error", "celery.worker_shutdown_failed", error=repr(exc), exc_info=exc)
         killed = kill_descendants(os.getpid())
-        # The last event and the flush happen in a helper thread, waited for at
-        # most 0.25 s: a stalled stdout pipe must not hold the exit.
-        hard_exit(
-            code,
-            lambda: emit(
-                "info",
-                "celery.exit",
-                exit_code=code,
-                pool_killed=killed,
-                abandoned_threads=self.abandoned,
-                elapsed=self._elapsed(),
-            ),
-        )
+        # The last event is queued (never written here: a stalled stdout pipe must
+        # not hold the exit); hard_exit waits a bounded moment for the writer.
+        fields = {
+            "exit_code": code,
+            "pool_killed": killed,
+            "abandoned_threads": self.abandoned,
+            "elapsed": self._elapsed(),
+        }
+        hard_exit(code, lambda: SHARED_EVENTS.put("info", "celery.exit", fields), SHARED_EVENTS)
 
     # ---------------------------------------------------------------- the sequence
 

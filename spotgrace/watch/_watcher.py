@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -36,6 +37,10 @@ DEFAULT_INTERVAL = 5.0
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_WARN_EVERY = 60.0
 
+#: A notice of a source and kind already seen is delivered again only when its
+#: time is at least this much earlier.
+_EARLIER_BY = timedelta(seconds=1)
+
 log_event = emit
 
 
@@ -56,9 +61,13 @@ class Watcher:
     by up to ``jitter`` x ``interval`` at random, so it is never longer than
     ``interval``. ``timeout``: total seconds for one request. ``max_body``:
     bytes; a longer answer is an error. After consecutive errors the wait
-    doubles, up to ``max_backoff`` (default: 6 x ``interval``, at most 30 s,
-    never less than ``interval``). Warnings about a failing source are logged
-    on the first failure, then at most once per ``warn_every`` seconds.
+    doubles, up to ``max_backoff`` (default and upper bound: 2 x ``interval``),
+    so that once the endpoint answers again a notice is seen within two
+    intervals (plus one ``timeout`` when the endpoint was slow). Warnings about
+    a failing source are logged on the first failure, then at most once per
+    ``warn_every`` seconds. A notice is delivered once per source and kind; a
+    later one is delivered again only if it brings the time earlier (a
+    ``within`` that is re-read at every poll is not a new notice).
     """
 
     def __init__(
@@ -90,13 +99,14 @@ class Watcher:
         self.jitter = jitter
         self.timeout = timeout
         self.max_body = max_body
-        self.max_backoff = (
-            max(interval, min(30.0, 6 * interval)) if max_backoff is None else max_backoff
-        )
+        if max_backoff is not None and not max_backoff > 0:
+            raise ValueError(f"max_backoff must be > 0, got {max_backoff!r}")
+        cap = 2 * interval
+        self.max_backoff = cap if max_backoff is None else min(max_backoff, cap)
         self.warn_every = warn_every
         self._transport = transport
         self._clock = clock
-        self._seen: set[tuple[str, str, object]] = set()
+        self._seen: dict[tuple[str, str], datetime | None] = {}
         self._stats = {s.name: _SourceState() for s in self.sources}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -194,23 +204,27 @@ class Watcher:
         state.suppressed = 0
 
     def _deliver(self, state: _SourceState, notice: WatchNotice) -> None:
-        key = (notice.source, notice.kind, notice.time)
+        key = (notice.source, notice.kind)
         if key in self._seen:
-            return
-        self._seen.add(key)
+            before = self._seen[key]
+            new = notice.time
+            if new is None or (before is not None and new >= before - _EARLIER_BY):
+                return  # the same notice again (or a later time, which changes nothing)
+        self._seen[key] = notice.time
         state.notices += 1
+        within = notice.within()
+        try:  # the notice first: logging may be slow
+            self.on_notice(notice)
+        except Exception as exc:
+            log_event("error", "watch.callback_failed", source=notice.source, error=repr(exc))
         log_event(
             "warning",
             "watch.notice",
             source=notice.source,
             kind=notice.kind,
             reason=notice.reason,
-            within=notice.within(),
+            within=within,
         )
-        try:
-            self.on_notice(notice)
-        except Exception as exc:
-            log_event("error", "watch.callback_failed", source=notice.source, error=repr(exc))
 
     def statistics(self) -> dict[str, dict[str, int]]:
         """Per source: ``polls``, ``errors``, ``notices`` so far."""

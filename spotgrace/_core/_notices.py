@@ -1,0 +1,167 @@
+"""The coordinator's notice thread: signals from the wake-up fd, the lame duck, the kick.
+
+A mixin of :class:`~._coordinator.Coordinator`, kept apart so that each file
+stays small. See the coordinator's module docstring for the design.
+"""
+
+from __future__ import annotations
+
+import queue
+import select
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ShutdownInterrupt
+
+if TYPE_CHECKING:
+    from ._config import Options
+    from ._flag import Flag
+    from ._inflight import InflightTracker
+    from ._signals import WakeupChannel
+
+__all__ = ["KICK_EVERY", "NoticeLoop"]
+
+#: With ``interrupt=True``, the kick is repeated this often until the main
+#: thread has left the body: one signal can land just before a blocking call
+#: starts, and is then not seen until the call returns.
+KICK_EVERY = 0.05
+
+#: Code names in ``spotgrace._graceful._graceful`` that mean "the body has
+#: ended": a kick seen there must not raise.
+_EXIT_FRAMES = frozenset({"__exit__", "__aexit__", "_close_begin", "_close_end", "_release"})
+_GRACEFUL_MODULE = "spotgrace._graceful._graceful"
+
+
+class NoticeLoop:
+    """Signal handling and the notice thread's loop (mixed into the coordinator)."""
+
+    options: Options
+    tracker: InflightTracker
+    stopping: Flag
+    signalled: bool
+    body_running: bool
+    forked: bool
+    _wakeup: WakeupChannel | None
+    _queue: queue.SimpleQueue[tuple[Any, ...]]
+    _stop_at: float | None
+    _kick_pending: bool
+    _kick_signal: signal.Signals | None
+    _kicks_unmatched: int
+    _next_kick: float
+
+    def set_stopping(self) -> None:  # pragma: no cover - the coordinator's
+        raise NotImplementedError
+
+    def _on_signal(self, sig: signal.Signals) -> None:  # pragma: no cover - the coordinator's
+        raise NotImplementedError
+
+    def handle_signal(self, signum: int, frame: object) -> None:
+        """The Python-level signal handler: raise the interrupt, or hand off if needed.
+
+        While our wake-up fd is in place and this handler is the one installed,
+        the coordinator's thread has the signal already (from the fd) and this
+        does nothing more.
+        """
+        if self.forked:
+            return
+        if self._kick_pending and signum == self._kick_signal:
+            self._kick_pending = False
+            if self.body_running and not _in_exit(frame):
+                if self.tracker.main_depth > 0:
+                    self.tracker.interrupt_pending = True
+                else:
+                    raise ShutdownInterrupt("intake stopped")
+            return
+        self.signalled = True
+        channel = self._wakeup
+        if (
+            channel is not None
+            and signal.getsignal(signum) == self.handle_signal
+            and channel.still_ours()
+        ):
+            return
+        self._queue.put_nowait(("signal", signum))
+        if channel is not None:
+            channel.wake()
+
+    def _kick(self) -> None:
+        """Signal the main thread so that the handler raises the interrupt there."""
+        kick = self._kick_signal
+        self._next_kick = time.monotonic() + KICK_EVERY
+        if kick is None or signal.getsignal(kick) != self.handle_signal:
+            return  # someone else handles it now: a kick would be their signal
+        self._kicks_unmatched += 1  # its wake-up byte is ours, not a signal
+        try:
+            signal.pthread_kill(threading.main_thread().ident or 0, kick)
+        except (ProcessLookupError, OSError):
+            self._kicks_unmatched -= 1
+
+    def _serve(self) -> None:
+        """The notice thread: signals, lame-duck timing, interrupt kicks, escalation."""
+        channel = self._wakeup
+        assert channel is not None
+        try:
+            while True:
+                timeout = None
+                if self._stop_at is not None and not self.stopping.is_set():
+                    timeout = max(0.0, self._stop_at - time.monotonic())
+                kicking = self._kick_pending and self.body_running
+                if kicking:
+                    wait = max(0.0, self._next_kick - time.monotonic())
+                    timeout = wait if timeout is None else min(timeout, wait)
+                ready, _, _ = select.select([channel.read_fd], [], [], timeout)
+                if ready:
+                    for byte in channel.read():
+                        if byte:
+                            self._from_wakeup_fd(byte)
+                while True:
+                    try:
+                        msg = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if msg[0] == "close":
+                        return
+                    if msg[0] == "signal":
+                        self._on_signal(signal.Signals(msg[1]))
+                if self.forked:
+                    return
+                now = time.monotonic()
+                stop_at = self._stop_at
+                if stop_at is not None and not self.stopping.is_set() and now >= stop_at:
+                    self.set_stopping()
+                if self._kick_pending and self.body_running and now >= self._next_kick:
+                    self._kick()
+        finally:
+            if not self.forked:
+                channel.close()
+
+    def _from_wakeup_fd(self, signum: int) -> None:
+        """A signal the C-level handler wrote to our wake-up fd."""
+        if signum == self._kick_signal and self._kicks_unmatched > 0:
+            self._kicks_unmatched -= 1
+            return
+        channel = self._wakeup
+        if channel is None or channel.displaced or not channel.installed:
+            return  # the Python-level handler hands it over
+        try:
+            sig = signal.Signals(signum)
+            if signal.getsignal(sig) != self.handle_signal:
+                return  # not ours (any more): whoever chains to us calls handle_signal
+        except ValueError:
+            return
+        self.signalled = True
+        self._on_signal(sig)
+
+
+def _in_exit(frame: object) -> bool:
+    """Whether ``frame`` (where a signal handler interrupts) is inside the block's exit."""
+    f = frame
+    while f is not None:
+        code = getattr(f, "f_code", None)
+        module = getattr(f, "f_globals", {}).get("__name__")
+        if code is not None and code.co_name in _EXIT_FRAMES and module == _GRACEFUL_MODULE:
+            return True
+        f = getattr(f, "f_back", None)
+    return False
