@@ -127,7 +127,9 @@ class Coordinator(NoticeLoop):
         self._kick_pending = False
         self._kick_signal: signal.Signals | None = None
         self._hook_counts: dict[str, int] = {}
-        self.cancelled = 0  # tasks cancelled: by spotgrace.run() before the drain, or at its timeout
+        self.cancelled = (
+            0  # tasks cancelled: by spotgrace.run() before the drain, or at its timeout
+        )
         self.outcome: dict[str, Any] = {}  # the fields of shutdown.finished, for the verdict
         self._log = structlog.get_logger("spotgrace")
         self.events = SHARED_EVENTS
