@@ -35,6 +35,7 @@ def aiohttp_app() -> Any:
     app = web.Application()
     app.router.add_get("/work", work)
     app.router.add_get("/hello", hello)
+    app.router.add_get("/readyz", hello)  # a plain server's health check: always 200
     return app
 
 
@@ -52,7 +53,9 @@ def starlette_app() -> Any:
     async def hello(request: Request) -> PlainTextResponse:
         return PlainTextResponse("hello")
 
-    return Starlette(routes=[Route("/work", work), Route("/hello", hello)])
+    # /readyz: a plain server's health check, always 200 (spotgrace's middleware answers it first).
+    routes = [Route("/work", work), Route("/hello", hello), Route("/readyz", hello)]
+    return Starlette(routes=routes)
 
 
 def main(kind: str, port: int) -> None:

@@ -1,0 +1,18 @@
+"""The example Django project's WSGI entry point, for gunicorn.
+
+    cd examples/django_app
+    gunicorn -c ../gunicorn.conf.py -k gthread --threads 4 wsgi:application
+
+``spotgrace.gunicorn`` (in ``gunicorn.conf.py``) wraps ``application`` in
+``spotgrace.wsgi.GraceMiddleware`` in every worker: ``/readyz``, ``/healthz``,
+``Connection: close`` from the notice on, 503 once intake stops.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+application = get_wsgi_application()
