@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
 import signal
@@ -92,6 +93,7 @@ defaults
   timeout client 30s
   timeout server 30s
   timeout http-keep-alive 30s
+  timeout check 2s
   retries 0
   option http-keep-alive
 
@@ -157,6 +159,28 @@ async def _wait_up(stats: str, names: set[str], limit: float) -> None:
     raise RuntimeError(f"HAProxy did not see {sorted(names)} up within {limit} s")
 
 
+async def _warm(port: int, path: str, limit: float = 30.0) -> None:
+    """Wait until the replica answers 8 concurrent requests fast, twice: every worker booted."""
+    from bench.loadclient import read_response, request_bytes
+
+    async def one() -> float:
+        t = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(request_bytes(path, close=True))
+            await read_response(reader)
+        finally:
+            writer.close()
+        return time.monotonic() - t
+
+    end, fast = time.monotonic() + limit, 0
+    while time.monotonic() < end and fast < 2:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, ValueError):
+            times = await asyncio.gather(*(one() for _ in range(8)))
+            fast = fast + 1 if max(times) < 0.25 else 0
+        await asyncio.sleep(0.1)
+
+
 async def _start(replica: Replica, port: int) -> Server:
     argv = [a.format(port=port) for a in replica.argv]
     env = {k: v.format(port=port) for k, v in replica.env.items()}
@@ -187,9 +211,17 @@ async def lb_run(
         haproxy_config(front, ports, inter=inter, fall=fall, rise=rise, stats=stats)
     )
     replicas = list(await asyncio.gather(*(_start(replica, p) for p in ports)))
+    await asyncio.gather(*(_warm(p, "/readyz") for p in ports))
+    log = os.environ.get("SPOTGRACE_LB_LOG")  # a file for HAProxy's request log (debugging)
+    if log:
+        cfg = (tmp / "haproxy.cfg").read_text()
+        cfg = cfg.replace("global\n", "global\n  log stdout format raw local0\n", 1)
+        cfg = cfg.replace("defaults\n", "defaults\n  log global\n  option httplog\n", 1)
+        (tmp / "haproxy.cfg").write_text(cfg)
     haproxy = await asyncio.create_subprocess_exec(
         "haproxy", "-f", str(tmp / "haproxy.cfg"), "-db",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        stdout=open(log, "ab") if log else asyncio.subprocess.DEVNULL,  # noqa: SIM115, ASYNC230
+        stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     hey: asyncio.subprocess.Process | None = None
     try:

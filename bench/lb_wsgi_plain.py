@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["django_app", "flask_app"]
+__all__: list[str] = []  # `django_app`, `flask_app`: made on first use (module __getattr__)
 
 
 def _with_readyz(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:

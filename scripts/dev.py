@@ -64,9 +64,28 @@ def ensure_redis() -> None:
     log("redis-server not found and not root: the Redis tests will skip (not allowed in CI)")
 
 
+def ensure_lb_tools() -> None:
+    """HAProxy and hey for the load-balancer tests and bench: on PATH already, or from apt as root."""
+    missing = [pkg for pkg in ("haproxy", "hey") if not shutil.which(pkg)]
+    if not missing:
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log(f"installing {' '.join(missing)} from Debian's packages")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run("apt-get", "update", "-qq", env=env)
+        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, env=env)
+        # Debian's package may start a system-wide HAProxy; the tests start their own.
+        subprocess.run(["service", "haproxy", "stop"], capture_output=True, check=False)
+        return
+    log(
+        f"{' '.join(missing)} not found and not root: the load-balancer tests will skip (not in CI)"
+    )
+
+
 def cmd_test(args: list[str]) -> int:
     ensure_venv()
     ensure_redis()
+    ensure_lb_tools()
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy", "--strict", "spotgrace")
@@ -85,6 +104,7 @@ def cmd_demo(args: list[str]) -> int:
 
 def cmd_bench(args: list[str]) -> int:
     ensure_venv()
+    ensure_lb_tools()
     cmd = [str(BIN / "python"), str(ROOT / "bench" / "run_all.py"), *args]
     log(" ".join(cmd))
     return subprocess.run(cmd, cwd=ROOT, check=False).returncode

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from ._graceful._graceful import graceful
+from ._http._prefork import current as _prefork_grace
 from ._http._shared import (
     UNAVAILABLE_BODY,
     GraceLike,
@@ -59,7 +60,8 @@ class GraceMiddleware:
     """Pure ASGI middleware: probes, ``Connection: close``, 503 after intake, drain, going-away.
 
     ``grace`` is the :class:`spotgrace.AsyncGrace` of the running process (from
-    ``async with spotgrace.graceful() as grace``). Scopes other than ``http``
+    ``async with spotgrace.graceful() as grace``); left out, the state a pre-fork
+    master shares with its workers (``spotgrace.gunicorn``). Scopes other than ``http``
     and ``websocket`` (e.g. ``lifespan``) pass through untouched.
     """
 
@@ -67,12 +69,17 @@ class GraceMiddleware:
         self,
         app: ASGIApp,
         *,
-        grace: GraceLike,
+        grace: GraceLike | None = None,
         readyz: str | None = "/readyz",
         healthz: str | None = "/healthz",
         retry_after: int = 5,
     ) -> None:
         self.app = app
+        if grace is None and (grace := _prefork_grace()) is None:
+            raise TypeError(
+                "GraceMiddleware needs grace= (from `async with spotgrace.graceful() as grace`), "
+                "or gunicorn with spotgrace.gunicorn in its config"
+            )
         self.grace = grace
         self.options = HttpOptions(readyz=readyz, healthz=healthz, retry_after=retry_after)
 

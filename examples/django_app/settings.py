@@ -1,6 +1,6 @@
 """A minimal Django project's settings (no database): enough to serve requests."""
 
-SECRET_KEY = "spotgrace-example-not-secret"  # noqa: S105  an example; set yours from the environment
+SECRET_KEY = "spotgrace-example-not-secret"  # an example: set yours from the environment
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "urls"

@@ -102,11 +102,11 @@ class GraceMiddleware:
         try:
             if not grace.ready:
                 start_response = _closing(environ, start_response)
-            body = self.app(environ, start_response)
+            result = self.app(environ, start_response)
         except BaseException as exc:
             scope.__exit__(type(exc), exc, exc.__traceback__)
             raise
-        return _Body(body, scope)
+        return _Body(result, scope)
 
 
 _STATUS = {200: "200 OK", 503: "503 Service Unavailable"}
@@ -177,6 +177,3 @@ class _Body:
         scope, self._scope = self._scope, None
         if scope is not None:
             scope.__exit__(None, None, None)
-
-
-

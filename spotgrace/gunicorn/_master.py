@@ -222,4 +222,6 @@ def _run_worker_hooks(left: float) -> bool:
     with block as grace:
         grace.request_shutdown("gunicorn worker exit")
     stats = grace.statistics()
-    return not (stats.get("hooks_failed") or stats.get("hooks_timed_out") or stats.get("hooks_skipped"))
+    return not (
+        stats.get("hooks_failed") or stats.get("hooks_timed_out") or stats.get("hooks_skipped")
+    )
