@@ -57,6 +57,15 @@ def _argv(name: str, stop_timeout: float) -> list[str]:
             *_G, "-c", CONF, "-k", "spotgrace.gunicorn.workers.UvicornWorker",
             "bench.lb_asgi_apps:graced",
         ],
+        # uvicorn --workers 2 + FastAPI, spotgrace in the lifespan (LifespanGrace)
+        "plain-uvicorn-workers": [
+            "-m", "uvicorn", "bench.lb_asgi_apps:plain", "--port", "{port}", "--workers", "2",
+            "--no-access-log",
+        ],
+        "grace-uvicorn-workers-lifespan": [
+            "-m", "uvicorn", "bench.lb_lifespan_app:app", "--port", "{port}", "--workers", "2",
+            "--no-access-log",
+        ],
     }  # fmt: skip
     return table[name]
 
@@ -68,6 +77,7 @@ PLAIN = {
     "grace-gunicorn-sync-flask": "plain-gunicorn-sync-flask",
     "grace-gunicorn-gthread-django": "plain-gunicorn-gthread-django",
     "grace-gunicorn-uvicorn-fastapi": "plain-gunicorn-uvicorn-fastapi",
+    "grace-uvicorn-workers-lifespan": "plain-uvicorn-workers",
 }
 GRACE = tuple(PLAIN)
 VARIANTS = (*GRACE, *PLAIN.values())

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from ._graceful._graceful import graceful
+from ._http._lifespan import LifespanGrace as LifespanGrace
 from ._http._prefork import current as _prefork_grace
 from ._http._shared import (
     UNAVAILABLE_BODY,
@@ -42,7 +43,7 @@ from ._http._shared import (
     close_listeners,
 )
 
-__all__ = ["GraceMiddleware", "serve"]
+__all__ = ["GraceMiddleware", "LifespanGrace", "serve"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

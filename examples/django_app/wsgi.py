@@ -14,5 +14,15 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+import spotgrace
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 application = get_wsgi_application()
+
+
+# Registered here, where every worker loads it (Django imports urls.py only on the
+# first request, so a hook registered there would run only in workers that served one).
+@spotgrace.on_shutdown(timeout=2)
+def close_connections() -> None:
+    """Per worker: close what this worker opened (``django.db.connections.close_all()``)."""
+    print(f"django worker {os.getpid()}: connections closed", flush=True)
