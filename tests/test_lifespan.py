@@ -51,7 +51,7 @@ def test_uvicorn_workers_lame_duck_then_the_server_stops_and_exits_0() -> None:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "SPOTGRACE_DRAIN_DELAY": "1.5",
+        "SPOTGRACE_DRAIN_DELAY": "3",
         "SPOTGRACE_STOP_TIMEOUT": "10",
     }
     argv = [sys.executable, "-m", "uvicorn", "bench.lb_lifespan_app:app", "--port", str(port)]
@@ -73,7 +73,7 @@ def test_uvicorn_workers_lame_duck_then_the_server_stops_and_exits_0() -> None:
         time.sleep(0.3)
         probes = [requests.get(f"{base}/readyz", timeout=5).status_code for _ in range(8)]
         work = requests.get(f"{base}/work", timeout=5)
-        in_lame_duck = time.monotonic() - t0 < 1.5
+        in_lame_duck = time.monotonic() - t0 < 3
         out, _ = proc.communicate(timeout=15)
         gone = time.monotonic() - t0
     finally:
@@ -83,9 +83,11 @@ def test_uvicorn_workers_lame_duck_then_the_server_stops_and_exits_0() -> None:
     text = out.decode(errors="replace")
     assert in_lame_duck, text
     assert probes == [503] * 8, text
-    assert work.status_code == 200 and work.headers["connection"] == "close", text
+    assert work.status_code == 200, text
+    assert work.headers["connection"] == "close", text
     assert proc.returncode == 0, text
-    assert 1.4 < gone < 10, text
-    assert "shutdown failed" not in text.lower() and "SystemExit" not in text, text
+    assert 2.9 < gone < 10, text
+    assert "shutdown failed" not in text.lower(), text
+    assert "SystemExit" not in text, text
     assert text.count("Application shutdown complete") == 2, text
     assert text.count(": ran") == 2, text  # the hook, in each worker
