@@ -1,6 +1,7 @@
 """spotgrace.gunicorn with real gunicorn processes: the sequence, the hooks, the exit code.
 
-Real signals to a real gunicorn master on 127.0.0.1; Flask and Django from
+Real signals to a real gunicorn master on 127.0.0.1; Flask (examples/flask_app.py,
+with examples/gunicorn.conf.py) and Django (examples/django_app/) from
 ``examples/``; direct clients (requests, httpx, aiohttp, hey) POSTing while
 the master gets SIGTERM.
 """

@@ -1,7 +1,7 @@
 """``LifespanGrace``: spotgrace inside the ASGI lifespan of a server that owns the process.
 
-When the server runs the app (``uvicorn --workers N``, gunicorn's own
-``UvicornWorker``, hypercorn), the server, not spotgrace, decides when the
+When the server runs the app (``uvicorn --workers N``, uvicorn's own gunicorn
+worker; tested with ``uvicorn --workers``), the server, not spotgrace, decides when the
 process ends. ``graceful()`` entered in the lifespan then must neither raise
 ``SystemExit`` there (the server would log "Application shutdown failed") nor
 keep the server's listener open while answering 503 until the watchdog fires.
