@@ -315,3 +315,53 @@ def test_direct_clients_posting_during_sigterm_lose_nothing(server: str) -> None
         assert hey_dropped == {}, hey_out
     elif os.environ.get("CI"):
         pytest.fail("hey is missing in CI")
+
+
+@pytest.mark.timeout(30)
+def test_a_bad_spotgrace_option_stops_gunicorn_at_start_with_its_name() -> None:
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "python:spotgrace.gunicorn", "-b",
+         f"127.0.0.1:{port}", "--chdir", str(PROGRAMS), "wsgi_apps:slow"],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SPOTGRACE_STOP_TIMEOUT": "soon"},
+        capture_output=True, text=True, timeout=25, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "SPOTGRACE_STOP_TIMEOUT" in proc.stdout + proc.stderr
+
+
+@pytest.mark.timeout(30)
+def test_one_process_wsgiref_recipe_drains_a_request_and_runs_hooks() -> None:
+    import requests
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(PROGRAMS / "wsgiref_server.py"), str(port)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SPOTGRACE_DRAIN_DELAY": "0.5"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "serving"
+        result: dict[str, object] = {}
+
+        def slow() -> None:
+            r = requests.get(f"http://127.0.0.1:{port}/sleep?s=1.5", timeout=10)
+            result["status"] = r.status_code
+
+        client = threading.Thread(target=slow)
+        client.start()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code
+        out, _ = proc.communicate(timeout=15)
+        client.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert ready == 503, out
+    assert result == {"status": 200}, out
+    assert proc.returncode == 0, out
+    assert "hook: ran" in out, out
