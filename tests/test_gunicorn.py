@@ -365,3 +365,30 @@ def test_one_process_wsgiref_recipe_drains_a_request_and_runs_hooks() -> None:
     assert result == {"status": 200}, out
     assert proc.returncode == 0, out
     assert "hook: ran" in out, out
+
+
+@pytest.mark.timeout(40)
+def test_an_early_warning_notice_in_the_master_runs_the_sequence_for_every_worker() -> None:
+    import requests
+
+    from spotgrace.testing import FakeEndpoints
+
+    with FakeEndpoints() as fake:
+        env = _env(1.0, 10, SPOTGRACE_WATCH="ecs", SPOTGRACE_WATCH_INTERVAL="0.2", **fake.env())
+        args = ["-c", "python:spotgrace.gunicorn", "-w", "2", "--chdir", str(PROGRAMS)]
+        with gunicorn([*args, "wsgi_apps:slow"], env) as g:
+            base = f"http://127.0.0.1:{g.port}"
+            t0 = time.monotonic()
+            fake.interrupt()
+            end = time.monotonic() + 5
+            while requests.get(f"{base}/readyz", timeout=5).status_code != 503:
+                assert time.monotonic() < end, g.output()
+                time.sleep(0.05)
+            probes = [requests.get(f"{base}/readyz", timeout=5).status_code for _ in range(6)]
+            code = g.popen.wait(15)
+            gone = time.monotonic() - t0
+    out = g.output()
+    assert probes == [503] * 6, out  # every worker red, not just one
+    assert "source=watch" in out, out
+    assert code == 0, out
+    assert gone < 10, out
