@@ -40,7 +40,6 @@ from typing import Any
 from ._master import Master
 
 __all__ = [
-    "child_exit",
     "keepalive",
     "on_exit",
     "post_fork",
@@ -79,11 +78,6 @@ def post_worker_init(worker: Any) -> None:
 def worker_exit(server: Any, worker: Any) -> None:
     """Worker, leaving: run the hooks the app registered in it, within the workers' deadline."""
     _master.worker_exit(os.getpid())
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    """Master, a worker reaped."""
-    _master.child_exit(worker.pid)
 
 
 def on_exit(server: Any) -> None:

@@ -50,6 +50,7 @@ class Master:
         self._arbiter: Any = None
         self._thread: threading.Thread | None = None
         self._master_hooks: list[Callable[..., Any]] = []
+        self._exiting = False  # gunicorn is stopping by itself (SIGQUIT, a boot error...)
 
     # ------------------------------------------------------------------ master
 
@@ -86,6 +87,8 @@ class Master:
             if not grace.ready:
                 self.state.set_noticed()
         self.state.set_noticed()
+        if self._exiting:
+            return
         arbiter = self._arbiter
         listeners = [lst for lst in arbiter.LISTENERS if hasattr(lst, "fileno")]
         socks = [getattr(lst, "sock", lst) for lst in listeners]
@@ -104,13 +107,11 @@ class Master:
         )
         arbiter.signal(signal.SIGTERM, None)  # gunicorn's own graceful stop, from its loop
 
-    def child_exit(self, pid: int) -> None:
-        """A worker was reaped (master)."""
-
     def exit(self) -> None:
         """In ``on_exit``: finish the sequence (master hooks), then exit truthfully."""
         if os.getpid() != self._pid or self._grace is None:
             return
+        self._exiting = True
         failed = sorted(self._failed_workers())
         if failed:
             self._log.error("gunicorn.worker_failed", workers=failed, exit_code=WORKER_FAILED)
