@@ -96,12 +96,20 @@ class LifespanGrace:
 
 
 async def _hand_off(grace: AsyncGrace, servers: dict[signal.Signals, Any]) -> None:
-    """When intake must stop: the server's handlers back, and the signal raised for them."""
+    """When intake must stop: the server's handlers back, and the signal raised for them.
+
+    A server with no handler of its own for the signal (``SIG_DFL``) would die
+    of it at once: the requests in flight drain first (at most 80% of what is
+    left), then the signal ends the process as it would have without spotgrace.
+    """
     await grace.wait()
     notice = grace.notice
     sig = notice.signal if notice is not None and notice.signal is not None else signal.SIGTERM
+    if sig not in servers:
+        return
+    if not callable(servers[sig]):
+        await grace.wait_drained(0.8 * grace.remaining())
     for s, handler in servers.items():
         if handler is not None:
             signal.signal(s, handler)
-    if sig in servers:
-        signal.raise_signal(sig)
+    signal.raise_signal(sig)
