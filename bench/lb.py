@@ -3,6 +3,8 @@
     python bench/lb.py                    # 3 runs per variant, ALB timing 5 s x 2 and 10 s x 2
     python bench/lb.py --timing 5x2       # one timing only
     python bench/lb.py --quick            # 1 run, 1 s x 2 (a smoke run)
+    python bench/lb.py --variant grace-uvicorn-workers-lifespan --variant plain-uvicorn-workers
+                                          # only these rows; merged into the last results
 
 Two replicas behind HAProxy set up like an ALB target group (health check
 ``GET /readyz`` every INTER s, FALL failures mark a replica down, keep-alive
@@ -37,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from bench.lb_harness import Replica, lb_run  # noqa: E402
 from bench.lb_variants import PLAIN, replica  # noqa: E402
 
-ORDER = [name for pair in PLAIN.items() for name in (pair[1], pair[0])]
+ORDER = [name for pair in PLAIN.items() for name in (pair[1], pair[0])]  # plain, then grace
 ORDER.insert(ORDER.index("grace-asgi") + 1, "grace-asgi-delay0")
 STOP_TIMEOUT = 30.0
 RATE, CONNECTIONS, PATH = 300, 10, "/work?ms=10"
@@ -50,12 +52,14 @@ def _replica(name: str, drain_delay: float) -> Replica:
     return replica(name, drain_delay=drain_delay, stop_timeout=STOP_TIMEOUT)
 
 
-async def bench(timings: list[tuple[float, int]], runs: int) -> list[dict[str, Any]]:
+async def bench(
+    timings: list[tuple[float, int]], runs: int, variants: list[str]
+) -> list[dict[str, Any]]:
     rows = []
     for inter, fall in timings:
         drain_delay = inter * fall + 1
         duration = SIGTERM_AT + drain_delay + 8  # covers the exit and the restart
-        for name in ORDER:
+        for name in variants:
             for run in range(runs):
                 t = time.monotonic()
                 result = await lb_run(
@@ -160,6 +164,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timing", action="append", help="INTERxFALL, e.g. 5x2 (repeatable)")
     parser.add_argument("--quick", action="store_true", help="1 run at 1x2, no docs written")
+    parser.add_argument("--variant", action="append", choices=ORDER, help="only these (repeatable)")
     args = parser.parse_args()
     if args.quick:
         timings, runs = [(1.0, 2)], 1
@@ -167,10 +172,14 @@ def main() -> None:
         raw = args.timing or ["5x2", "10x2"]
         timings = [(float(t.split("x")[0]), int(t.split("x")[1])) for t in raw]
         runs = args.runs
-    rows = asyncio.run(bench(timings, runs))
+    rows = asyncio.run(bench(timings, runs, args.variant or ORDER))
     print(table(rows))
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
+    if args.variant and (out / "lb.json").exists():  # merge into the last full run
+        new = {(r["timing"], r["variant"]) for r in rows}
+        old = json.loads((out / "lb.json").read_text())
+        rows = [r for r in old if (r["timing"], r["variant"]) not in new] + rows
     (out / "lb.json").write_text(json.dumps(rows, indent=1))
     if not args.quick:
         write_docs(rows, runs)
