@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
 
 __all__ = ["plain"]  # and `graced`, made on first use (module __getattr__)
 
@@ -21,6 +21,12 @@ async def work(ms: int = 0) -> str:
     """Sleep ``ms`` milliseconds, then answer ``ok``."""
     await asyncio.sleep(ms / 1000)
     return "ok"
+
+
+@plain.post("/echo")
+async def echo(request: Request) -> Response:
+    """Answer the request body."""
+    return Response(await request.body())
 
 
 @plain.get("/readyz", response_class=PlainTextResponse)

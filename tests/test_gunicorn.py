@@ -33,12 +33,14 @@ PROGRAMS = ROOT / "tests" / "programs"
 
 
 class Gunicorn:
-    def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
+    """A server subprocess (gunicorn, or any Python command line) and its output."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], port: int) -> None:
         self.port = port
         self.lines: list[str] = []
         full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", *args],
+            [sys.executable, *argv],
             env=full,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -83,7 +85,14 @@ class Gunicorn:
 
 @contextmanager
 def gunicorn(args: list[str], env: dict[str, str]) -> Iterator[Gunicorn]:
-    g = Gunicorn(args, env, free_port())
+    port = free_port()
+    with server(["-m", "gunicorn", "-b", f"127.0.0.1:{port}", *args], env, port) as g:
+        yield g
+
+
+@contextmanager
+def server(argv: list[str], env: dict[str, str], port: int) -> Iterator[Gunicorn]:
+    g = Gunicorn(argv, env, port)
     try:
         g.wait_ready()
         yield g
@@ -210,13 +219,26 @@ def _swallow(fn: object, *args: object) -> None:
 
 # ------------------------------------------------------------------ direct clients
 
+SERVERS = str(ROOT / "bench" / "servers.py")
+_GUNICORN = ["-m", "gunicorn", "-b", "127.0.0.1:{port}", "-c", "python:spotgrace.gunicorn"]
 DIRECT = {
-    "sync-flask": (["-k", "sync", "--chdir", str(EXAMPLES), "flask_app:app"], "/echo"),
-    "gthread-django": (
-        ["-k", "gthread", "--threads", "4", "--chdir", str(PROGRAMS), "wsgi_apps:slow"],
+    "gunicorn-sync-flask": (
+        [*_GUNICORN, "-w", "2", "-k", "sync", "--chdir", str(EXAMPLES), "flask_app:app"],
+        "/echo",
+    ),
+    "gunicorn-gthread": (
+        [*_GUNICORN, "-w", "2", "-k", "gthread", "--threads", "4", "--chdir", str(PROGRAMS),
+         "wsgi_apps:slow"],
         "/post",
     ),
-}
+    "gunicorn-uvicorn-fastapi": (
+        [*_GUNICORN, "-w", "2", "-k", "spotgrace.gunicorn.workers.UvicornWorker",
+         "bench.lb_asgi_apps:graced"],
+        "/echo",
+    ),
+    "asgi-serve": ([SERVERS, "grace-asgi", "{port}"], "/echo"),
+    "aiohttp-run_app": ([SERVERS, "grace-aiohttp", "{port}"], "/echo"),
+}  # fmt: skip
 
 
 def _client_loops(base: str, path: str, stop: threading.Event, counts: dict[str, int]) -> list:
@@ -277,13 +299,13 @@ def _client_loops(base: str, path: str, stop: threading.Event, counts: dict[str,
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("server", sorted(DIRECT))
-def test_direct_clients_posting_during_sigterm_lose_nothing(server: str) -> None:
-    args, path = DIRECT[server]
-    args = ["-c", "python:spotgrace.gunicorn", "-w", "2", *args]
+@pytest.mark.parametrize("name", sorted(DIRECT))
+def test_direct_clients_posting_during_sigterm_lose_nothing(name: str) -> None:
+    argv, path = DIRECT[name]
+    port = free_port()
     counts: dict[str, int] = {}
     stop = threading.Event()
-    with gunicorn(args, _env(0.5, 10)) as g:
+    with server([a.format(port=port) for a in argv], _env(0.5, 10), port) as g:
         base = f"http://127.0.0.1:{g.port}"
         threads = _client_loops(base, path, stop, counts)
         hey = None
