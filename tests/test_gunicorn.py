@@ -42,6 +42,7 @@ class Gunicorn:
         self.popen = subprocess.Popen(
             [sys.executable, *argv],
             env=full,
+            start_new_session=True,  # its own process group: a test may signal the group
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -414,3 +415,26 @@ def test_an_early_warning_notice_in_the_master_runs_the_sequence_for_every_worke
     assert "source=watch" in out, out
     assert code == 0, out
     assert gone < 10, out
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("worker", ["sync", "spotgrace.gunicorn.workers.UvicornWorker"])
+def test_sigterm_to_the_whole_group_still_gets_the_lame_duck(worker: str) -> None:
+    import requests
+
+    app = "flask_app:app" if worker == "sync" else "bench.lb_asgi_apps:graced"
+    args = ["-c", "python:spotgrace.gunicorn", "-w", "2", "-k", worker]
+    with gunicorn([*args, "--chdir", str(EXAMPLES), app], _env(2.0, 10)) as g:
+        base = f"http://127.0.0.1:{g.port}"
+        t0 = time.monotonic()
+        os.killpg(g.popen.pid, signal.SIGTERM)  # master and workers at once (a group kill)
+        time.sleep(0.5)
+        work = [requests.get(f"{base}/work?ms=1", timeout=5).status_code for _ in range(8)]
+        ready = requests.get(f"{base}/readyz", timeout=5).status_code
+        in_lame_duck = time.monotonic() - t0 < 2.0
+        code = g.popen.wait(15)
+    out = g.output()
+    assert in_lame_duck, out
+    assert work == [200] * 8, out  # the workers did not stop with the group's signal
+    assert ready == 503, out
+    assert code == 0, out
