@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from ._graceful._graceful import graceful
-from ._http._lifespan import LifespanGrace as LifespanGrace
+from ._http._lifespan import LifespanGrace as _LifespanGrace
 from ._http._prefork import current as _prefork_grace
 from ._http._shared import (
     UNAVAILABLE_BODY,
@@ -55,6 +55,16 @@ _CLOSE = (b"connection", b"close")
 _EVENT_STREAM = b"text/event-stream"
 #: WebSocket close code 1001, "going away": the server is shutting down.
 _GOING_AWAY = 1001
+
+
+class LifespanGrace(_LifespanGrace):
+    """spotgrace in the lifespan of a server that owns the process (``uvicorn --workers``).
+
+    ``grace = LifespanGrace()``, ``GraceMiddleware(app, grace=grace)``, and in the
+    lifespan ``async with grace.serve(**graceful_options): yield``. The notice and
+    the lame duck are spotgrace's; then the signal goes back to the server, which
+    stops accepting and ends the lifespan; no ``SystemExit`` is raised there.
+    """
 
 
 class GraceMiddleware:

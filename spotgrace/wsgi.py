@@ -10,7 +10,22 @@ It imports no server and no framework.
 
 from __future__ import annotations
 
-from ._http._wsgi import GraceMiddleware as GraceMiddleware
-from ._http._wsgi import SyncGraceLike as SyncGraceLike
+from typing import Protocol
+
+from ._http._wsgi import GraceMiddleware as _GraceMiddleware
+from ._http._wsgi import SyncGraceLike as _SyncGraceLike
 
 __all__ = ["GraceMiddleware", "SyncGraceLike"]
+
+
+class GraceMiddleware(_GraceMiddleware):
+    """Pure WSGI middleware: probes, ``Connection: close``, 503 after intake, in-flight tracking.
+
+    ``GraceMiddleware(app, grace=None, readyz="/readyz", healthz="/healthz",
+    retry_after=5)``; ``grace`` left out: the state a pre-fork master
+    (``spotgrace.gunicorn``) shares with its workers.
+    """
+
+
+class SyncGraceLike(_SyncGraceLike, Protocol):
+    """The part of ``spotgrace.Grace`` the WSGI middleware uses: ``ready``, ``stopping``, ``inflight()``."""

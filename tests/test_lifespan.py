@@ -70,7 +70,12 @@ def test_uvicorn_workers_lame_duck_then_the_server_stops_and_exits_0() -> None:
         time.sleep(1.0)  # both workers up
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        # uvicorn's supervisor passes SIGTERM on to its workers within about 0.5 s.
+        end = time.monotonic() + 2
+        while requests.get(f"{base}/readyz", timeout=5).status_code != 503:
+            assert time.monotonic() < end, "readiness did not turn red"
+            time.sleep(0.05)
+        time.sleep(0.2)  # both workers
         probes = [requests.get(f"{base}/readyz", timeout=5).status_code for _ in range(8)]
         work = requests.get(f"{base}/work", timeout=5)
         in_lame_duck = time.monotonic() - t0 < 3
