@@ -4,7 +4,8 @@
     python bench/lb.py --timing 5x2       # one timing only
     python bench/lb.py --quick            # 1 run, 1 s x 2 (a smoke run)
     python bench/lb.py --variant grace-uvicorn-workers-lifespan --variant plain-uvicorn-workers
-                                          # only these rows; merged into the last results
+                                          # only these rows
+    python bench/lb.py --timing 10x2 --merge   # replace these rows in the last results, keep the rest
 
 Two replicas behind HAProxy set up like an ALB target group (health check
 ``GET /readyz`` every INTER s, FALL failures mark a replica down, keep-alive
@@ -13,7 +14,8 @@ hey at 300 req/s (10 connections) on ``GET /work?ms=10``. 3 s in, replica 1
 gets SIGTERM; once gone it is started again. Counted: every non-2xx answer and
 every connection error hey saw. spotgrace replicas run with
 ``SPOTGRACE_DRAIN_DELAY = INTER x FALL + 1`` and ``SPOTGRACE_STOP_TIMEOUT=30``
-(ECS's default); ``grace-asgi-delay0`` is spotgrace.asgi with its default
+(ECS's default), or 60 when the lame duck does not fit half of the 30 s
+budget (spotgrace caps it there: 10 s x 2 needs 21 s); ``grace-asgi-delay0`` is spotgrace.asgi with its default
 ``drain_delay=0``, to show why the rule matters. Plain gunicorn runs with
 ``--graceful-timeout 30``.
 
@@ -46,10 +48,17 @@ RATE, CONNECTIONS, PATH = 300, 10, "/work?ms=10"
 SIGTERM_AT = 3.0
 
 
+def stop_timeout_for(drain_delay: float) -> float:
+    """ECS's default 30 s, or 60 s when the lame duck does not fit half of the budget."""
+    margin = 3.0  # spotgrace's default margin for 30 s
+    return STOP_TIMEOUT if drain_delay <= (STOP_TIMEOUT - margin) / 2 else 2 * STOP_TIMEOUT
+
+
 def _replica(name: str, drain_delay: float) -> Replica:
+    stop_timeout = stop_timeout_for(drain_delay)
     if name == "grace-asgi-delay0":
-        return replica("grace-asgi", drain_delay=0, stop_timeout=STOP_TIMEOUT)
-    return replica(name, drain_delay=drain_delay, stop_timeout=STOP_TIMEOUT)
+        return replica("grace-asgi", drain_delay=0, stop_timeout=stop_timeout)
+    return replica(name, drain_delay=drain_delay, stop_timeout=stop_timeout)
 
 
 async def bench(
@@ -95,13 +104,18 @@ async def bench(
     return rows
 
 
+def _timing_key(timing: str) -> tuple[float, int]:
+    inter, fall = timing.split("x")
+    return float(inter), int(fall)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| timing (interval x threshold) | server | drain_delay | client errors per run "
-        "| exit code | SIGTERM -> gone (s, median) | 2xx per run (median) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| timing (interval x threshold) | server | drain_delay | stop_timeout "
+        "| client errors per run | exit code | SIGTERM -> gone (s, median) | 2xx per run (median) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for timing in dict.fromkeys(r["timing"] for r in rows):
+    for timing in sorted(dict.fromkeys(r["timing"] for r in rows), key=_timing_key):
         for name in ORDER:
             mine = [r for r in rows if r["timing"] == timing and r["variant"] == name]
             if not mine:
@@ -111,7 +125,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             gone = statistics.median(r["exit_seconds"] for r in mine)
             ok = statistics.median(r["ok"] for r in mine)
             out.append(
-                f"| {timing} s | {name} | {mine[0]['drain_delay']:g} s | {errs} | {codes} "
+                f"| {timing} s | {name} | {mine[0]['drain_delay']:g} s "
+                f"| {mine[0].get('stop_timeout', STOP_TIMEOUT):g} s | {errs} | {codes} "
                 f"| {gone:.1f} | {ok:.0f} |"
             )
     return "\n".join(out)
@@ -123,7 +138,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    timings = list(dict.fromkeys(r["timing"] for r in rows))
+    timings = sorted(dict.fromkeys(r["timing"] for r in rows), key=_timing_key)
     fig, axes = plt.subplots(1, len(timings), figsize=(6 * len(timings), 4.5), squeeze=False)
     for ax, timing in zip(axes[0], timings, strict=True):
         names = [n for n in ORDER if any(r["variant"] == n and r["timing"] == timing for r in rows)]
@@ -165,6 +180,9 @@ def main() -> None:
     parser.add_argument("--timing", action="append", help="INTERxFALL, e.g. 5x2 (repeatable)")
     parser.add_argument("--quick", action="store_true", help="1 run at 1x2, no docs written")
     parser.add_argument("--variant", action="append", choices=ORDER, help="only these (repeatable)")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the last results' other rows (lb.json)"
+    )
     args = parser.parse_args()
     if args.quick:
         timings, runs = [(1.0, 2)], 1
@@ -176,7 +194,7 @@ def main() -> None:
     print(table(rows))
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    if args.variant and (out / "lb.json").exists():  # merge into the last full run
+    if args.merge and (out / "lb.json").exists():  # replace these rows in the last results
         new = {(r["timing"], r["variant"]) for r in rows}
         old = json.loads((out / "lb.json").read_text())
         rows = [r for r in old if (r["timing"], r["variant"]) not in new] + rows
