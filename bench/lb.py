@@ -88,6 +88,7 @@ async def bench(
                     "drain_delay": 0
                     if name == "grace-asgi-delay0" or "plain" in name
                     else drain_delay,
+                    "stop_timeout": stop_timeout_for(drain_delay),
                     "ok": result.ok,
                     "client_errors": result.client_errors,
                     "non_2xx": result.non_2xx,
@@ -183,6 +184,9 @@ def main() -> None:
     parser.add_argument(
         "--merge", action="store_true", help="keep the last results' other rows (lb.json)"
     )
+    parser.add_argument(
+        "--report", action="store_true", help="no run: the table and plot from lb.json"
+    )
     args = parser.parse_args()
     if args.quick:
         timings, runs = [(1.0, 2)], 1
@@ -190,9 +194,15 @@ def main() -> None:
         raw = args.timing or ["5x2", "10x2"]
         timings = [(float(t.split("x")[0]), int(t.split("x")[1])) for t in raw]
         runs = args.runs
+    out = ROOT / "bench" / "results"
+    if args.report:
+        rows = json.loads((out / "lb.json").read_text())
+        print(table(rows))
+        write_docs(rows, max(r["run"] for r in rows))
+        plot(rows, ROOT / "docs" / "img" / "lb-errors.png")
+        return
     rows = asyncio.run(bench(timings, runs, args.variant or ORDER))
     print(table(rows))
-    out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     if args.merge and (out / "lb.json").exists():  # replace these rows in the last results
         new = {(r["timing"], r["variant"]) for r in rows}
