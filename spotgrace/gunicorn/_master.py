@@ -146,7 +146,7 @@ class Master:
         """In a worker: SIGTERM/SIGINT sent to the whole process group (Ctrl-C, a group
         kill) must not end the worker during the master's lame duck. A signal that
         comes while the master is in its lame duck is ignored (the master stops the
-        worker when intake stops); one that comes before any notice is held 0.1 s,
+        worker when intake stops); one that comes before any notice is held 0.5 s,
         time for the master to see its own copy, then checked again; otherwise
         (the master's own stop, reload, scale-down) gunicorn's handler runs.
         """
@@ -175,7 +175,7 @@ class Master:
                     else:
                         inner(signum, None)  # sets ``alive = False``: fine from a thread
 
-                timer = threading.Timer(0.1, later)
+                timer = threading.Timer(0.5, later)
                 timer.daemon = True
                 timer.start()
 

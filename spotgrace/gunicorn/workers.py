@@ -36,6 +36,8 @@ __all__ = ["UvicornH11Worker", "UvicornWorker"]
 
 #: Seconds an idle keep-alive connection is left open once intake stops (as ``serve()``).
 IDLE_GRACE = 1.0
+#: How long a worker holds a SIGTERM that came before the master's notice (a group kill).
+_RECHECK = 0.5
 
 
 class _Server(uvicorn.Server):
@@ -84,9 +86,16 @@ class UvicornWorker(_UvicornWorker):
                 await stop
         await server.shutdown(sockets=self.sockets)
 
-    def _on_term(self, grace: WorkerGrace, term: asyncio.Event) -> None:
-        # During the master's lame duck a group-wide SIGTERM/SIGINT is the master's to act on.
-        if grace.state.noticed and not grace.state.stopping and os.getppid() == self.ppid:
+    def _on_term(self, grace: WorkerGrace, term: asyncio.Event, *, again: bool = False) -> None:
+        # During the master's lame duck a group-wide SIGTERM/SIGINT is the master's to act
+        # on; one that comes before the master's notice is looked at again 0.5 s later,
+        # time for the master to handle its own copy of a group-wide signal.
+        state = grace.state
+        if state.noticed and not state.stopping and os.getppid() == self.ppid:
+            return
+        if not state.noticed and not again:
+            loop = asyncio.get_running_loop()
+            loop.call_later(_RECHECK, lambda: self._on_term(grace, term, again=True))
             return
         term.set()
 
