@@ -35,6 +35,12 @@ def aiohttp_app() -> Any:
     app = web.Application()
     app.router.add_get("/work", work)
     app.router.add_get("/hello", hello)
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read())
+
+    app.router.add_get("/readyz", hello)  # a plain server's health check: always 200
+    app.router.add_post("/echo", echo)
     return app
 
 
@@ -42,7 +48,7 @@ def starlette_app() -> Any:
     """The Starlette workload app."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import PlainTextResponse
+    from starlette.responses import PlainTextResponse, Response
     from starlette.routing import Route
 
     async def work(request: Request) -> PlainTextResponse:
@@ -52,7 +58,13 @@ def starlette_app() -> Any:
     async def hello(request: Request) -> PlainTextResponse:
         return PlainTextResponse("hello")
 
-    return Starlette(routes=[Route("/work", work), Route("/hello", hello)])
+    async def echo(request: Request) -> Response:
+        return Response(await request.body())
+
+    # /readyz: a plain server's health check, always 200 (spotgrace's middleware answers it first).
+    routes = [Route("/work", work), Route("/hello", hello), Route("/readyz", hello)]
+    routes.append(Route("/echo", echo, methods=["POST"]))
+    return Starlette(routes=routes)
 
 
 def main(kind: str, port: int) -> None:

@@ -8,9 +8,9 @@
 
 It needs only Python 3.11+ and pip. It makes a virtual environment in
 ``.venv`` (once; again when pyproject.toml changes), installs the package with
-every extra and the dev tools into it, and, for the test suite, makes sure a
-``redis-server`` binary and a headless ``chromium`` are there (from Debian's
-packages when run as root).
+every extra and the dev tools into it, and, for the test suite, makes sure
+the programs in ``TEST_TOOLS`` (redis-server, chromium, haproxy, hey) are
+there (from Debian's packages when run as root).
 """
 
 from __future__ import annotations
@@ -51,55 +51,40 @@ def ensure_venv() -> None:
     STAMP.write_text(want)
 
 
-def ensure_redis() -> None:
-    """A redis-server binary for the Redis tests: on PATH already, or from apt as root."""
-    if shutil.which("redis-server"):
-        return
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        log("installing redis-server from Debian's packages")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        run("apt-get", "update", "-qq", env=env)
-        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server", env=env)
-        # Debian's package starts a system-wide server; the tests start their own.
-        subprocess.run(["service", "redis-server", "stop"], capture_output=True, check=False)
-        return
-    log("redis-server not found and not root: the Redis tests will skip (not allowed in CI)")
+#: Programs the test suite needs, and the Debian packages that bring them.
+TEST_TOOLS: dict[str, tuple[str, ...]] = {
+    "redis-server": ("redis-server",),  # Redis checkpoints, Celery's broker
+    "chromium": ("chromium", "fonts-dejavu-core"),  # the timeline's browser test
+    "haproxy": ("haproxy",),  # the load-balancer tests
+    "hey": ("hey",),  # their load generator
+}
+#: What the benchmarks need on top (wrk for bench/overhead.py).
+BENCH_TOOLS: dict[str, tuple[str, ...]] = {**TEST_TOOLS, "wrk": ("wrk",)}
+#: Services Debian's packages start system-wide; the tests start their own.
+SERVICES = ("redis-server", "haproxy")
 
 
-def ensure_chromium() -> None:
-    """A headless Chromium for the timeline's browser test: on PATH already, or from apt as root."""
-    if shutil.which("chromium") or shutil.which("chromium-browser"):
+def ensure_tools(tools: dict[str, tuple[str, ...]]) -> None:
+    """Install the missing programs of ``tools`` from Debian's packages (as root), in one go."""
+    missing = [name for name in tools if not shutil.which(name)]
+    if not missing:
         return
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        log("installing chromium from Debian's packages")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        run("apt-get", "update", "-qq", env=env)
-        packages = ("chromium", "fonts-dejavu-core")
-        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages, env=env)
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        log(f"{', '.join(missing)} not found and not root: the tests that need them will skip")
         return
-    log("chromium not found and not root: the browser test will skip (not allowed in CI)")
-
-
-def ensure_bench_tools() -> None:
-    """The benchmarks' extras: matplotlib (the `bench` extra) and wrk (from apt as root)."""
-    probe = subprocess.run([str(BIN / "python"), "-c", "import matplotlib"], capture_output=True)
-    if probe.returncode:
-        run(BIN / "python", "-m", "pip", "install", "-q", "-e", ".[dev,bench]")
-    if shutil.which("wrk") or shutil.which("hey"):
-        return
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        log("installing wrk from Debian's packages")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        run("apt-get", "update", "-qq", env=env)
-        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk", env=env)
-        return
-    log("neither wrk nor hey found and not root: bench/overhead.py will fail")
+    packages = sorted({pkg for name in missing for pkg in tools[name]})
+    log(f"installing {' '.join(packages)} from Debian's packages")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run("apt-get", "update", "-qq", env=env)
+    run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages, env=env)
+    for service in SERVICES:
+        if service in packages:
+            subprocess.run(["service", service, "stop"], capture_output=True, check=False)
 
 
 def cmd_test(args: list[str]) -> int:
     ensure_venv()
-    ensure_redis()
-    ensure_chromium()
+    ensure_tools(TEST_TOOLS)
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy", "--strict", "spotgrace")
@@ -127,7 +112,7 @@ def cmd_docs(args: list[str]) -> int:
 
 def cmd_bench(args: list[str]) -> int:
     ensure_venv()
-    ensure_bench_tools()
+    ensure_tools(BENCH_TOOLS)
     cmd = [str(BIN / "python"), str(ROOT / "bench" / "run_all.py"), *args]
     log(" ".join(cmd))
     return subprocess.run(cmd, cwd=ROOT, check=False).returncode

@@ -42,6 +42,8 @@ from typing import Any
 from ._core._errors import MissingExtraError
 from ._core._eventlog import emit
 from ._graceful._graceful import graceful
+from ._http._lifespan import LifespanGrace as _LifespanGrace
+from ._http._prefork import current as _prefork_grace
 from ._http._shared import (
     UNAVAILABLE_BODY,
     GraceLike,
@@ -51,7 +53,7 @@ from ._http._shared import (
 )
 from ._http._takeover import UvicornBook, adopt, uvicorn_unsupported
 
-__all__ = ["GraceMiddleware", "serve"]
+__all__ = ["GraceMiddleware", "LifespanGrace", "serve"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -65,11 +67,22 @@ _EVENT_STREAM = b"text/event-stream"
 _GOING_AWAY = 1001
 
 
+class LifespanGrace(_LifespanGrace):
+    """spotgrace in the lifespan of a server that owns the process (``uvicorn --workers``).
+
+    ``grace = LifespanGrace()``, ``GraceMiddleware(app, grace=grace)``, and in the
+    lifespan ``async with grace.serve(**graceful_options): yield``. The notice and
+    the lame duck are spotgrace's; then the signal goes back to the server, which
+    stops accepting and ends the lifespan; no ``SystemExit`` is raised there.
+    """
+
+
 class GraceMiddleware:
     """Pure ASGI middleware: probes, ``Connection: close``, 503 after intake, drain, going-away.
 
     ``grace`` is the :class:`spotgrace.AsyncGrace` of the running process (from
-    ``async with spotgrace.graceful() as grace``). Scopes other than ``http``
+    ``async with spotgrace.graceful() as grace``); left out, the state a pre-fork
+    master shares with its workers (``spotgrace.gunicorn``). Scopes other than ``http``
     and ``websocket`` (e.g. ``lifespan``) pass through untouched.
     """
 
@@ -77,12 +90,17 @@ class GraceMiddleware:
         self,
         app: ASGIApp,
         *,
-        grace: GraceLike,
+        grace: GraceLike | None = None,
         readyz: str | None = "/readyz",
         healthz: str | None = "/healthz",
         retry_after: int = 5,
     ) -> None:
         self.app = app
+        if grace is None and (grace := _prefork_grace()) is None:
+            raise TypeError(
+                "GraceMiddleware needs grace= (from `async with spotgrace.graceful() as grace`), "
+                "or gunicorn with spotgrace.gunicorn in its config"
+            )
         self.grace = grace
         self.options = HttpOptions(readyz=readyz, healthz=healthz, retry_after=retry_after)
         self._probes = frozenset(p for p in (self.options.readyz, self.options.healthz) if p)

@@ -11,6 +11,7 @@ import pytest
 
 import spotgrace.aiohttp
 import spotgrace.asgi
+import spotgrace.wsgi
 from spotgrace._http._shared import HttpOptions, close_idle_connections, close_listeners
 
 
@@ -104,7 +105,7 @@ def test_empty_probe_path_turns_the_probe_off() -> None:
     assert (options.readyz, options.healthz) == (None, None)
 
 
-@pytest.mark.parametrize("module", [spotgrace.aiohttp, spotgrace.asgi])
+@pytest.mark.parametrize("module", [spotgrace.aiohttp, spotgrace.asgi, spotgrace.wsgi])
 def test_integration_all_is_sorted_complete_and_documented(module: types.ModuleType) -> None:
     assert module.__all__ == sorted(module.__all__)
     defined_here = {

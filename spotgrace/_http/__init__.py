@@ -1,10 +1,14 @@
-"""What the HTTP integrations (:mod:`spotgrace.aiohttp`, :mod:`spotgrace.asgi`) share.
+"""What the HTTP integrations (aiohttp, asgi, wsgi, gunicorn) share.
 
 What it is for: probe paths and options, the 503 answer, a race-free close
-of listening sockets and a grace period for idle keep-alive connections.
+of listening sockets and a grace period for idle keep-alive connections
+(``_shared``); the WSGI middleware (``_wsgi``, public as ``spotgrace.wsgi``);
+the state a pre-fork master shares with its workers (``_prefork``); stopping
+intake on listeners shared by forked workers (``_listen``); spotgrace in the
+lifespan of a server that owns the process (``_lifespan``).
 
-May import: :mod:`spotgrace._core` and the standard library; never a web
-framework (each integration imports its own).
+May import: :mod:`spotgrace._core`, :mod:`spotgrace._graceful` and the
+standard library; never a web framework or server (each integration imports its own).
 
 Start reading at :mod:`._shared`.
 """
