@@ -37,23 +37,23 @@ def test_health_check_only_with_alb_defaults_does_not_fit(
     assert plan["fits"] is False
     assert plan["exposure"] == 65.0  # 30 s x 2 + the 5 s check timeout
     assert plan["drain_delay"] == 66.0
-    assert plan["stop_timeout_needed"] == 86.0  # 66 + 10 + 5 + a 5 s margin
+    # The lame duck gets at most half of stop_timeout - margin: 2 x 66 + 5 > Fargate's 120 s.
+    assert plan["stop_timeout_needed"] is None
     advice = " ".join(plan["advice"])  # type: ignore[arg-type]
-    assert "at least 86 s" in advice
+    assert "no stop timeout up to Fargate's 120 s fits" in advice
     assert "every 5 s" in advice
 
 
 def test_the_suggested_stop_timeout_fits_when_fed_back() -> None:
     for platform in ("ecs", "kubernetes", "health-check"):
         for interval in (5.0, 10.0, 30.0):
-            setup = Setup(platform=platform, interval=interval, stop_timeout=10.0)  # type: ignore[arg-type]
-            suggested = make_plan(setup).stop_timeout_needed
+            kw = {"platform": platform, "interval": interval, "fargate": False}
+            suggested = make_plan(Setup(stop_timeout=10.0, **kw)).stop_timeout_needed  # type: ignore[arg-type]
             assert suggested is not None
-            again = make_plan(Setup(platform=platform, interval=interval, stop_timeout=suggested))  # type: ignore[arg-type]
+            again = make_plan(Setup(stop_timeout=suggested, **kw))  # type: ignore[arg-type]
             assert again.fits
-            smaller = make_plan(
-                Setup(platform=platform, interval=interval, stop_timeout=suggested - 1)  # type: ignore[arg-type]
-            )
+            assert again.drain_delay <= (suggested - again.margin) / 2  # the lame duck's cap
+            smaller = make_plan(Setup(stop_timeout=suggested - 1, **kw))  # type: ignore[arg-type]
             assert not smaller.fits
 
 

@@ -136,10 +136,18 @@ def _health_check_exposure(interval: float, threshold: int, check_timeout: float
 
 
 def _needed(setup: Setup, exposure: float, stop_timeout: float) -> float:
+    """The stop timeout the plan needs, for a margin worked out from ``stop_timeout``.
+
+    Two bounds: the whole sequence (lame duck, the longest request, the hooks,
+    the margin) must fit, and the lame duck gets at most half of ``stop_timeout
+    - margin`` (spotgrace caps it there: ``docs/semantics.md``).
+    """
     # One second on top of the exposure: the last health check, or the last
     # propagation step, lands after the lame duck has begun counting.
     drain_delay = math.ceil(exposure) + 1.0
-    return drain_delay + setup.longest_request + setup.cleanup + default_margin(stop_timeout)
+    margin = default_margin(stop_timeout)
+    sequence = drain_delay + setup.longest_request + setup.cleanup + margin
+    return max(sequence, 2 * drain_delay + margin)
 
 
 def _smallest_stop_timeout(setup: Setup, exposure: float) -> float | None:
@@ -158,7 +166,7 @@ def make_plan(setup: Setup) -> Plan:
     exposure = _exposure(setup, setup.interval, setup.unhealthy_threshold, setup.check_timeout)
     drain_delay = math.ceil(exposure) + 1.0
     margin = default_margin(setup.stop_timeout)
-    needed = drain_delay + setup.longest_request + setup.cleanup + margin
+    needed = _needed(setup, exposure, setup.stop_timeout)
     fits = needed <= setup.stop_timeout
     advice: list[str] = []
     smallest = _smallest_stop_timeout(setup, exposure)
@@ -197,7 +205,7 @@ def make_plan(setup: Setup) -> Plan:
         spare = (
             math.floor((setup.stop_timeout - (drain_delay + setup.cleanup + margin)) * 100) / 100
         )
-        if spare > 0:
+        if spare > 0 and 2 * drain_delay + margin <= setup.stop_timeout:
             advice.append(
                 f"or keep requests under {spare:.2f} s: a longer one is cut off at the deadline"
             )
@@ -247,6 +255,8 @@ def render(plan: Plan) -> str:
         f"exposure      the balancer may send new requests for {plan.exposure:g} s after the notice",
         "",
         f"budget        drain_delay {plan.drain_delay:g} + longest request {s.longest_request:g} + cleanup {s.cleanup:g} + margin {plan.margin:g}",
+        f"              and the lame duck at most half of stop_timeout - margin: "
+        f"2 x {plan.drain_delay:g} + {plan.margin:g}",
         f"              = {plan.needed:g} s needed, stop_timeout {s.stop_timeout:g} s",
         "",
         "settings",
