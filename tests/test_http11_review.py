@@ -143,3 +143,16 @@ async def test_connection_close_among_other_tokens_is_honoured() -> None:
         for _ in range(2):
             assert await get(client, url) == (200, b"ok")
         assert count[0] == 2
+
+
+@pytest.mark.parametrize("value", ["\u20ac", "a\x0bb", "a\x7fb", "a\rb"])
+async def test_a_header_value_that_cannot_be_sent_is_a_fetch_error(value: str) -> None:
+    """E.g. a token from a broken endpoint: refused before anything is sent, as a FetchError."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    async with serving(handler) as (url, count), Http11Client() as client:
+        with pytest.raises(FetchError, match="bad value for header 'X-Token'"):
+            await client.fetch("GET", url, time_limit=2, max_body=64, headers={"X-Token": value})
+        assert count[0] == 0

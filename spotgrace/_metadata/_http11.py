@@ -233,7 +233,7 @@ def _request_bytes(
     for name, value in (headers or {}).items():
         if not name or not set(name.encode("latin-1", "replace")) <= _TOKEN:
             raise FetchError(f"bad header name {name!r}")
-        if any(c in value for c in "\r\n\0"):
+        if any((c < " " and c != "\t") or "\x7f" <= c <= "\x9f" or c > "\xff" for c in value):
             raise FetchError(f"bad value for header {name!r}")  # the value is not shown: a token
         lines.append(f"{name}: {value}")
     body = content or b""
