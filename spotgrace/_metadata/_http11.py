@@ -15,9 +15,7 @@ next poll. The guards are the same as :func:`spotgrace._metadata._fetch.fetch`'s
   (not both), no 1xx answers;
 - no proxies, no redirects followed, no compression asked for;
 - a kept connection is reused only if nothing unread is on it (bytes beyond an
-  answer's framing, or sent while idle, are never taken for the next answer); if
-  a reused one ends before any byte of the answer (the server's idle timeout),
-  an idempotent request is sent once more on a new connection;
+  answer's framing, or sent while idle, are never taken for the next answer);
 - plain ``http://`` only (the caller uses httpx for anything else). The host
   allow-list is checked when a source is made (:func:`spotgrace._core._hosts.check_url`).
 
@@ -49,8 +47,6 @@ _FRAMING = {
 }
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-#: Sent again on a new connection if a reused one ended before any byte of the answer.
-_RETRIABLE = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 #: One header line: a token, a colon, the value without the whitespace around it
 #: (no control characters but tab; obsolete line folding does not match).
 _FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\x00-\x1f\x7f]|\t)*?)[ \t]*")
@@ -108,18 +104,9 @@ class Http11Client:
                 if conn is not None and not _reusable(conn):  # ended or spoke while idle
                     conn[1].close()
                     conn = None
-                if conn is not None and method in _RETRIABLE:
-                    try:
-                        return await self._exchange(conn, key, request, method, max_body)
-                    except _Stale:
-                        pass  # the server closed it as the request went out: once more, anew
-                elif conn is not None:
-                    conn[1].close()
-                conn = await asyncio.open_connection(host, port)
-                try:
-                    return await self._exchange(conn, key, request, method, max_body)
-                except _Stale as exc:
-                    raise exc.cause from None
+                if conn is None:
+                    conn = await asyncio.open_connection(host, port)
+                return await self._exchange(conn, key, request, method, max_body)
         except TimeoutError:
             raise FetchError(f"{method} {url}: no answer within {time_limit:g} s") from None
         except FetchError as exc:
@@ -137,18 +124,15 @@ class Http11Client:
         reader, writer = conn
         keep = False
         try:
+            writer.write(request)
+            if writer.transport.get_write_buffer_size():  # not all sent at once: wait
+                await writer.drain()
             try:
-                writer.write(request)
-                if writer.transport.get_write_buffer_size():  # not all sent at once: wait
-                    await writer.drain()
                 head = await reader.readuntil(b"\r\n\r\n")
             except asyncio.IncompleteReadError as exc:
                 if exc.partial:  # say what it was if it was no HTTP at all
                     _status(exc.partial.split(b"\r\n", 1)[0])
-                    raise
-                raise _Stale(exc) from None
-            except (ConnectionResetError, BrokenPipeError) as exc:
-                raise _Stale(exc) from None
+                raise
             lines = head[:-4].split(b"\r\n")
             status, keep_alive = _status(lines[0])
             fields = _headers(lines[1:])
@@ -171,14 +155,6 @@ class Http11Client:
                 self._idle[key] = conn
             else:
                 writer.close()
-
-
-class _Stale(Exception):
-    """The connection ended before any byte of the answer (retried once if it was reused)."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
 
 
 def _tokens(value: str) -> set[str]:
