@@ -110,7 +110,7 @@ async def _get(port: int, target: str) -> tuple[int, bytes]:
 
 async def _encoded_probes(port: int) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
     server = await start_server([SERVERS, "grace-aiohttp", str(port)], port)
-    targets = ("/ready%7A", "/%72eadyz?a=%20", "/healthz")
+    targets = ("/ready%7A", "/%72eadyz?a=%20", "http://x/readyz", "/healthz")
     try:
         before = [await _get(port, t) for t in targets]
         server.proc.send_signal(signal.SIGTERM)
@@ -124,13 +124,13 @@ async def _encoded_probes(port: int) -> tuple[list[tuple[int, bytes]], list[tupl
             await server.wait(5)
 
 
-def test_aiohttp_a_percent_encoded_probe_is_a_probe_before_and_after_the_notice(
+def test_aiohttp_an_encoded_or_absolute_form_probe_is_a_probe_before_and_after_the_notice(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SPOTGRACE_DRAIN_DELAY", "2")
     before, after = asyncio.run(_encoded_probes(free_port()))
-    assert before == [(200, b"ok\n"), (200, b"ok\n"), (200, b"ok\n")]
-    assert after == [(503, b"draining\n"), (503, b"draining\n"), (200, b"ok\n")]
+    assert before == [(200, b"ok\n")] * 4
+    assert after == [(503, b"draining\n")] * 3 + [(200, b"ok\n")]
 
 
 async def _event_stream_without_accept(script: Path) -> tuple[float, int]:
