@@ -108,10 +108,20 @@ _ServerHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 def _fast_handler(grace: GraceLike, options: HttpOptions, inner: _ServerHandler) -> _ServerHandler:
     """The server's request handler for :func:`run_app`: straight to the app until the notice."""
     probes = tuple(p for p in (options.readyz, options.healthz) if p)
+    # A percent-encoded probe (``/ready%7A``) is a probe too (``request.path`` is
+    # decoded): its raw form is at most three times as long, so a ``%`` is there.
+    # So is an absolute-form target (``GET http://host/readyz``): it has no leading ``/``.
+    encoded = 3 * max(map(len, probes), default=0)
     app_handler = cast("Handler", inner)  # the app's handler takes the app's web.Request
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        if grace.ready and not request.raw_path.startswith(probes):
+        raw = request.raw_path
+        if (
+            grace.ready
+            and raw[:1] == "/"
+            and not raw.startswith(probes)
+            and "%" not in raw[:encoded]
+        ):
             return await inner(request)
         return await _full_path(grace, options, cast("web.Request", request), app_handler)
 

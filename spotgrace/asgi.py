@@ -338,7 +338,14 @@ async def _serve(
     options: dict[str, Any],
 ) -> None:
     import uvicorn
-    from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+    from uvicorn.protocols.http import h11_impl
+    from uvicorn.server import ServerState
+
+    cycles: dict[object, type] = {h11_impl.H11Protocol: h11_impl.RequestResponseCycle}
+    with contextlib.suppress(ImportError):  # httptools installed (uvicorn[standard]): its default
+        from uvicorn.protocols.http import httptools_impl
+
+        cycles[httptools_impl.HttpToolsProtocol] = httptools_impl.RequestResponseCycle
 
     class _Server(uvicorn.Server):
         book: UvicornBook | None = None
@@ -365,7 +372,7 @@ async def _serve(
         )
         server = _Server(config)
         config.load()
-        off = uvicorn_unsupported(config.http_protocol_class, H11Protocol, RequestResponseCycle)
+        off = uvicorn_unsupported(config.http_protocol_class, cycles, ServerState)
         if off is None:
             server.book = middleware._book = UvicornBook(server.server_state)
             server.grace = grace

@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+from uvicorn.server import ServerState
 
 from bench.harness import free_port, start_server
 from bench.loadclient import read_response, request_bytes
@@ -29,13 +30,14 @@ from spotgrace._http import _takeover
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = str(ROOT / "bench" / "servers.py")
+H11_CYCLES: dict[object, type] = {H11Protocol: RequestResponseCycle}
 
 
 # ------------------------------------------------------------------ canaries
 
 
 def test_uvicorn_private_attributes_used_by_the_takeover_are_there() -> None:
-    reason = _takeover.uvicorn_unsupported(H11Protocol, H11Protocol, RequestResponseCycle)
+    reason = _takeover.uvicorn_unsupported(H11Protocol, H11_CYCLES, ServerState)
     assert reason is None, f"the uvicorn takeover is off on this uvicorn: {reason}"
 
 
@@ -52,17 +54,17 @@ def test_the_takeover_says_why_it_is_off(monkeypatch: pytest.MonkeyPatch) -> Non
     class Handler:
         __slots__ = ("_task_handler",)
 
-    reason = _takeover.uvicorn_unsupported(H11Protocol, H11Protocol, Cycle)
+    reason = _takeover.uvicorn_unsupported(H11Protocol, {H11Protocol: Cycle}, ServerState)
     assert reason is not None
     assert "keep_alive" in reason
-    reason = _takeover.uvicorn_unsupported(object, H11Protocol, RequestResponseCycle)
+    reason = _takeover.uvicorn_unsupported(object, H11_CYCLES, ServerState)
     assert reason is not None
     assert "H11Protocol" in reason
     reason = _takeover.aiohttp_unsupported(Handler, web.Server)
     assert reason is not None
     assert "_request_in_progress" in reason
     monkeypatch.setattr(_takeover, "_version", lambda dist: (99, 0))
-    reason = _takeover.uvicorn_unsupported(H11Protocol, H11Protocol, RequestResponseCycle)
+    reason = _takeover.uvicorn_unsupported(H11Protocol, H11_CYCLES, ServerState)
     assert reason is not None
     assert "outside the range" in reason
     reason = _takeover.aiohttp_unsupported(RequestHandler, web.Server)

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 from ._shared import GraceLike
 
@@ -82,20 +82,29 @@ def _init_names(cls: type) -> set[str]:
 
 
 def uvicorn_unsupported(
-    protocol_class: object, h11_protocol: object, cycle_class: type
+    protocol_class: object, cycles: Mapping[object, type], server_state_class: type
 ) -> str | None:
     """Why the uvicorn takeover cannot be used here, or None if it can.
 
-    ``h11_protocol`` and ``cycle_class``: uvicorn's ``H11Protocol`` and
-    ``RequestResponseCycle`` (the caller imports uvicorn, this module does not).
+    ``cycles``: each supported uvicorn HTTP protocol class (``H11Protocol``,
+    ``HttpToolsProtocol`` when httptools is installed) mapped to its
+    ``RequestResponseCycle``; ``server_state_class``: uvicorn's ``ServerState``
+    (the caller imports uvicorn, this module does not).
     """
     reason = _outside("uvicorn", UVICORN_RANGE)
     if reason:
         return reason
-    # The h11 protocol only: its cycle adds ``Connection: close`` to the response
-    # when the request's headers carry it, and closes after it unless keep_alive.
-    if protocol_class is not h11_protocol:
-        return f"the HTTP protocol class is {protocol_class!r}, not uvicorn's H11Protocol"
+    # Both cycles add ``Connection: close`` to a response not started yet once
+    # ``keep_alive`` is False (h11: when the request's headers carry it) and close after it.
+    cycle_class = cycles.get(protocol_class)
+    if cycle_class is None:
+        names = " or ".join(getattr(c, "__name__", repr(c)) for c in cycles)
+        return f"the HTTP protocol class is {protocol_class!r}, not uvicorn's {names}"
+    missing = sorted({"connections", "tasks"} - _init_names(server_state_class))
+    if missing:
+        return f"uvicorn's ServerState has no {', '.join(missing)}"
+    if "cycle" not in _init_names(cast("type", protocol_class)):
+        return f"uvicorn's {getattr(protocol_class, '__name__', '?')} has no cycle"
     assigned = _init_names(cycle_class)
     wanted = {
         "keep_alive",

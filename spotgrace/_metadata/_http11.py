@@ -14,6 +14,8 @@ next poll. The guards are the same as :func:`spotgrace._metadata._fetch.fetch`'s
   a single valid ``Content-Length``, chunked or length-delimited bodies only
   (not both), no 1xx answers;
 - no proxies, no redirects followed, no compression asked for;
+- a kept connection is reused only if nothing unread is on it (bytes beyond an
+  answer's framing, or sent while idle, are never taken for the next answer);
 - plain ``http://`` only (the caller uses httpx for anything else). The host
   allow-list is checked when a source is made (:func:`spotgrace._core._hosts.check_url`).
 
@@ -96,38 +98,15 @@ class Http11Client:
             made = self._made[made_key] = (host, port, request)
         host, port, request = made
         key = (host, port)
-        keep = False
-        conn = None
         try:
             async with asyncio.timeout(time_limit):
                 conn = self._idle.pop(key, None)
-                if conn is not None and _closed(conn):  # the server ended it while idle
+                if conn is not None and not _reusable(conn):  # ended or spoke while idle
                     conn[1].close()
                     conn = None
                 if conn is None:
                     conn = await asyncio.open_connection(host, port)
-                reader, writer = conn
-                writer.write(request)
-                if writer.transport.get_write_buffer_size():  # not all sent at once: wait
-                    await writer.drain()
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError as exc:
-                    if exc.partial:  # say what it was if it was no HTTP at all
-                        _status(exc.partial.split(b"\r\n", 1)[0])
-                    raise
-                lines = head[:-4].split(b"\r\n")
-                status, keep_alive = _status(lines[0])
-                fields = _headers(lines[1:])
-                size = _framing(status, fields, method, max_body)
-                if size >= 0:  # the common case: Content-Length (or no body)
-                    body = await reader.readexactly(size) if size else b""
-                elif size == _CHUNKED:
-                    body = await _chunked(reader, max_body, _too_big(max_body))
-                else:
-                    return Answer(status, await _until_eof(reader, max_body))
-                keep = keep_alive and fields.get("connection", "").lower() != "close"
-                return Answer(status, body)
+                return await self._exchange(conn, key, request, method, max_body)
         except TimeoutError:
             raise FetchError(f"{method} {url}: no answer within {time_limit:g} s") from None
         except FetchError as exc:
@@ -137,20 +116,62 @@ class Http11Client:
             if isinstance(exc, asyncio.IncompleteReadError) and not exc.partial:
                 what = "connection closed without an answer"
             raise FetchError(f"{method} {url}: {what}: {exc}") from None
+
+    async def _exchange(
+        self, conn: _Conn, key: tuple[str, int], request: bytes, method: str, max_body: int
+    ) -> Answer:
+        """One request and its answer on ``conn``; kept for the next one if it may be."""
+        reader, writer = conn
+        keep = False
+        try:
+            writer.write(request)
+            if writer.transport.get_write_buffer_size():  # not all sent at once: wait
+                await writer.drain()
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:  # say what it was if it was no HTTP at all
+                    _status(exc.partial.split(b"\r\n", 1)[0])
+                raise
+            lines = head[:-4].split(b"\r\n")
+            status, keep_alive = _status(lines[0])
+            fields = _headers(lines[1:])
+            size = _framing(status, fields, method, max_body)
+            if size >= 0:  # the common case: Content-Length (or no body)
+                body = await reader.readexactly(size) if size else b""
+            elif size == _CHUNKED:
+                body = await _chunked(reader, max_body, _too_big(max_body))
+            else:
+                return Answer(status, await _until_eof(reader, max_body))
+            keep = keep_alive and "close" not in _tokens(fields.get("connection", ""))
+            return Answer(status, body)
         finally:
-            if conn is not None:
-                if keep and not conn[0].at_eof():
-                    old = self._idle.pop(key, None)
-                    if old is not None:
-                        old[1].close()
-                    self._idle[key] = conn
-                else:
-                    conn[1].close()
+            # Kept only if nothing but this answer came: bytes beyond it (a body a 204
+            # must not have, an early 408...) would be read as the next request's answer.
+            if keep and _reusable(conn):
+                old = self._idle.pop(key, None)
+                if old is not None:
+                    old[1].close()
+                self._idle[key] = conn
+            else:
+                writer.close()
 
 
-def _closed(conn: _Conn) -> bool:
+def _tokens(value: str) -> set[str]:
+    return {part.strip().lower() for part in value.split(",")}
+
+
+def _reusable(conn: _Conn) -> bool:
+    """Open, and nothing unread on it (a server that spoke unasked is not trusted again)."""
     reader, writer = conn
-    return reader.at_eof() or reader.exception() is not None or writer.is_closing()
+    buffered = getattr(reader, "_buffer", None)  # asyncio's StreamReader: no public size
+    return not (
+        reader.at_eof()
+        or reader.exception() is not None
+        or writer.is_closing()
+        or buffered is None
+        or len(buffered) > 0
+    )
 
 
 def _split(url: str) -> tuple[str, int, str]:
@@ -188,7 +209,7 @@ def _request_bytes(
     for name, value in (headers or {}).items():
         if not name or not set(name.encode("latin-1", "replace")) <= _TOKEN:
             raise FetchError(f"bad header name {name!r}")
-        if any(c in value for c in "\r\n\0"):
+        if any((c < " " and c != "\t") or "\x7f" <= c <= "\x9f" or c > "\xff" for c in value):
             raise FetchError(f"bad value for header {name!r}")  # the value is not shown: a token
         lines.append(f"{name}: {value}")
     body = content or b""
@@ -250,7 +271,7 @@ def _framing(status: int, fields: Mapping[str, str], method: str, max_body: int)
             raise FetchError(f"unsupported framing (Transfer-Encoding: {coding[:20]!r})")
         return _CHUNKED
     if length is not None:
-        if not length.isdigit() or len(length) > 18:
+        if not (length.isascii() and length.isdigit()) or len(length) > 18:
             raise FetchError(f"bad Content-Length {length[:20]!r}")
         size = int(length)
         if size > max_body:
