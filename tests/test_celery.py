@@ -223,3 +223,25 @@ def test_a_shutdown_celery_starts_itself_runs_the_hooks_and_stays_celerys(
     started = w.named("shutdown.started")
     assert started[0]["source"] == "exit", started
     assert not w.named("celery.exit")  # Celery's own shutdown, not spotgrace's os._exit
+
+
+def test_eta_tasks_held_at_sigterm_go_back_on_the_queue_not_into_unacked(
+    redis_url: str, tmp_path: Path, client: redis.Redis, sender: Celery, workers: list[Worker]
+) -> None:
+    # A countdown/ETA task (and a self.retry(countdown=...)) is held by the
+    # worker, unacked, in Celery's scheduled_requests: left there, Redis would
+    # redeliver it only after the visibility timeout (an hour by default).
+    w = start_worker(redis_url, tmp_path, name="eta", env=ENV)
+    workers.append(w)
+    for _ in range(2):
+        sender.send_task("celery_app.work", args=(uuid.uuid4().hex[:8], 0.0), queue=QUEUE,
+                         countdown=600)  # fmt: skip
+    assert wait_for(lambda: unacked(client) == 2, timeout=30) is not None, w.proc.output()
+    sent = w.proc.signal(signal.SIGTERM)
+    code = w.proc.finish(timeout=STOP_TIMEOUT + 10)
+    assert time.monotonic() - sent < DEADLINE
+    assert code == 0, w.proc.output()
+    assert (queued(client), unacked(client)) == (2, 0), w.proc.output()
+    held = w.named("celery.task_cut")
+    assert [(e["held"], e["requeued"]) for e in held] == [(True, True)] * 2, held
+    assert not records(client, "started"), "a held task was started at the cut"

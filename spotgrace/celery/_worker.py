@@ -75,6 +75,27 @@ def _requests(source: Any) -> list[Any]:
     return []
 
 
+def _all_requests() -> list[Any]:
+    """Every request the worker holds: running, waiting for a slot, or held for an ETA.
+
+    Celery 5.5+ keeps ETA/countdown requests in ``scheduled_requests``, not in
+    ``reserved_requests``; ``requests`` (by id) covers both. Deduplicated, in
+    a stable order.
+    """
+    seen: dict[int, Any] = {}
+    sources: list[Any] = [
+        worker_state.reserved_requests,
+        getattr(worker_state, "scheduled_requests", ()),
+    ]
+    by_id = getattr(worker_state, "requests", None)
+    if by_id is not None:
+        sources.append(_requests(by_id.values()))
+    for source in sources:
+        for req in _requests(source):
+            seen.setdefault(id(req), req)
+    return list(seen.values())
+
+
 def _held(req: Any) -> bool:
     """A request the worker holds for later (ETA/countdown), not running."""
     return getattr(req, "eta", None) is not None and getattr(req, "time_start", None) is None
@@ -92,10 +113,21 @@ def _requeue_now(req: Any) -> bool:
         return False
     qos = getattr(message.channel, "qos", None)
     restore = getattr(qos, "restore_by_tag", None)
+    done = False
     if restore is not None and qos is not None:  # kombu's Redis transport
-        restore(message.delivery_tag, leftmost=False)
-        qos.ack(message.delivery_tag)  # kombu's bookkeeping; the broker copy is restored
-    else:
+        try:
+            restore(message.delivery_tag, leftmost=False)
+        except TypeError as exc:  # kombu's internals changed: say so, then the public way
+            emit(
+                "error",
+                "celery.requeue_head_failed",
+                error=repr(exc),
+                fallback="message.reject(requeue=True): back of the queue",
+            )
+        else:
+            qos.ack(message.delivery_tag)  # kombu's bookkeeping; the broker copy is restored
+            done = True
+    if not done:
         message.reject(requeue=True)
     req.acknowledged = True  # so Celery acks or rejects it no more
     return True
@@ -301,10 +333,19 @@ class _Shutdown:
         loop. It is SIGKILLed when the worker leaves. ``should_terminate`` is
         set here, so the loop ends at its next turn.
         """
-        for req in _requests(worker_state.reserved_requests):
+        for req in _all_requests():
             info = _describe(req)
             late = bool(getattr(getattr(req, "task", None), "acks_late", False))
-            requeued = _requeue_now(req) if not req.acknowledged else False
+            if _held(req):  # an ETA/countdown: its timer must not start it now
+                entry = getattr(req, "_eta_timer_entry", None)
+                with contextlib.suppress(Exception):
+                    if entry is not None:
+                        entry.cancel()
+            try:
+                requeued = _requeue_now(req) if not req.acknowledged else False
+            except Exception as exc:  # one message must not keep the others from going back
+                emit("error", "celery.requeue_failed", **info, error=repr(exc), exc_info=exc)
+                requeued = False
             stop: str | None = None
             pid = getattr(req, "worker_pid", None)
             if getattr(req, "time_start", None) and pid and pid != os.getpid():
@@ -320,6 +361,7 @@ class _Shutdown:
                 **info,
                 requeued=requeued,
                 stop=stop,
+                held=_held(req),
                 lost=not requeued and not late,
                 elapsed=self._elapsed(),
             )
