@@ -68,7 +68,8 @@ def test_head_requeue_uses_kombus_restore_on_redis() -> None:
     qos = FakeQos()
     req = FakeRequest(FakeMessage("t1", qos), "a")
     assert _requeue_now(req) is True
-    assert qos.restored == [("t1", False)] and qos.acked == ["t1"]
+    assert qos.restored == [("t1", False)]
+    assert qos.acked == ["t1"]
     assert req.acknowledged is True
 
 
@@ -117,5 +118,6 @@ def test_canary_kombus_redis_qos_still_has_what_the_head_requeue_calls() -> None
     from kombu.transport.redis import QoS
 
     params = inspect.signature(QoS.restore_by_tag).parameters
-    assert list(params)[:2] == ["self", "tag"] and "leftmost" in params, params
+    assert list(params)[:2] == ["self", "tag"], params
+    assert "leftmost" in params, params
     assert callable(getattr(QoS, "ack", None))
