@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from spotgrace._core._threads import start_daemon
 from spotgrace._core._watchdog import flush_logs, hard_exit
 
 from ._health import write_beat
+from ._requests import _all_requests, _describe, _held, _requests, _requeue_now
 from ._settings import DRAIN_SHARE
 from ._tree import kill_descendants
 
@@ -55,6 +56,14 @@ _HUB_WAIT = 1.0
 _SUPPORTED_POOLS = frozenset({"celery.concurrency.prefork", "celery.concurrency.thread"})
 
 
+#: What a setting changed after install() costs, for the start-up warning.
+_CHANGED = {
+    "task_acks_late": "tasks are acked when they start: a cut or killed task is lost",
+    "task_reject_on_worker_lost": "a pool process that dies mid-task acks its message: lost",
+    "worker_prefetch_multiplier": "more messages wait in the worker; they go back at the cut",
+}
+
+
 @dataclass(frozen=True)
 class StepConfig:
     """What :func:`spotgrace.celery.install` resolved, for the bootstep."""
@@ -63,84 +72,8 @@ class StepConfig:
     drain_timeout: float | None
     health_file: Path | None
     health_interval: float
-
-
-def _requests(source: Any) -> list[Any]:
-    """A snapshot of one of Celery's request sets (the event loop may change it)."""
-    for _ in range(5):
-        try:
-            return list(source)
-        except RuntimeError:  # changed size during iteration
-            time.sleep(0.001)
-    return []
-
-
-def _all_requests() -> list[Any]:
-    """Every request the worker holds: running, waiting for a slot, or held for an ETA.
-
-    Celery 5.5+ keeps ETA/countdown requests in ``scheduled_requests``, not in
-    ``reserved_requests``; ``requests`` (by id) covers both. Deduplicated, in
-    a stable order.
-    """
-    seen: dict[int, Any] = {}
-    sources: list[Any] = [
-        worker_state.reserved_requests,
-        getattr(worker_state, "scheduled_requests", ()),
-    ]
-    by_id = getattr(worker_state, "requests", None)
-    if by_id is not None:
-        sources.append(_requests(by_id.values()))
-    for source in sources:
-        for req in _requests(source):
-            seen.setdefault(id(req), req)
-    return list(seen.values())
-
-
-def _held(req: Any) -> bool:
-    """A request the worker holds for later (ETA/countdown), not running."""
-    return getattr(req, "eta", None) is not None and getattr(req, "time_start", None) is None
-
-
-def _requeue_now(req: Any) -> bool:
-    """Put ``req``'s message back on its queue now (``Request.reject`` defers it to the loop).
-
-    On Redis it goes back at the head of the queue, as kombu's own restore of
-    unacked messages does, so the next free worker takes it; ``reject`` would
-    put it behind every waiting message. Other brokers: ``reject(requeue=True)``.
-    """
-    message = req.message
-    if message.acknowledged:
-        return False
-    qos = getattr(message.channel, "qos", None)
-    restore = getattr(qos, "restore_by_tag", None)
-    done = False
-    if restore is not None and qos is not None:  # kombu's Redis transport
-        try:
-            restore(message.delivery_tag, leftmost=False)
-        except TypeError as exc:  # kombu's internals changed: say so, then the public way
-            emit(
-                "error",
-                "celery.requeue_head_failed",
-                error=repr(exc),
-                fallback="message.reject(requeue=True): back of the queue",
-            )
-        else:
-            qos.ack(message.delivery_tag)  # kombu's bookkeeping; the broker copy is restored
-            done = True
-    if not done:
-        message.reject(requeue=True)
-    req.acknowledged = True  # so Celery acks or rejects it no more
-    return True
-
-
-def _describe(req: Any) -> dict[str, Any]:
-    started = getattr(req, "time_start", None)
-    return {
-        "task": getattr(req, "name", "?"),
-        "task_id": getattr(req, "id", "?"),
-        "pool_pid": getattr(req, "worker_pid", None),
-        "running_for": round(time.time() - started, 3) if started else None,
-    }
+    #: The settings install() set (empty with ``configure=False``).
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class _Shutdown:
@@ -178,6 +111,7 @@ class _Shutdown:
             margin=opts.margin,
             event_loop=hub is not None,
         )
+        self._check_settings()
         if self.config.health_file is not None:
             self._beat()
             if hub is not None:
@@ -185,6 +119,23 @@ class _Shutdown:
             else:
                 start_daemon(self._beat_thread, name="spotgrace-celery-beat")
         start_daemon(self._run, name="spotgrace-celery")
+
+    def _check_settings(self) -> None:
+        """Log every setting install() set that the worker runs with another value of."""
+        conf = getattr(getattr(self.worker, "app", None), "conf", None)
+        if conf is None:
+            return
+        for key, want in self.config.settings.items():
+            have = conf.get(key)
+            if have != want:
+                emit(
+                    "warning",
+                    "celery.setting_changed",
+                    setting=key,
+                    value=have,
+                    spotgrace_value=want,
+                    note=_CHANGED.get(key, "set after install(): yours wins"),
+                )
 
     def close(self) -> None:
         """Celery's shutdown reached the step: run the hooks (``graceful().__exit__``).

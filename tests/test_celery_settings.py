@@ -1,0 +1,74 @@
+"""install() and a user's own Celery settings: what it replaces is said, never silent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+import spotgrace.celery
+from spotgrace.celery._worker import StepConfig, _Shutdown
+
+
+def _events(path: Path, name: str) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    return [e for e in lines if e.get("event") == name]
+
+
+@pytest.fixture
+def events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "events.jsonl"
+    monkeypatch.setenv("SPOTGRACE_EVENTS_FILE", str(path))
+    monkeypatch.setenv("SPOTGRACE_STOP_TIMEOUT", "30")
+    return path
+
+
+@pytest.mark.parametrize("loaded", [False, True])
+def test_a_value_of_yours_replaced_by_install_is_logged(events: Path, loaded: bool) -> None:
+    app = Celery("mine", broker="memory://")
+    if loaded:
+        assert app.conf.broker_url  # the configuration is loaded before the user's own line
+    app.conf.task_acks_late = False
+    app.conf.worker_prefetch_multiplier = 1  # the same value: nothing to say
+    installed = spotgrace.celery.install(app, health_file=False)
+    assert app.conf.task_acks_late is True
+    assert installed.overridden == {"task_acks_late": False}
+    said = _events(events, "celery.setting_overridden")
+    assert [(e["setting"], e["yours"], e["now"]) for e in said] == [("task_acks_late", False, True)]
+
+
+def test_no_warning_when_nothing_of_yours_is_replaced(events: Path) -> None:
+    installed = spotgrace.celery.install(Celery("mine", broker="memory://"), health_file=False)
+    assert installed.overridden == {}
+    assert _events(events, "celery.setting_overridden") == []
+
+
+def test_configure_false_replaces_nothing_and_says_nothing(events: Path) -> None:
+    app = Celery("mine", broker="memory://")
+    app.conf.task_acks_late = False
+    installed = spotgrace.celery.install(app, health_file=False, configure=False)
+    assert app.conf.task_acks_late is False
+    assert installed.overridden == {}
+    assert _events(events, "celery.setting_overridden") == []
+
+
+class _FakeWorker:
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+
+def test_a_value_changed_after_install_is_logged_when_the_worker_starts(events: Path) -> None:
+    app = Celery("mine", broker="memory://")
+    installed = spotgrace.celery.install(app, health_file=False)
+    app.conf.task_acks_late = False  # after the call: the user's value wins
+    config = StepConfig(graceful_kwargs={}, drain_timeout=None, health_file=None,
+                        health_interval=5.0, settings=installed.settings)  # fmt: skip
+    _Shutdown(_FakeWorker(app), config)._check_settings()
+    said = _events(events, "celery.setting_changed")
+    assert [(e["setting"], e["value"]) for e in said] == [("task_acks_late", False)]
+    assert "lost" in said[0]["note"]
