@@ -72,3 +72,24 @@ def test_a_value_changed_after_install_is_logged_when_the_worker_starts(events: 
     said = _events(events, "celery.setting_changed")
     assert [(e["setting"], e["value"]) for e in said] == [("task_acks_late", False)]
     assert "lost" in said[0]["note"]
+
+
+class _FakeGrace:
+    ready = True
+
+
+def test_a_heartbeat_that_cannot_be_written_is_logged_once(events: Path, tmp_path: Path) -> None:
+    # An unwritable health file made every health check fail with no word in
+    # the worker's log: ECS replaces a healthy worker again and again.
+    path = tmp_path / "no-such-dir" / "health.json"
+    config = StepConfig(graceful_kwargs={}, drain_timeout=None, health_file=path,
+                        health_interval=5.0)  # fmt: skip
+    seq = _Shutdown(_FakeWorker(Celery("mine", broker="memory://")), config)
+    seq.grace = _FakeGrace()  # type: ignore[assignment]
+    seq._beat()
+    seq._beat()
+    said = _events(events, "celery.health_write_failed")
+    assert [e["path"] for e in said] == [str(path)]
+    path.parent.mkdir()
+    seq._beat()
+    assert spotgrace.celery.check_health(path, max_age=30).ok  # written once it can be

@@ -89,6 +89,7 @@ class _Shutdown:
         self.phase = "running"
         self._closing = False
         self._closed = False
+        self._beat_failed = False
 
     # ---------------------------------------------------------------- start / stop
 
@@ -332,8 +333,20 @@ class _Shutdown:
             "ready": grace.ready,
             "running": len(worker_state.active_requests),
         }
-        with contextlib.suppress(OSError):
+        try:
             write_beat(path, record)
+        except OSError as exc:
+            if not self._beat_failed:  # said once: the health check will fail, say why
+                self._beat_failed = True
+                emit(
+                    "error",
+                    "celery.health_write_failed",
+                    path=str(path),
+                    error=repr(exc),
+                    hint="the health command will report this worker unhealthy",
+                )
+        else:
+            self._beat_failed = False
 
     def _beat_thread(self) -> None:
         while not self._closed:
