@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +96,42 @@ def test_a_heartbeat_that_cannot_be_written_is_logged_once(events: Path, tmp_pat
     path.parent.mkdir()
     seq._beat()
     assert spotgrace.celery.check_health(path, max_age=30).ok  # written once it can be
+
+
+def _fresh_beat(path: Path) -> None:
+    from spotgrace.celery._health import write_beat
+
+    write_beat(path, {"pid": os.getpid(), "state": "running", "ready": True})
+
+
+def test_health_refuses_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real.json"
+    _fresh_beat(real)
+    link = tmp_path / "health.json"
+    link.symlink_to(real)
+    assert spotgrace.celery.check_health(real, max_age=30).ok
+    result = spotgrace.celery.check_health(link, max_age=30)
+    assert not result.ok
+    assert "symlink" in result.reason
+
+
+def test_health_refuses_another_users_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # In a shared /tmp (sticky) the worker cannot replace a file another user
+    # made there; the check then read that user's heartbeat and passed.
+    path = tmp_path / "health.json"
+    _fresh_beat(path)
+    owner = path.stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1000)  # as a user who is not root
+    result = spotgrace.celery.check_health(path, max_age=30)
+    assert not result.ok
+    assert f"belongs to uid {owner}" in result.reason
+
+
+@pytest.mark.parametrize("max_age", ["inf", "nan", "0", "-1"])
+def test_health_command_rejects_a_max_age_that_never_expires(tmp_path: Path, max_age: str) -> None:
+    path = tmp_path / "health.json"
+    _fresh_beat(path)
+    cmd = [sys.executable, "-m", "spotgrace.celery", "health", "--file", str(path)]
+    done = subprocess.run([*cmd, "--max-age", max_age], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 2, (done.stdout, done.stderr)
