@@ -135,3 +135,19 @@ def test_health_command_rejects_a_max_age_that_never_expires(tmp_path: Path, max
     done = subprocess.run([*cmd, "--max-age", max_age], capture_output=True, text=True,
                           timeout=60, check=False)  # fmt: skip
     assert done.returncode == 2, (done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme", "warned"),
+    [("memory://", "memory", True), ("amqp://guest@localhost//", "amqp", True),
+     ("redis://127.0.0.1:6379/0", "redis", False), ("rediss://h:6380/0", "rediss", False),
+     ("redis+socket:///tmp/r.sock", "redis", False)],
+)  # fmt: skip
+def test_a_broker_other_than_redis_is_named_at_start(
+    events: Path, url: str, scheme: str, warned: bool
+) -> None:
+    from spotgrace.celery._startup import check_broker
+
+    assert check_broker(_FakeWorker(Celery("mine", broker=url)), event_loop=True) == scheme
+    said = _events(events, "celery.broker_untested")
+    assert [e["broker"] for e in said] == ([scheme] if warned else [])

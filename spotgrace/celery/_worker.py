@@ -44,6 +44,7 @@ from . import _gilwatch
 from ._health import write_beat
 from ._requests import _all_requests, _describe, _held, _requests, _requeue_now
 from ._settings import DRAIN_SHARE
+from ._startup import check_broker, check_settings
 from ._tree import kill_descendants
 
 __all__ = ["SpotgraceStep", "StepConfig"]
@@ -55,14 +56,6 @@ _POLL = 0.05
 _HUB_WAIT = 1.0
 #: The pools the sequence is made and tested for.
 _SUPPORTED_POOLS = frozenset({"celery.concurrency.prefork", "celery.concurrency.thread"})
-
-
-#: What a setting changed after install() costs, for the start-up warning.
-_CHANGED = {
-    "task_acks_late": "tasks are acked when they start: a cut or killed task is lost",
-    "task_reject_on_worker_lost": "a pool process that dies mid-task acks its message: lost",
-    "worker_prefetch_multiplier": "more messages wait in the worker; they go back at the cut",
-}
 
 
 @dataclass(frozen=True)
@@ -123,9 +116,11 @@ class _Shutdown:
         if pool == "celery.concurrency.thread":  # tasks share this process's GIL
             sigs = [int(s) for s in getattr(opts, "signals", ()) or (signal.SIGTERM, signal.SIGINT)]
             watcher = _gilwatch.start(opts.stop_timeout - opts.margin / 2, sigs)
+        broker = check_broker(self.worker, event_loop=hub is not None)
         emit(
             "info",
             "celery.installed",
+            broker=broker,
             gil_watchdog=watcher,
             pool=pool,
             concurrency=getattr(self.worker, "concurrency", None),
@@ -144,20 +139,7 @@ class _Shutdown:
 
     def _check_settings(self) -> None:
         """Log every setting install() set that the worker runs with another value of."""
-        conf = getattr(getattr(self.worker, "app", None), "conf", None)
-        if conf is None:
-            return
-        for key, want in self.config.settings.items():
-            have = conf.get(key)
-            if have != want:
-                emit(
-                    "warning",
-                    "celery.setting_changed",
-                    setting=key,
-                    value=have,
-                    spotgrace_value=want,
-                    note=_CHANGED.get(key, "set after install(): yours wins"),
-                )
+        check_settings(self.worker, self.config.settings)
 
     def close(self) -> None:
         """Celery's shutdown reached the step: run the hooks (``graceful().__exit__``).
