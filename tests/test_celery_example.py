@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 EXAMPLE = ROOT / "examples" / "celery_worker.py"
 
 
-def test_example_worker_finishes_short_jobs_requeues_a_long_one_and_exits_0(
+def test_example_worker_finishes_short_jobs_requeues_a_long_one_and_exits_70(
     redis_url: str, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOTGRACE_")}
