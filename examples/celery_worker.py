@@ -11,7 +11,7 @@ that matters is ``spotgrace.celery.install(app)``. On SIGTERM the worker stops
 taking jobs at once; jobs in hand get 80% of ``stop_timeout - margin`` to
 finish; a job that cannot finish goes back on the queue (another worker takes
 it at once) and its process is stopped; the hook below runs; the worker exits
-0 before the deadline. A job's result and its "done" mark are written in one
+before the deadline: 0, or 70 when a job was cut (requeued, but not done). A job's result and its "done" mark are written in one
 Redis transaction keyed by the job id, so a job that runs twice (at least
 once delivery) is recorded once.
 """

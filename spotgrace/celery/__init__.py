@@ -15,7 +15,7 @@ check for a worker without an HTTP port. See ``docs/celery.md``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from celery import Celery
 
 import spotgrace
 from spotgrace._core._config import resolve_options
+from spotgrace._core._eventlog import emit
 
 from . import _worker
 from ._health import HealthResult, check_health, default_health_file
@@ -46,6 +47,22 @@ class Installed:
     budget: Budget
     settings: dict[str, Any]
     health_file: Path | None
+    #: The values of yours it replaced (set before the call): name -> your value.
+    overridden: dict[str, Any] = field(default_factory=dict)
+
+
+def _explicit(app: Celery, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings the user set before ``install()`` to another value than ``settings``.
+
+    What was assigned (``app.conf.x = ...``, ``app.conf.update``) before the
+    configuration was loaded sits in Celery's ``_preconf``; after, in the
+    first map of ``app.conf``. Reading either does not load the configuration.
+    """
+    explicit: dict[str, Any] = dict(getattr(app, "_preconf", None) or {})
+    if getattr(app, "configured", False):
+        maps = getattr(app.conf, "maps", None) or [{}]
+        explicit.update({k: v for k, v in maps[0].items() if k in settings})
+    return {k: explicit[k] for k in settings if k in explicit and explicit[k] != settings[k]}
 
 
 def install(
@@ -72,7 +89,10 @@ def install(
     the heartbeat goes (default ``$SPOTGRACE_CELERY_HEALTH_FILE``, else
     ``/tmp/spotgrace-celery-health.json``; ``False``: none). With
     ``configure=False`` Celery's settings are left alone (the returned
-    ``settings`` are what would have been set).
+    ``settings`` are what would have been set). A value of yours set before
+    the call is replaced and logged (``celery.setting_overridden``,
+    ``Installed.overridden``); one set after the call wins, and the worker logs
+    it at start (``celery.setting_changed``).
     """
     if not isinstance(app, Celery):
         raise TypeError(f"install() needs a celery.Celery app, got {app!r}")
@@ -101,8 +121,19 @@ def install(
         stop_timeout=opts.stop_timeout, margin=opts.margin, drain_timeout=opts.drain_timeout
     )
     settings = celery_settings(budget)
+    overridden: dict[str, Any] = {}
     if configure:
+        overridden = _explicit(app, settings)
         app.conf.update(settings)
+        for key, yours in overridden.items():
+            emit(
+                "warning",
+                "celery.setting_overridden",
+                setting=key,
+                yours=yours,
+                now=settings[key],
+                hint="set it after install(), or install(configure=False), to keep yours",
+            )
     path: Path | None
     if health_file is False:
         path = None
@@ -127,7 +158,8 @@ def install(
         drain_timeout=opts.drain_timeout,
         health_file=path,
         health_interval=float(health_interval),
+        settings=settings if configure else {},
     )
     step = type("SpotgraceStep", (_worker.SpotgraceStep,), {"config": config})
     app.steps["worker"].add(step)
-    return Installed(budget=budget, settings=settings, health_file=path)
+    return Installed(budget=budget, settings=settings, health_file=path, overridden=overridden)

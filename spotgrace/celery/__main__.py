@@ -8,6 +8,7 @@ container ``healthCheck``; see ``docs/celery.md``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also fail once the worker has had its shutdown notice (readiness)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if not args.max_age > 0:
-        parser.error("--max-age must be more than 0")
+    if not (args.max_age > 0 and math.isfinite(args.max_age)):
+        parser.error("--max-age must be a finite number of seconds, more than 0")
     result = check_health(
         args.file or default_health_file(), max_age=args.max_age, ready=args.ready
     )

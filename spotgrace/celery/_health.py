@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -66,12 +68,22 @@ def _alive(pid: int) -> bool:
 def check_health(path: Path, *, max_age: float, ready: bool = False) -> HealthResult:
     """Whether the worker that writes ``path`` is alive (and, with ``ready``, taking work).
 
-    Fails when the file is missing or unreadable, older than ``max_age``
+    Fails when the file is missing or unreadable, a symlink, another user's
+    (unless the check runs as root), older than ``max_age``
     seconds, or names a process that is gone; with ``ready=True`` also once the
     worker has had its shutdown notice.
     """
-    if not max_age > 0:
+    if not (max_age > 0 and math.isfinite(max_age)):
         raise ValueError(f"max_age must be more than 0 seconds, got {max_age!r}")
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return HealthResult(False, f"no readable heartbeat at {path}: {exc}")
+    if stat.S_ISLNK(st.st_mode):
+        return HealthResult(False, f"{path} is a symlink, not the worker's heartbeat")
+    euid = os.geteuid()
+    if st.st_uid != euid and euid != 0:  # root may check a worker started with --uid
+        return HealthResult(False, f"{path} belongs to uid {st.st_uid}, not to this user ({euid})")
     try:
         record = json.loads(path.read_text())
         ts = float(record["ts"])
