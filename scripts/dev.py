@@ -89,7 +89,8 @@ def cmd_test(args: list[str]) -> int:
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy", "--strict", "spotgrace")
     run(BIN / "lint-imports")  # the layer contracts in pyproject.toml
-    pytest = [str(BIN / "python"), "-m", "pytest", "--cov=spotgrace", "--cov-report=term", *args]
+    pytest = [str(BIN / "python"), "-m", "pytest", "--cov=spotgrace", "--cov-report=term"]
+    pytest += ["--durations=25", *args]  # the slowest tests, to keep the run under 20 minutes
     log(" ".join(pytest))
     return subprocess.run(pytest, cwd=ROOT, check=False).returncode
 
