@@ -14,7 +14,7 @@ import structlog.testing
 from spotgrace import ConfigError
 from spotgrace._cli._doctor import run_checks
 from spotgrace._core import _envcheck
-from spotgrace._core._config import child_budget, resolve_options
+from spotgrace._core._config import MIN_BUDGET, MIN_MARGIN, child_budget, resolve_options
 from spotgrace.checkpoint import CheckpointPathError, FileCheckpoint
 from tests._proc import Proc, kill_quietly, start
 
@@ -92,20 +92,26 @@ def test_a_checkpoint_stopped_then_finished_in_the_same_process_is_not_retried(
 
 @pytest.mark.parametrize(
     ("stop_timeout", "margin"),
-    [(0.6, 0.5), (1, 0.5), (10, 9.5), (0.502, 0.5), (30, 3), (120, 5), (3600, 0.0004)],
+    [(0.6, 0.5), (1, 0.5), (1.2, 0.5), (10, 9.5), (0.502, 0.5), (30, 3), (120, 5), (3600, 0.2)],
 )
 def test_child_budget_is_always_a_valid_configuration_inside_the_supervisors(
     stop_timeout: float, margin: float
 ) -> None:
     # Before: a child budget of 0.5 s or less came with the default margin of
     # 0.5 s, and the child failed at start with a ConfigError.
-    child = resolve_options(environ=child_budget(stop_timeout, margin), warn=False)
+    handed = child_budget(stop_timeout, margin)
+    if stop_timeout - margin < MIN_MARGIN + MIN_BUDGET:
+        assert handed == {}  # no valid child budget exists: none is handed down
+        return
+    child = resolve_options(environ=handed, warn=False)
     assert child.stop_timeout <= stop_timeout - margin + 1e-9  # float noise, not time
-    assert 0 <= child.margin < child.stop_timeout
+    assert MIN_MARGIN <= child.margin < child.stop_timeout
 
 
 def test_spotgrace_run_with_a_short_stop_timeout_starts_a_spotgrace_child() -> None:
-    supervisor = [sys.executable, "-m", "spotgrace", "run", "--stop-timeout", "0.6", "--"]
+    # 1.2 s - a 0.5 s margin: a 0.7 s child budget, the shortest kind that still
+    # fits the floors (margin >= 0.2 s, budget >= 0.25 s) with room to spare.
+    supervisor = [sys.executable, "-m", "spotgrace", "run", "--stop-timeout", "1.2", "--"]
     proc = start(APP, "plain", prefix=supervisor)
     try:
         line = proc.wait_for_line("ready")
@@ -113,7 +119,7 @@ def test_spotgrace_run_with_a_short_stop_timeout_starts_a_spotgrace_child() -> N
         code = proc.finish(timeout=30)
     finally:
         kill_quietly(proc)
-    assert line == "ready stop_timeout=0.1 margin=0.05", proc.output()
+    assert line == "ready stop_timeout=0.7 margin=0.45", proc.output()
     assert code == 0, proc.output()
 
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,10 @@ def test_hook_registered_after_the_cleanup_is_reported_not_silently_dropped() ->
         grace.request_shutdown()
     with structlog.testing.capture_logs() as logs:
         grace.on_shutdown(lambda: None, name="too-late")
+        # Events are written by the event-writer thread: wait for it (bounded).
+        end = time.monotonic() + 5
+        while not any(e["event"] == "hook.late" for e in logs) and time.monotonic() < end:
+            time.sleep(0.01)
     (late,) = [e for e in logs if e["event"] == "hook.late"]
     assert late["hook"] == "too-late"
     assert late["log_level"] == "warning"

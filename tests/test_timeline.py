@@ -134,8 +134,9 @@ def test_supervisor_and_child(runs: dict[str, Capture]) -> None:
     assert cap.returncodes == [0]
     child = only(cap.events_file)  # the child wrote the events file, with its pid
     shutdowns, stats = read_shutdowns(cap.output.splitlines())  # docker logs: both, no pid
-    assert [s.role for s in shutdowns] == ["supervisor", "app"], stats.summary()
-    sup, app = shutdowns
+    # The supervisor forwards the signal before it logs: either may come first.
+    assert sorted(s.role for s in shutdowns) == ["app", "supervisor"], stats.summary()
+    sup, app = sorted(shutdowns, key=lambda s: s.role != "supervisor")
     assert sup.child_pid == child.pid
     assert sup.process == f"spotgrace run (supervisor of pid {child.pid}; no pid in the log)"
     assert sup.exit_code == 0
@@ -147,7 +148,8 @@ def test_supervisor_and_child(runs: dict[str, Capture]) -> None:
     # the child's deadline is 7.2 - 0.72, before it.
     assert not any("after spotgrace run's SIGKILL" in n for n in app.notes)
     page = render_html(shutdowns, stats)
-    assert page.index("spotgrace run (supervisor") < page.index("app (no pid in the log)")
+    assert "spotgrace run (supervisor" in page
+    assert "app (no pid in the log)" in page
     # 7.2 s on the supervisor's axis, less the child's notice lag (tens of ms when busy).
     assert re.search(r"spotgrace run SIGKILL \+7\.[01]\d s|spotgrace run SIGKILL \+7\.20 s", page)
     assert_rendered(app, "6.480")
@@ -157,8 +159,9 @@ def test_supervisor_kills_a_stuck_child(runs: dict[str, Capture]) -> None:
     cap = runs["supervisor_kill"]
     assert cap.returncodes == [137]
     shutdowns, stats = read_shutdowns(cap.output.splitlines())
-    assert [s.role for s in shutdowns] == ["supervisor", "app"], stats.summary()
-    sup, app = shutdowns
+    # The supervisor forwards the signal before it logs: either may come first.
+    assert sorted(s.role for s in shutdowns) == ["app", "supervisor"], stats.summary()
+    sup, app = sorted(shutdowns, key=lambda s: s.role != "supervisor")
     # The SIGKILL lands at the 1.5 s deadline, up to a second later on a busy machine.
     assert re.search(
         r"the supervisor SIGKILLed its process group at \+(1\.[5-9]|2\.\d)\d s", sup.verdict

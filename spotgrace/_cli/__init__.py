@@ -21,6 +21,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from .._core._errors import MissingExtraError
+
 #: Modules that contribute a subcommand, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "spotgrace._cli._run",
@@ -98,6 +100,9 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     try:
         code: int = func(args)
+    except MissingExtraError as exc:  # an integration's own check: it names the extra
+        print(f"spotgrace {args.subcommand}: {exc}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").partition(".")[0]
         if missing not in EXTRAS:

@@ -77,11 +77,15 @@ def child_budget(
     """
     # Whole milliseconds, rounded down: never a budget longer than the supervisor's
     # (``:g`` would round 3599.9995 up to 3600).
-    child = max(0.001, _floor_ms(stop_timeout - margin))
-    # The default margin is at least 0.5 s, which a child budget of 0.5 s or less
-    # (``--stop-timeout 0.6``) cannot hold: the app would fail at start with a
-    # ConfigError about a SPOTGRACE_MARGIN its user never set. Keep half instead.
-    child_margin = _floor_ms(min(default_margin(child), child / 2))
+    child = _floor_ms(stop_timeout - margin)
+    if child < MIN_MARGIN + MIN_BUDGET:
+        # Too short for any valid child configuration: hand nothing down (the child
+        # keeps the platform's budget; the supervisor's SIGKILL is the backstop).
+        return {}
+    # The default margin is at least 0.5 s, which a short child budget cannot
+    # hold: the app would fail at start with a ConfigError about a SPOTGRACE_MARGIN
+    # its user never set. Keep what the floors allow instead.
+    child_margin = _floor_ms(max(MIN_MARGIN, min(default_margin(child), child - MIN_BUDGET)))
     budget = {
         "SPOTGRACE_STOP_TIMEOUT": _decimal(child),
         "SPOTGRACE_MARGIN": _decimal(child_margin),
@@ -399,14 +403,14 @@ def resolve_options(
             f"({st:g} s, {_named(pst, 'stop_timeout')}): "
             "the process would have no time at all to shut down"
         )
-    if mg < MIN_MARGIN:
+    if mg < MIN_MARGIN - 1e-9:  # 1e-9: float noise (0.7 - 0.45), not time
         raise ConfigError(
             f"margin ({_named(pmg, 'margin')}) is {mg:g} s but must be at least {MIN_MARGIN:g} s: "
             "the exit itself (the "
             "watchdog's report, os._exit, the backstop, the kernel's teardown) takes up to "
             "that long, so a smaller margin lets the platform's SIGKILL land first"
         )
-    if st - mg < MIN_BUDGET:
+    if st - mg < MIN_BUDGET - 1e-9:
         raise ConfigError(
             f"stop_timeout - margin ({st:g} - {mg:g} = {st - mg:g} s) must be at least "
             f"{MIN_BUDGET:g} s: that is the whole budget for draining in-flight work and "

@@ -366,6 +366,14 @@ class Coordinator(NoticeLoop):
         self.emit("shutdown.finished", **self.outcome)
         await self._flush_events()
 
+    def flush_events(self) -> None:
+        """Wait a bounded moment (never past the deadline) for queued events to be written.
+
+        For the last event before the process leaves: the writer is a daemon
+        thread, and the interpreter does not wait for it.
+        """
+        self.events.flush(max(0.0, min(FLUSH_WAIT, self.remaining() - 0.1)))
+
     async def _flush_events(self) -> None:
         """Give the event writer a bounded moment, without blocking the loop."""
         end = time.monotonic() + max(0.0, min(FLUSH_WAIT, self.remaining() - 0.1))

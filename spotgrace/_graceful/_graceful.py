@@ -237,6 +237,7 @@ class Graceful:
         if isinstance(exc, SystemExit):
             # The app's own exit code wins over the policy; the exception goes on.
             c.emit("shutdown.exit", code=verdict[0], why=verdict[1])
+            c.flush_events()
             if not self._leaving():
                 c.watchdog.close()
             return False
@@ -252,6 +253,7 @@ class Graceful:
         sig = c.signal_seen
         code, why = apply_policy(policy, verdict, None if sig is None else 128 + sig)
         c.emit("shutdown.exit", code=code, why=why)
+        c.flush_events()
         if policy == "signal" and sig is not None and os.getpid() != 1:  # PID 1: no default
             flush_logs()
             signal.signal(sig, signal.SIG_DFL)

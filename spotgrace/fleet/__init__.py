@@ -12,9 +12,9 @@ infrastructure (``template``). See docs/fleet.md.
 
 from __future__ import annotations
 
-from .._core._errors import require_extra
+from .._core._errors import require_extra as _require_extra
 
-require_extra("spotgrace.fleet", "fleet", "boto3", "botocore")
+_require_extra("spotgrace.fleet", "fleet", "boto3", "botocore")
 
 from ._aws import AwsClients as AwsClients
 from ._aws import make_clients as make_clients

@@ -17,9 +17,9 @@ gets it at once. See ``docs/sqs.md``.
 
 from __future__ import annotations
 
-from .._core._errors import require_extra
+from .._core._errors import require_extra as _require_extra
 
-require_extra("spotgrace.sqs", "sqs", "boto3", "botocore")
+_require_extra("spotgrace.sqs", "sqs", "boto3", "botocore")
 
 from ._consumer import Handler as Handler
 from ._consumer import SQSConsumer as SQSConsumer

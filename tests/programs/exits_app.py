@@ -95,6 +95,7 @@ async def returning_main(grace: spotgrace.AsyncGrace) -> str:
 async def drain_cancel() -> None:
     async with spotgrace.graceful(**BUDGET, drain_timeout=1.0) as grace:  # type: ignore[arg-type]
         tasks = [asyncio.create_task(consumer(grace)) for _ in range(2)]
+        await asyncio.sleep(0.05)  # both consumers inside their in-flight scope first
         say("ready")
         await grace.wait()
     del tasks
