@@ -139,17 +139,27 @@ def nonblocking_stderr() -> int:
     return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
+#: The backstop whose faulthandler timer is armed (there is one timer per process).
+_ARMED: list[Backstop] = []
+
+
 class Backstop:
     """The GIL-free end: ``faulthandler.dump_traceback_later(exit=True)``.
 
     process-wide (faulthandler has one such timer): arming replaces an app's own
     ``dump_traceback_later``, and :meth:`disarm` cancels it.
+
+    The timer is cancelled around :func:`os.fork` and re-armed in the parent: a
+    child forked while it is armed inherits faulthandler's locks held by a
+    thread it does not have, so its own ``dump_traceback_later`` (its own
+    ``graceful()`` at a notice) and its interpreter exit would wait forever.
     """
 
     def __init__(self) -> None:
         self._fd = -1
         self.armed = False
         self.failed: str | None = None
+        self._due = 0.0  # time.monotonic() when the timer fires
 
     def open(self) -> None:
         """Open the descriptor the tracebacks go to (before any deadline)."""
@@ -160,18 +170,26 @@ class Backstop:
         """Fire at ``deadline + BACKSTOP_LAG`` (``time.monotonic()`` scale); re-arming moves it."""
         if self._fd < 0:
             return
-        delay = max(0.001, deadline + BACKSTOP_LAG - time.monotonic())
+        self._due = deadline + BACKSTOP_LAG
+        self._start_timer()
+
+    def _start_timer(self) -> None:
+        delay = max(0.001, self._due - time.monotonic())
         try:
             faulthandler.dump_traceback_later(delay, exit=True, file=self._fd)
         except (RuntimeError, OSError, ValueError) as exc:  # e.g. no thread can start
             self.failed = repr(exc)
+            self.armed = False  # dump_traceback_later cancelled any earlier timer first
             return
         self.armed = True
+        _ARMED[:] = [self]
 
     def disarm(self) -> None:
         """Cancel the timer (the process stays); keeps the descriptor for a later arm."""
         if self.armed:
             self.armed = False
+            if _ARMED and _ARMED[0] is self:
+                _ARMED.clear()
             faulthandler.cancel_dump_traceback_later()
 
     def close(self) -> None:
@@ -183,7 +201,7 @@ class Backstop:
                 os.close(fd)
 
     def after_fork(self) -> None:
-        """In a forked child: faulthandler's thread is not there; forget it, keep nothing."""
+        """In a forked child: the timer was cancelled before the fork; keep nothing."""
         self.armed = False
         fd, self._fd = self._fd, -1
         if fd >= 0:
@@ -274,3 +292,27 @@ class Watchdog:
                     break
                 self._cond.wait(left)
         hard_exit(self._exit_code, self._on_fire, self._events)
+
+
+def _pause_before_fork() -> None:
+    # Cancelled in the parent, so that the child inherits a quiet faulthandler.
+    if _ARMED and _ARMED[0].armed:
+        with contextlib.suppress(Exception):
+            faulthandler.cancel_dump_traceback_later()
+
+
+def _resume_in_parent() -> None:
+    if _ARMED and _ARMED[0].armed:
+        _ARMED[0]._start_timer()
+
+
+def _forget_in_child() -> None:
+    _ARMED.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_pause_before_fork,
+        after_in_parent=_resume_in_parent,
+        after_in_child=_forget_in_child,
+    )

@@ -1,0 +1,48 @@
+"""Review cases for issue 10's deadline work: argv[1] picks one.
+
+``fork-armed``: after the notice (the GIL-free backstop is armed), the body
+forks twice, as a pre-fork server replacing a worker during the drain would:
+one child enters its own ``graceful()`` and is sent SIGTERM, the other ends
+with a normal interpreter exit. Each must be gone within a few seconds.
+"""
+
+import os
+import signal
+import sys
+import time
+
+from _out import say
+
+import spotgrace
+
+case = sys.argv[1]
+
+
+def wait_child(pid: int, limit: float) -> str:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return str(os.waitstatus_to_exitcode(status))
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return "hung"
+
+
+if case == "fork-armed":
+    spotgrace.configure_json_logging(stream=sys.stdout)
+    with spotgrace.graceful(stop_timeout=12, margin=1, drain_delay=0) as grace:
+        say("ready")
+        grace.wait()  # the notice: the backstop is armed now
+        own = os.fork()
+        if own == 0:
+            with spotgrace.graceful(stop_timeout=2, margin=0.5) as child:
+                os.kill(os.getpid(), signal.SIGTERM)
+                child.wait()
+            os._exit(0)
+        plain = os.fork()
+        if plain == 0:
+            sys.exit(0)  # a normal interpreter exit
+        say(f"child-own-graceful:{wait_child(own, 5)}")
+        say(f"child-plain-exit:{wait_child(plain, 3)}")
