@@ -5,11 +5,15 @@ Real processes, real signals (``tests/programs/deadline_review.py``); generous b
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from ._proc import kill_quietly, start
+from ._proc import PROGRAMS, ROOT, kill_quietly, start
 
 pytestmark = pytest.mark.slow
 
@@ -30,3 +34,39 @@ def test_children_forked_after_the_notice_are_not_hung_by_the_backstop() -> None
     assert "child-own-graceful:0" in printed, proc.output()
     assert "child-plain-exit:0" in printed, proc.output()
     assert code == 0, proc.output()
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("auto", 0), ("signal", -signal.SIGTERM)])
+def test_a_stdlib_handler_stuck_on_a_full_pipe_does_not_cost_the_verdict(
+    policy: str, expected: int
+) -> None:
+    # The event writer stuck in a logging.StreamHandler holds its lock: the exit's
+    # logging.shutdown (auto) or flush_logs (signal) waited for it until the
+    # watchdog's 124 at the deadline.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOTGRACE_")}
+    env["SPOTGRACE_EXIT_CODE"] = policy
+    popen = subprocess.Popen(
+        [sys.executable, str(PROGRAMS / "deadline_review.py"), "stdlib-full-pipe"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        assert popen.stderr is not None
+        assert popen.stderr.readline() == b"ready\n"
+        sent = time.monotonic()
+        popen.send_signal(signal.SIGTERM)
+        code = popen.wait(timeout=20)
+        took = time.monotonic() - sent
+        err = popen.stderr.read()
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+        for pipe in (popen.stdout, popen.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert b"hook-ran" in err
+    assert code == expected, err
+    assert took < 3.0, f"gone {took:.2f}s after SIGTERM (stop_timeout 3)"

@@ -153,6 +153,8 @@ class Coordinator(NoticeLoop):
             fields.setdefault("source", notice.source)
             fields.setdefault("elapsed", round(self.clock() - notice.t0, 4))
         level = _LEVELS.get(event, "info")
+        if event == "shutdown.exit" and isinstance(fields.get("code"), int):
+            self.watchdog.exit_guard(fields["code"])  # an exit stuck on logging ends with it
         # Queued, never written here: a blocked log sink must not stop the sequence.
         self.events.put(level, event, rounded(fields))
 

@@ -20,6 +20,7 @@ Two mechanisms, both set up before they are needed:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import faulthandler
 import logging
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -61,16 +63,32 @@ BACKSTOP_LAG = 0.02
 BACKSTOP_EXIT_CODE = 1
 
 
+#: How long :func:`flush_logs` waits for a logging handler's lock before it skips it.
+HANDLER_LOCK_WAIT = 0.05
+
+
 def flush_logs() -> None:
-    """Flush stdout, stderr and every stdlib logging handler; never raises (may block)."""
+    """Flush stdout, stderr and every stdlib logging handler; never raises.
+
+    A handler whose lock stays taken for :data:`HANDLER_LOCK_WAIT` (the event
+    writer stuck in it on a stalled sink) is skipped, not waited for. Flushing
+    a stream to a full pipe may still block.
+    """
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     for logger in loggers:
         for handler in getattr(logger, "handlers", ()):
+            lock = getattr(handler, "lock", None)
             with contextlib.suppress(Exception):
-                handler.flush()
+                if lock is not None and not lock.acquire(timeout=HANDLER_LOCK_WAIT):
+                    continue  # held by a thread stuck writing: do not wait for it
+                try:
+                    handler.flush()
+                finally:
+                    if lock is not None:
+                        lock.release()
 
 
 def stacks(loop: asyncio.AbstractEventLoop | None) -> dict[str, Any]:
@@ -233,6 +251,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.backstop = Backstop()
+        self._guard_code: int | None = None
 
     @property
     def deadline(self) -> float | None:
@@ -271,8 +290,23 @@ class Watchdog:
             self.backstop.close()
             self._cond.notify_all()
 
+    def exit_guard(self, code: int) -> None:
+        """The process is about to exit with ``code``: never let logging hold that exit up.
+
+        While this watchdog is still armed at interpreter exit, an ``atexit``
+        handler waits at most :data:`EXIT_GUARD_WAIT` for the queued events; if
+        they are not written and a logging handler's lock stays taken (the
+        event writer stuck on a stalled sink), ``logging.shutdown`` would wait
+        until the deadline's 124: the process ends at once with ``code``
+        instead (``atexit`` handlers registered before the block are skipped).
+        """
+        self._guard_code = code
+        _GUARDED.add(self)
+        _register_exit_guard()
+
     def after_fork(self) -> None:
         """In a forked child: no thread, no backstop; this watchdog stands down."""
+        self._guard_code = None
         self._cond = threading.Condition()
         self._deadline = None
         self._closed = True
@@ -292,6 +326,47 @@ class Watchdog:
                     break
                 self._cond.wait(left)
         hard_exit(self._exit_code, self._on_fire, self._events)
+
+
+#: How long the exit guard waits for queued events, then for each handler's lock.
+EXIT_GUARD_WAIT = 0.1
+
+#: Watchdogs whose block announced its exit code (:meth:`Watchdog.exit_guard`).
+_GUARDED: weakref.WeakSet[Watchdog] = weakref.WeakSet()
+_guard_registered: list[bool] = []
+
+
+def _register_exit_guard() -> None:
+    # Registered late (logging registered its own atexit handler at import):
+    # atexit runs the last registered first, so this runs before logging.shutdown.
+    if not _guard_registered:
+        _guard_registered.append(True)
+        atexit.register(_exit_guard)
+
+
+def _exit_guard() -> None:
+    for dog in list(_GUARDED):
+        code, deadline = dog._guard_code, dog.deadline
+        if code is None or deadline is None:
+            continue  # disarmed: the block returned, the process is not leaving
+        wait = max(0.0, min(EXIT_GUARD_WAIT, deadline - WATCHDOG_LEAD - time.monotonic()))
+        events = dog._events
+        if events is not None and not events.flush(wait) and _a_handler_lock_is_held(wait):
+            os._exit(code)
+
+
+def _a_handler_lock_is_held(wait: float) -> bool:
+    """Whether a stdlib logging handler's lock stays taken for ``wait`` s."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            lock = getattr(handler, "lock", None)
+            if lock is None:
+                continue
+            if not lock.acquire(timeout=wait):
+                return True
+            lock.release()
+    return False
 
 
 def _pause_before_fork() -> None:

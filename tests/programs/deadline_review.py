@@ -4,8 +4,13 @@
 forks twice, as a pre-fork server replacing a worker during the drain would:
 one child enters its own ``graceful()`` and is sent SIGTERM, the other ends
 with a normal interpreter exit. Each must be gone within a few seconds.
+
+``stdlib-full-pipe``: stdout is a full pipe nobody reads and the app logs
+through the standard library there; the event writer is then stuck inside that
+handler, holding its lock. The shutdown itself is clean.
 """
 
+import logging
 import os
 import signal
 import sys
@@ -46,3 +51,23 @@ if case == "fork-armed":
             sys.exit(0)  # a normal interpreter exit
         say(f"child-own-graceful:{wait_child(own, 5)}")
         say(f"child-plain-exit:{wait_child(plain, 3)}")
+
+elif case == "stdlib-full-pipe":
+    os.set_blocking(1, False)
+    try:
+        while True:
+            os.write(1, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    os.set_blocking(1, True)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO)
+
+    @spotgrace.on_shutdown
+    def hook() -> None:
+        sys.stderr.write("hook-ran\n")
+        sys.stderr.flush()
+
+    with spotgrace.graceful(stop_timeout=3, margin=0.5) as grace:
+        sys.stderr.write("ready\n")
+        sys.stderr.flush()
+        grace.wait()
