@@ -70,3 +70,16 @@ def test_a_stdlib_handler_stuck_on_a_full_pipe_does_not_cost_the_verdict(
     assert b"hook-ran" in err
     assert code == expected, err
     assert took < 3.0, f"gone {took:.2f}s after SIGTERM (stop_timeout 3)"
+
+
+def test_a_signal_while_the_block_is_entered_is_not_lost() -> None:
+    # Its handler ran before the wake-up channel existed: the signal was queued
+    # with nothing to wake the notice thread, which then slept on the empty pipe.
+    proc = start("deadline_review.py", "enter-race")
+    try:
+        line = proc.wait_for_line("stopping-seen:", timeout=20)
+        code = proc.finish(timeout=20)
+    finally:
+        kill_quietly(proc)
+    assert line.startswith("stopping-seen:True"), proc.output()
+    assert code == 0, proc.output()

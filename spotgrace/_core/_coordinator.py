@@ -198,6 +198,9 @@ class Coordinator(NoticeLoop):
         self._wakeup = WakeupChannel()
         if self.options.signals and threading.current_thread() is threading.main_thread():
             self._wakeup.install()
+        # A signal whose handler ran before the channel existed is in the queue
+        # with nothing to wake the thread for it: one wake-up byte covers it.
+        self._wakeup.wake()
         try:
             self.events.start()
             self.watchdog.start()

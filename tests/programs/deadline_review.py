@@ -8,6 +8,10 @@ with a normal interpreter exit. Each must be gone within a few seconds.
 ``stdlib-full-pipe``: stdout is a full pipe nobody reads and the app logs
 through the standard library there; the event writer is then stuck inside that
 handler, holding its lock. The shutdown itself is clean.
+
+``enter-race``: a SIGTERM whose Python-level handler runs while the block is
+being entered, after the handlers are installed and before the wake-up channel
+exists (the signal is sent from that point, so the timing is exact).
 """
 
 import logging
@@ -71,3 +75,18 @@ elif case == "stdlib-full-pipe":
         sys.stderr.write("ready\n")
         sys.stderr.flush()
         grace.wait()
+
+elif case == "enter-race":
+    from spotgrace._core import _coordinator
+
+    class SignalledChannel(_coordinator.WakeupChannel):
+        def __init__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before __init__ returns
+            super().__init__()
+
+    _coordinator.WakeupChannel = SignalledChannel  # type: ignore[misc]
+    spotgrace.configure_json_logging(stream=sys.stdout)
+    started = time.monotonic()
+    with spotgrace.graceful(stop_timeout=10, margin=1, exit_code="return") as grace:
+        seen = grace.wait(timeout=6)
+        say(f"stopping-seen:{seen} after {time.monotonic() - started:.2f}s")
