@@ -83,3 +83,20 @@ def test_a_signal_while_the_block_is_entered_is_not_lost() -> None:
         kill_quietly(proc)
     assert line.startswith("stopping-seen:True"), proc.output()
     assert code == 0, proc.output()
+
+
+def test_ctrl_c_escalates_after_kicks_the_main_thread_held_back() -> None:
+    # Kicks sent while the main thread blocked SIGINT merged into one pending
+    # signal, but each was counted: the count then swallowed the real SIGINT.
+    proc = start("deadline_review.py", "kick-masked")
+    try:
+        proc.wait_for_line("ready")
+        proc.signal(signal.SIGTERM)
+        proc.wait_for_line("hook", timeout=20)
+        sent = proc.signal(signal.SIGINT)
+        code = proc.finish(timeout=20)
+        took = time.monotonic() - sent
+    finally:
+        kill_quietly(proc)
+    assert code == 128 + signal.SIGINT, proc.output()
+    assert took < 2.0, f"Ctrl-C took {took:.2f}s to end the process"

@@ -12,12 +12,18 @@ handler, holding its lock. The shutdown itself is clean.
 ``enter-race``: a SIGTERM whose Python-level handler runs while the block is
 being entered, after the handlers are installed and before the wake-up channel
 exists (the signal is sent from that point, so the timing is exact).
+
+``kick-masked``: ``interrupt=True`` while the body blocks SIGINT for a moment
+(a C library's critical section): the repeated kicks pile up undelivered. The
+body then ends on the interrupt and a hook hangs; the test's Ctrl-C (SIGINT)
+must escalate at once.
 """
 
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 
 from _out import say
@@ -90,3 +96,20 @@ elif case == "enter-race":
     with spotgrace.graceful(stop_timeout=10, margin=1, exit_code="return") as grace:
         seen = grace.wait(timeout=6)
         say(f"stopping-seen:{seen} after {time.monotonic() - started:.2f}s")
+
+elif case == "kick-masked":
+
+    @spotgrace.on_shutdown
+    def hang() -> None:
+        say("hook")
+        threading.Event().wait()
+
+    with spotgrace.graceful(stop_timeout=8, margin=0.5, interrupt=True):
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            say("ready")
+            time.sleep(1.5)  # the SIGTERM comes now: 30 kicks while SIGINT is blocked
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            time.sleep(10)
+        except spotgrace.ShutdownInterrupt:
+            pass
