@@ -160,6 +160,9 @@ def nonblocking_stderr() -> int:
 #: The backstop whose faulthandler timer is armed (there is one timer per process).
 _ARMED: list[Backstop] = []
 
+#: Orders the re-arm after a fork with a disarm in another thread (renewed in a child).
+_TIMER_LOCK = [threading.Lock()]
+
 
 class Backstop:
     """The GIL-free end: ``faulthandler.dump_traceback_later(exit=True)``.
@@ -204,11 +207,12 @@ class Backstop:
 
     def disarm(self) -> None:
         """Cancel the timer (the process stays); keeps the descriptor for a later arm."""
-        if self.armed:
-            self.armed = False
-            if _ARMED and _ARMED[0] is self:
-                _ARMED.clear()
-            faulthandler.cancel_dump_traceback_later()
+        with _TIMER_LOCK[0]:
+            if self.armed:
+                self.armed = False
+                if _ARMED and _ARMED[0] is self:
+                    _ARMED.clear()
+                faulthandler.cancel_dump_traceback_later()
 
     def close(self) -> None:
         """Disarm and close the descriptor."""
@@ -377,12 +381,14 @@ def _pause_before_fork() -> None:
 
 
 def _resume_in_parent() -> None:
-    if _ARMED and _ARMED[0].armed:
-        _ARMED[0]._start_timer()
+    with _TIMER_LOCK[0]:  # not re-armed after a disarm that ran during the fork
+        if _ARMED and _ARMED[0].armed:
+            _ARMED[0]._start_timer()
 
 
 def _forget_in_child() -> None:
     _ARMED.clear()
+    _TIMER_LOCK[0] = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
