@@ -66,14 +66,21 @@ BACKSTOP_EXIT_CODE = 1
 #: How long :func:`flush_logs` waits for a logging handler's lock before it skips it.
 HANDLER_LOCK_WAIT = 0.05
 
+#: How long :func:`flush_logs` waits for the queued spotgrace events.
+EVENTS_WAIT = 0.5
+
 
 def flush_logs() -> None:
     """Flush stdout, stderr and every stdlib logging handler; never raises.
 
     A handler whose lock stays taken for :data:`HANDLER_LOCK_WAIT` (the event
     writer stuck in it on a stalled sink) is skipped, not waited for. Flushing
-    a stream to a full pipe may still block.
+    a stream to a full pipe may still block. Queued spotgrace events get
+    :data:`EVENTS_WAIT` first (they are written by a thread of their own).
     """
+    from ._coordinator import SHARED_EVENTS  # the coordinator imports this module
+
+    SHARED_EVENTS.flush(EVENTS_WAIT)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
