@@ -143,13 +143,14 @@ def test_second_signal_can_be_ignored() -> None:
 @pytest.mark.slow
 def test_platform_exit_freezes_the_heap_for_a_quick_interpreter_exit() -> None:
     code = (
-        "import gc, signal, spotgrace\n"
+        "import gc, signal, sys, spotgrace\n"
         "try:\n"
         "    with spotgrace.graceful() as g:\n"
         "        signal.raise_signal(signal.SIGTERM)\n"
         "        g.wait(10)\n"
         "except SystemExit as exc:\n"
-        "    print('frozen', gc.get_freeze_count() > 0, 'code', exc.code)\n"
+        # One write: print()'s pieces could interleave with the event writer's lines.
+        "    sys.stdout.write(f'frozen {gc.get_freeze_count() > 0} code {exc.code}\\n')\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False

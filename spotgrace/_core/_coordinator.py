@@ -153,6 +153,8 @@ class Coordinator(NoticeLoop):
             fields.setdefault("source", notice.source)
             fields.setdefault("elapsed", round(self.clock() - notice.t0, 4))
         level = _LEVELS.get(event, "info")
+        if event == "shutdown.exit" and isinstance(fields.get("code"), int):
+            self.watchdog.exit_guard(fields["code"])  # an exit stuck on logging ends with it
         # Queued, never written here: a blocked log sink must not stop the sequence.
         self.events.put(level, event, rounded(fields))
 
@@ -196,6 +198,9 @@ class Coordinator(NoticeLoop):
         self._wakeup = WakeupChannel()
         if self.options.signals and threading.current_thread() is threading.main_thread():
             self._wakeup.install()
+        # A signal whose handler ran before the channel existed is in the queue
+        # with nothing to wake the thread for it: one wake-up byte covers it.
+        self._wakeup.wake()
         try:
             self.events.start()
             self.watchdog.start()

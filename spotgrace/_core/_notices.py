@@ -92,9 +92,16 @@ class NoticeLoop:
         self._next_kick = time.monotonic() + KICK_EVERY
         if kick is None or signal.getsignal(kick) != self.handle_signal:
             return  # someone else handles it now: a kick would be their signal
+        main = threading.main_thread()
+        if _pending_in_thread(main.native_id, kick):
+            # The last kick is not delivered yet (the main thread blocks the
+            # signal, or is not scheduled): another would merge with it and
+            # write no wake-up byte, and the count would then swallow a real
+            # signal (a Ctrl-C meant to escalate).
+            return
         self._kicks_unmatched += 1  # its wake-up byte is ours, not a signal
         try:
-            signal.pthread_kill(threading.main_thread().ident or 0, kick)
+            signal.pthread_kill(main.ident or 0, kick)
         except (ProcessLookupError, OSError):
             self._kicks_unmatched -= 1
 
@@ -153,6 +160,20 @@ class NoticeLoop:
             return
         self.signalled = True
         self._on_signal(sig)
+
+
+def _pending_in_thread(native_id: int | None, sig: signal.Signals) -> bool:
+    """Whether ``sig`` is pending for that thread (Linux ``/proc``; False if unknown)."""
+    if native_id is None:
+        return False
+    try:
+        with open(f"/proc/self/task/{native_id}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"SigPnd:"):
+                    return bool((int(line.split()[1], 16) >> (sig - 1)) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 def _in_exit(frame: object) -> bool:

@@ -20,6 +20,7 @@ Two mechanisms, both set up before they are needed:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import faulthandler
 import logging
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -61,16 +63,39 @@ BACKSTOP_LAG = 0.02
 BACKSTOP_EXIT_CODE = 1
 
 
+#: How long :func:`flush_logs` waits for a logging handler's lock before it skips it.
+HANDLER_LOCK_WAIT = 0.05
+
+#: How long :func:`flush_logs` waits for the queued spotgrace events.
+EVENTS_WAIT = 0.5
+
+
 def flush_logs() -> None:
-    """Flush stdout, stderr and every stdlib logging handler; never raises (may block)."""
+    """Flush stdout, stderr and every stdlib logging handler; never raises.
+
+    A handler whose lock stays taken for :data:`HANDLER_LOCK_WAIT` (the event
+    writer stuck in it on a stalled sink) is skipped, not waited for. Flushing
+    a stream to a full pipe may still block. Queued spotgrace events get
+    :data:`EVENTS_WAIT` first (they are written by a thread of their own).
+    """
+    from ._coordinator import SHARED_EVENTS  # the coordinator imports this module
+
+    SHARED_EVENTS.flush(EVENTS_WAIT)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     for logger in loggers:
         for handler in getattr(logger, "handlers", ()):
+            lock = getattr(handler, "lock", None)
             with contextlib.suppress(Exception):
-                handler.flush()
+                if lock is not None and not lock.acquire(timeout=HANDLER_LOCK_WAIT):
+                    continue  # held by a thread stuck writing: do not wait for it
+                try:
+                    handler.flush()
+                finally:
+                    if lock is not None:
+                        lock.release()
 
 
 def stacks(loop: asyncio.AbstractEventLoop | None) -> dict[str, Any]:
@@ -139,17 +164,30 @@ def nonblocking_stderr() -> int:
     return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
+#: The backstop whose faulthandler timer is armed (there is one timer per process).
+_ARMED: list[Backstop] = []
+
+#: Orders the re-arm after a fork with a disarm in another thread (renewed in a child).
+_TIMER_LOCK = [threading.Lock()]
+
+
 class Backstop:
     """The GIL-free end: ``faulthandler.dump_traceback_later(exit=True)``.
 
     process-wide (faulthandler has one such timer): arming replaces an app's own
     ``dump_traceback_later``, and :meth:`disarm` cancels it.
+
+    The timer is cancelled around :func:`os.fork` and re-armed in the parent: a
+    child forked while it is armed inherits faulthandler's locks held by a
+    thread it does not have, so its own ``dump_traceback_later`` (its own
+    ``graceful()`` at a notice) and its interpreter exit would wait forever.
     """
 
     def __init__(self) -> None:
         self._fd = -1
         self.armed = False
         self.failed: str | None = None
+        self._due = 0.0  # time.monotonic() when the timer fires
 
     def open(self) -> None:
         """Open the descriptor the tracebacks go to (before any deadline)."""
@@ -160,19 +198,28 @@ class Backstop:
         """Fire at ``deadline + BACKSTOP_LAG`` (``time.monotonic()`` scale); re-arming moves it."""
         if self._fd < 0:
             return
-        delay = max(0.001, deadline + BACKSTOP_LAG - time.monotonic())
+        self._due = deadline + BACKSTOP_LAG
+        self._start_timer()
+
+    def _start_timer(self) -> None:
+        delay = max(0.001, self._due - time.monotonic())
         try:
             faulthandler.dump_traceback_later(delay, exit=True, file=self._fd)
         except (RuntimeError, OSError, ValueError) as exc:  # e.g. no thread can start
             self.failed = repr(exc)
+            self.armed = False  # dump_traceback_later cancelled any earlier timer first
             return
         self.armed = True
+        _ARMED[:] = [self]
 
     def disarm(self) -> None:
         """Cancel the timer (the process stays); keeps the descriptor for a later arm."""
-        if self.armed:
-            self.armed = False
-            faulthandler.cancel_dump_traceback_later()
+        with _TIMER_LOCK[0]:
+            if self.armed:
+                self.armed = False
+                if _ARMED and _ARMED[0] is self:
+                    _ARMED.clear()
+                faulthandler.cancel_dump_traceback_later()
 
     def close(self) -> None:
         """Disarm and close the descriptor."""
@@ -183,7 +230,7 @@ class Backstop:
                 os.close(fd)
 
     def after_fork(self) -> None:
-        """In a forked child: faulthandler's thread is not there; forget it, keep nothing."""
+        """In a forked child: the timer was cancelled before the fork; keep nothing."""
         self.armed = False
         fd, self._fd = self._fd, -1
         if fd >= 0:
@@ -215,6 +262,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.backstop = Backstop()
+        self._guard_code: int | None = None
 
     @property
     def deadline(self) -> float | None:
@@ -253,8 +301,23 @@ class Watchdog:
             self.backstop.close()
             self._cond.notify_all()
 
+    def exit_guard(self, code: int) -> None:
+        """The process is about to exit with ``code``: never let logging hold that exit up.
+
+        While this watchdog is still armed at interpreter exit, an ``atexit``
+        handler waits at most :data:`EXIT_GUARD_WAIT` for the queued events; if
+        they are not written and a logging handler's lock stays taken (the
+        event writer stuck on a stalled sink), ``logging.shutdown`` would wait
+        until the deadline's 124: the process ends at once with ``code``
+        instead (``atexit`` handlers registered before the block are skipped).
+        """
+        self._guard_code = code
+        _GUARDED.add(self)
+        _register_exit_guard()
+
     def after_fork(self) -> None:
         """In a forked child: no thread, no backstop; this watchdog stands down."""
+        self._guard_code = None
         self._cond = threading.Condition()
         self._deadline = None
         self._closed = True
@@ -274,3 +337,70 @@ class Watchdog:
                     break
                 self._cond.wait(left)
         hard_exit(self._exit_code, self._on_fire, self._events)
+
+
+#: How long the exit guard waits for queued events, then for each handler's lock.
+EXIT_GUARD_WAIT = 0.1
+
+#: Watchdogs whose block announced its exit code (:meth:`Watchdog.exit_guard`).
+_GUARDED: weakref.WeakSet[Watchdog] = weakref.WeakSet()
+_guard_registered: list[bool] = []
+
+
+def _register_exit_guard() -> None:
+    # Registered late (logging registered its own atexit handler at import):
+    # atexit runs the last registered first, so this runs before logging.shutdown.
+    if not _guard_registered:
+        _guard_registered.append(True)
+        atexit.register(_exit_guard)
+
+
+def _exit_guard() -> None:
+    for dog in list(_GUARDED):
+        code, deadline = dog._guard_code, dog.deadline
+        if code is None or deadline is None:
+            continue  # disarmed: the block returned, the process is not leaving
+        wait = max(0.0, min(EXIT_GUARD_WAIT, deadline - WATCHDOG_LEAD - time.monotonic()))
+        events = dog._events
+        if events is not None and not events.flush(wait) and _a_handler_lock_is_held(wait):
+            os._exit(code)
+
+
+def _a_handler_lock_is_held(wait: float) -> bool:
+    """Whether a stdlib logging handler's lock stays taken for ``wait`` s."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            lock = getattr(handler, "lock", None)
+            if lock is None:
+                continue
+            if not lock.acquire(timeout=wait):
+                return True
+            lock.release()
+    return False
+
+
+def _pause_before_fork() -> None:
+    # Cancelled in the parent, so that the child inherits a quiet faulthandler.
+    if _ARMED and _ARMED[0].armed:
+        with contextlib.suppress(Exception):
+            faulthandler.cancel_dump_traceback_later()
+
+
+def _resume_in_parent() -> None:
+    with _TIMER_LOCK[0]:  # not re-armed after a disarm that ran during the fork
+        if _ARMED and _ARMED[0].armed:
+            _ARMED[0]._start_timer()
+
+
+def _forget_in_child() -> None:
+    _ARMED.clear()
+    _TIMER_LOCK[0] = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_pause_before_fork,
+        after_in_parent=_resume_in_parent,
+        after_in_child=_forget_in_child,
+    )
