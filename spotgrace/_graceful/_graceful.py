@@ -253,11 +253,11 @@ class Graceful:
         sig = c.signal_seen
         code, why = apply_policy(policy, verdict, None if sig is None else 128 + sig)
         c.emit("shutdown.exit", code=code, why=why)
-        c.flush_events()
         if policy == "signal" and sig is not None and os.getpid() != 1:  # PID 1: no default
             flush_logs()
             signal.signal(sig, signal.SIG_DFL)
             os.kill(os.getpid(), sig)
+        c.flush_events()
         raise SystemExit(code)
 
     def __enter__(self) -> Grace:
