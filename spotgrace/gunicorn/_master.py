@@ -27,6 +27,10 @@ WORKER_FAILED = 1
 #: The share of what is left at intake that the master keeps for its own hooks and exit.
 _MASTER_SHARE = 0.15
 _PID = struct.Struct("=i")  # a worker's pid on the report pipe: > 0 clean, < 0 not clean
+#: gunicorn's signals that change its workers (reload, re-exec, more, fewer): dropped from
+#: the notice on. A reload then would wait up to graceful_timeout for old workers that
+#: keep serving the lame duck, blocking the arbiter's loop past the deadline.
+_DROPPED_AFTER_NOTICE = ("SIGHUP", "SIGUSR2", "SIGTTIN", "SIGTTOU")
 
 
 class Master:
@@ -51,6 +55,7 @@ class Master:
         self._thread: threading.Thread | None = None
         self._master_hooks: list[Callable[..., Any]] = []
         self._exiting = False  # gunicorn is stopping by itself (SIGQUIT, a boot error...)
+        self._dropped: list[int] = []  # gunicorn signals dropped during the shutdown
 
     # ------------------------------------------------------------------ master
 
@@ -63,6 +68,11 @@ class Master:
             inner = signal.getsignal(sig)
             if callable(inner):
                 signal.signal(sig, self._chain(inner))
+        for name in _DROPPED_AFTER_NOTICE:
+            sig = getattr(signal, name)
+            inner = signal.getsignal(sig)
+            if callable(inner):
+                signal.signal(sig, self._unless_noticed(inner))
         budget = grace.options.budget - grace.options.drain_delay
         arbiter.cfg.set("graceful_timeout", max(1, int(budget * (1 - _MASTER_SHARE))))
         self._master_hooks = [hook.fn for hook in _registry().hooks()]
@@ -76,6 +86,17 @@ class Master:
 
         def handler(signum: int, frame: Any) -> Any:
             state.set_noticed()  # first: readiness red in every worker, now
+            return inner(signum, frame)
+
+        return handler
+
+    def _unless_noticed(self, inner: Callable[[int, Any], Any]) -> Callable[[int, Any], Any]:
+        state, dropped = self.state, self._dropped
+
+        def handler(signum: int, frame: Any) -> Any:
+            if state.noticed:
+                dropped.append(signum)  # logged by the sequence thread
+                return None
             return inner(signum, frame)
 
         return handler
@@ -106,6 +127,12 @@ class Master:
             accept_queue_emptied=emptied,
         )
         arbiter.signal(signal.SIGTERM, None)  # gunicorn's own graceful stop, from its loop
+        self._log_dropped()
+
+    def _log_dropped(self) -> None:
+        if self._dropped:
+            names = sorted({signal.Signals(sig).name for sig in self._dropped})
+            self._log.warning("gunicorn.signal_ignored", signals=names, reason="shutting down")
 
     def exit(self) -> None:
         """In ``on_exit``: finish the sequence (master hooks), then exit truthfully."""
