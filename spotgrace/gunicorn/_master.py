@@ -51,6 +51,8 @@ class Master:
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         self._stopped_workers: set[int] = set()
+        self._clean: set[int] = set()  # workers that reported a clean exit
+        self._unclean: set[int] = set()  # workers that reported a failed exit
         self._arbiter: Any = None
         self._thread: threading.Thread | None = None
         self._master_hooks: list[Callable[..., Any]] = []
@@ -107,6 +109,7 @@ class Master:
         while not grace.wait(0.05):  # a notice from early warning has no signal handler
             if not grace.ready:
                 self.state.set_noticed()
+            self._read_reports()
         self.state.set_noticed()
         if self._exiting:
             return
@@ -153,13 +156,18 @@ class Master:
             raise SystemExit(code)
 
     def _failed_workers(self) -> set[int]:
-        clean: set[int] = set()
-        unclean: set[int] = set()
+        self._read_reports()
+        return (self._stopped_workers - self._clean) | self._unclean
+
+    def _read_reports(self) -> None:
+        """Empty the report pipe (read while serving too: workers recycled by ``max_requests``
+        or a reload report as well, and a full pipe would lose the reports that count)."""
         with contextlib.suppress(BlockingIOError):
             while chunk := os.read(self._read_fd, 4096):
                 for (pid,) in _PID.iter_unpack(chunk[: len(chunk) // _PID.size * _PID.size]):
-                    (clean if pid > 0 else unclean).add(abs(pid))
-        return (self._stopped_workers - clean) | unclean
+                    (self._clean if pid > 0 else self._unclean).add(abs(pid))
+        if not self._stopped_workers:  # before intake stops only failures matter
+            self._clean.clear()
 
     # ------------------------------------------------------------------ worker
 
