@@ -47,3 +47,36 @@ def test_a_gunicorn_signal_during_the_lame_duck_does_not_stall_the_shutdown(name
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)  # no worker outlives the test
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_forked_during_the_lame_duck_exits_cleanly() -> None:
+    # Before the fix, a worker gunicorn forked to replace a dead one during the lame duck
+    # inherited faulthandler's armed timer (the master's backstop) and hung for good in
+    # its exit hooks (dump_traceback_later waiting for a thread it does not have): the
+    # master waited graceful_timeout, then exited 1.
+    import subprocess as sp
+
+    args = ["-c", "python:spotgrace.gunicorn", "-w", "2", "--chdir", str(EXAMPLES)]
+    with gunicorn([*args, "flask_app:app"], _env(drain_delay=2, stop_timeout=12)) as g:
+        pgid = g.popen.pid
+        try:
+            pids = sp.run(["pgrep", "-P", str(pgid)], capture_output=True, text=True).stdout
+            first = [int(pid) for pid in pids.split()]
+            assert len(first) == 2, g.output()
+            t0 = time.monotonic()
+            g.popen.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            os.kill(first[0], signal.SIGKILL)  # gunicorn forks a replacement in the lame duck
+            try:
+                code = g.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                code = None
+            elapsed = time.monotonic() - t0
+            out = g.output()
+            assert code == 0, out
+            assert elapsed < 6, (elapsed, out)  # not held to graceful_timeout
+            assert out.count("pool closed") >= 2, out  # the replacement ran its hooks too
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
