@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from spotgrace.gunicorn._master import Master
+from spotgrace._http import _prefork
 
 
 @pytest.mark.timeout(30)
@@ -15,7 +15,10 @@ def test_reports_of_recycled_workers_do_not_fill_the_pipe() -> None:
     # Before the fix the pipe was read only in on_exit: after ~16k worker exits
     # (max_requests recycling, reloads) it was full, the reports of the workers
     # stopped at shutdown were lost, and a clean shutdown exited 1.
-    master = Master()
+    saved = list(_prefork._installed), list(_prefork._grace)
+    from spotgrace.gunicorn._master import Master  # importing spotgrace.gunicorn installs too
+
+    master = Master()  # installs its shared state process-wide: restored below
     try:
         master._pid = -1  # worker_exit() runs as in a worker (no hooks registered here)
         master._grace = master._graceful  # type: ignore[assignment]  # sequence stand-in
@@ -30,5 +33,6 @@ def test_reports_of_recycled_workers_do_not_fill_the_pipe() -> None:
         time.sleep(0.01)
         assert master._failed_workers() == set()
     finally:
+        _prefork._installed[:], _prefork._grace[:] = saved
         os.close(master._read_fd)
         os.close(master._write_fd)
