@@ -205,3 +205,34 @@ def test_a_child_reporting_failure_is_seen_by_the_parent() -> None:
         os._exit(0)
     os.waitpid(pid, 0)
     assert state.worker_failed
+
+
+def test_a_file_wrapper_response_is_kept_for_sendfile_and_closed_once() -> None:
+    # Before the fix the middleware hid the server's wsgi.file_wrapper in its own body
+    # object, so gunicorn (isinstance check) fell back to reading the file in Python.
+    import io
+    from wsgiref.util import FileWrapper
+
+    closes: list[int] = []
+
+    class File(io.BytesIO):
+        def close(self) -> None:
+            closes.append(1)
+            super().close()
+
+    def file_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        wrapper: Any = environ["wsgi.file_wrapper"](File(b"data"))
+        return wrapper  # type: ignore[no-any-return]
+
+    grace = FakeGrace()
+    mw = GraceMiddleware(file_app, grace=grace)
+    environ = {"PATH_INFO": "/f", "REQUEST_METHOD": "GET", "wsgi.file_wrapper": FileWrapper}
+    result: Any = mw(environ, Recorder())
+    assert isinstance(result, FileWrapper)
+    assert grace.count == 1
+    assert b"".join(result) == b"data"
+    result.close()
+    result.close()
+    assert grace.count == 0
+    assert closes  # the file itself was closed; the count ended once (not -1)

@@ -106,6 +106,9 @@ class GraceMiddleware:
         except BaseException as exc:
             scope.__exit__(type(exc), exc, exc.__traceback__)
             raise
+        wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(wrapper, type) and isinstance(result, wrapper):
+            return _hold_file(result, scope)  # the server may still sendfile() it
         return _Body(result, scope)
 
 
@@ -149,6 +152,27 @@ def _closing(environ: Environ, start_response: StartResponse) -> StartResponse:
         return start_response(status, headers, exc_info)
 
     return wrapped
+
+
+def _hold_file(result: Any, scope: AbstractContextManager[Any]) -> Iterable[bytes]:
+    """Keep the server's own ``wsgi.file_wrapper`` (gunicorn sends it with ``sendfile()``
+    only as that type) and end the in-flight scope when the server closes it."""
+    inner = getattr(result, "close", None)
+    held: list[AbstractContextManager[Any]] = [scope]
+
+    def close() -> None:
+        try:
+            if inner is not None:
+                inner()
+        finally:
+            if held:
+                held.pop().__exit__(None, None, None)
+
+    try:
+        result.close = close
+    except (AttributeError, TypeError):  # a wrapper that takes no attribute: iterate it
+        return _Body(result, scope)
+    return result  # type: ignore[no-any-return]
 
 
 class _Body:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import fcntl
 import os
 import signal
@@ -16,6 +17,7 @@ import structlog
 
 import spotgrace
 
+from .._core._watchdog import BACKSTOP_LAG, nonblocking_stderr
 from .._http._listen import stop_new_handshakes, wait_accept_queues_empty
 from .._http._prefork import SharedState, install
 from .._http._wsgi import GraceMiddleware
@@ -27,6 +29,10 @@ WORKER_FAILED = 1
 #: The share of what is left at intake that the master keeps for its own hooks and exit.
 _MASTER_SHARE = 0.15
 _PID = struct.Struct("=i")  # a worker's pid on the report pipe: > 0 clean, < 0 not clean
+#: gunicorn's signals that change its workers (reload, re-exec, more, fewer): dropped from
+#: the notice on. A reload then would wait up to graceful_timeout for old workers that
+#: keep serving the lame duck, blocking the arbiter's loop past the deadline.
+_DROPPED_AFTER_NOTICE = ("SIGHUP", "SIGUSR2", "SIGTTIN", "SIGTTOU")
 
 
 class Master:
@@ -47,10 +53,13 @@ class Master:
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         self._stopped_workers: set[int] = set()
+        self._clean: set[int] = set()  # workers that reported a clean exit
+        self._unclean: set[int] = set()  # workers that reported a failed exit
         self._arbiter: Any = None
         self._thread: threading.Thread | None = None
         self._master_hooks: list[Callable[..., Any]] = []
         self._exiting = False  # gunicorn is stopping by itself (SIGQUIT, a boot error...)
+        self._dropped: list[int] = []  # gunicorn signals dropped during the shutdown
 
     # ------------------------------------------------------------------ master
 
@@ -63,6 +72,11 @@ class Master:
             inner = signal.getsignal(sig)
             if callable(inner):
                 signal.signal(sig, self._chain(inner))
+        for name in _DROPPED_AFTER_NOTICE:
+            sig = getattr(signal, name)
+            inner = signal.getsignal(sig)
+            if callable(inner):
+                signal.signal(sig, self._unless_noticed(inner))
         budget = grace.options.budget - grace.options.drain_delay
         arbiter.cfg.set("graceful_timeout", max(1, int(budget * (1 - _MASTER_SHARE))))
         self._master_hooks = [hook.fn for hook in _registry().hooks()]
@@ -70,6 +84,32 @@ class Master:
             target=self._sequence, name="spotgrace-gunicorn", daemon=True
         )
         self._thread.start()
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork)
+
+    # faulthandler's timer (the watchdog's GIL-free backstop, armed from the notice on) is
+    # not fork-safe: a worker forked while it is armed (one replacing a dead worker in the
+    # lame duck, a reload) hangs for good in its own dump_traceback_later() (in the worker's
+    # exit hooks), waiting for a timer thread it does not have. So the master stands it
+    # down for each fork and arms it again, for the same deadline, right after.
+    _backstop_fd = -1
+
+    def _before_fork(self) -> None:
+        if os.getpid() == self._pid and self.state.noticed:
+            faulthandler.cancel_dump_traceback_later()
+
+    def _after_fork(self) -> None:
+        grace = self._grace
+        if grace is None or os.getpid() != self._pid or not self.state.noticed:
+            return
+        left = grace.remaining()
+        if left == float("inf"):
+            return
+        if self._backstop_fd < 0:
+            self._backstop_fd = nonblocking_stderr()
+        with contextlib.suppress(RuntimeError, OSError, ValueError):
+            faulthandler.dump_traceback_later(
+                max(0.001, left + BACKSTOP_LAG), exit=True, file=self._backstop_fd
+            )
 
     def _chain(self, inner: Callable[[int, Any], Any]) -> Callable[[int, Any], Any]:
         state = self.state
@@ -80,12 +120,24 @@ class Master:
 
         return handler
 
+    def _unless_noticed(self, inner: Callable[[int, Any], Any]) -> Callable[[int, Any], Any]:
+        state, dropped = self.state, self._dropped
+
+        def handler(signum: int, frame: Any) -> Any:
+            if state.noticed:
+                dropped.append(signum)  # logged by the sequence thread
+                return None
+            return inner(signum, frame)
+
+        return handler
+
     def _sequence(self) -> None:
         grace = self._grace
         assert grace is not None
         while not grace.wait(0.05):  # a notice from early warning has no signal handler
             if not grace.ready:
                 self.state.set_noticed()
+            self._read_reports()
         self.state.set_noticed()
         if self._exiting:
             return
@@ -106,6 +158,12 @@ class Master:
             accept_queue_emptied=emptied,
         )
         arbiter.signal(signal.SIGTERM, None)  # gunicorn's own graceful stop, from its loop
+        self._log_dropped()
+
+    def _log_dropped(self) -> None:
+        if self._dropped:
+            names = sorted({signal.Signals(sig).name for sig in self._dropped})
+            self._log.warning("gunicorn.signal_ignored", signals=names, reason="shutting down")
 
     def exit(self) -> None:
         """In ``on_exit``: finish the sequence (master hooks), then exit truthfully."""
@@ -126,13 +184,18 @@ class Master:
             raise SystemExit(code)
 
     def _failed_workers(self) -> set[int]:
-        clean: set[int] = set()
-        unclean: set[int] = set()
+        self._read_reports()
+        return (self._stopped_workers - self._clean) | self._unclean
+
+    def _read_reports(self) -> None:
+        """Empty the report pipe (read while serving too: workers recycled by ``max_requests``
+        or a reload report as well, and a full pipe would lose the reports that count)."""
         with contextlib.suppress(BlockingIOError):
             while chunk := os.read(self._read_fd, 4096):
                 for (pid,) in _PID.iter_unpack(chunk[: len(chunk) // _PID.size * _PID.size]):
-                    (clean if pid > 0 else unclean).add(abs(pid))
-        return (self._stopped_workers - clean) | unclean
+                    (self._clean if pid > 0 else self._unclean).add(abs(pid))
+        if not self._stopped_workers:  # before intake stops only failures matter
+            self._clean.clear()
 
     # ------------------------------------------------------------------ worker
 
