@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import fcntl
 import os
 import signal
@@ -17,7 +16,6 @@ import structlog
 
 import spotgrace
 
-from .._core._watchdog import BACKSTOP_LAG, nonblocking_stderr
 from .._http._listen import stop_new_handshakes, wait_accept_queues_empty
 from .._http._prefork import SharedState, install
 from .._http._wsgi import GraceMiddleware
@@ -84,32 +82,6 @@ class Master:
             target=self._sequence, name="spotgrace-gunicorn", daemon=True
         )
         self._thread.start()
-        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork)
-
-    # faulthandler's timer (the watchdog's GIL-free backstop, armed from the notice on) is
-    # not fork-safe: a worker forked while it is armed (one replacing a dead worker in the
-    # lame duck, a reload) hangs for good in its own dump_traceback_later() (in the worker's
-    # exit hooks), waiting for a timer thread it does not have. So the master stands it
-    # down for each fork and arms it again, for the same deadline, right after.
-    _backstop_fd = -1
-
-    def _before_fork(self) -> None:
-        if os.getpid() == self._pid and self.state.noticed:
-            faulthandler.cancel_dump_traceback_later()
-
-    def _after_fork(self) -> None:
-        grace = self._grace
-        if grace is None or os.getpid() != self._pid or not self.state.noticed:
-            return
-        left = grace.remaining()
-        if left == float("inf"):
-            return
-        if self._backstop_fd < 0:
-            self._backstop_fd = nonblocking_stderr()
-        with contextlib.suppress(RuntimeError, OSError, ValueError):
-            faulthandler.dump_traceback_later(
-                max(0.001, left + BACKSTOP_LAG), exit=True, file=self._backstop_fd
-            )
 
     def _chain(self, inner: Callable[[int, Any], Any]) -> Callable[[int, Any], Any]:
         state = self.state
