@@ -18,11 +18,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
 import pytest
+
+from ._proc import Proc, kill_quietly, start
 
 __all__ = [
     "FAKE_AWS",
@@ -203,3 +206,34 @@ class FaultProxy:
                 self.wfile.write(out)
 
         return Handler
+
+
+#: The example worker the SQS tests run as real processes.
+SQS_EXAMPLE = Path(__file__).parent.parent / "examples" / "sqs_worker.py"
+
+
+@pytest.fixture(name="sqs")
+def sqs_fixture(moto_endpoint: str) -> Any:
+    return sqs_client(moto_endpoint)
+
+
+@pytest.fixture(name="procs")
+def procs_fixture() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        kill_quietly(p)
+
+
+def start_worker(
+    procs: list[Proc], env: dict[str, str], queue: str, results: Path, *args: str,
+    stop_timeout: float = 20,
+) -> Proc:  # fmt: skip
+    """``examples/sqs_worker.py work`` against ``queue``, once it says it started."""
+    p = start(
+        SQS_EXAMPLE, "work", "--queue-url", queue, "--results-dir", str(results), *args,
+        env={**env, "SPOTGRACE_STOP_TIMEOUT": str(stop_timeout)},
+    )  # fmt: skip
+    procs.append(p)
+    p.wait_for_line('"sqs.started"', timeout=30)
+    return p

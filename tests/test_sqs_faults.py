@@ -23,39 +23,16 @@ from ._moto import (  # noqa: F401
     aws_env_fixture,
     make_queue,
     moto_endpoint_fixture,
+    procs_fixture,
     sqs_client,
+    sqs_fixture,
+    start_worker,
 )
-from ._proc import Proc, kill_quietly, start
-
-EXAMPLE = Path(__file__).parent.parent / "examples" / "sqs_worker.py"
+from ._proc import Proc
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture
-def sqs(moto_endpoint: str) -> Any:
-    return sqs_client(moto_endpoint)
-
-
-@pytest.fixture
-def procs() -> Any:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        kill_quietly(p)
-
-
-def _worker(
-    procs: list[Proc], env: dict[str, str], queue: str, results: Path, *args: str,
-    stop_timeout: float = 20,
-) -> Proc:  # fmt: skip
-    p = start(
-        EXAMPLE, "work", "--queue-url", queue, "--results-dir", str(results), *args,
-        env={**env, "SPOTGRACE_STOP_TIMEOUT": str(stop_timeout)},
-    )  # fmt: skip
-    procs.append(p)
-    p.wait_for_line('"sqs.started"', timeout=30)
-    return p
+_worker = start_worker
 
 
 def _counts(sqs: Any, queue: str) -> tuple[int, int]:

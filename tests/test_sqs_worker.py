@@ -19,42 +19,25 @@ import pytest
 
 import spotgrace
 
-from ._moto import aws_env_fixture, make_queue, moto_endpoint_fixture, sqs_client  # noqa: F401
+from ._moto import (  # noqa: F401
+    SQS_EXAMPLE,
+    aws_env_fixture,
+    make_queue,
+    moto_endpoint_fixture,
+    procs_fixture,
+    sqs_client,
+    sqs_fixture,
+    start_worker,
+)
 from ._proc import Proc, kill_quietly, start
-
-EXAMPLE = Path(__file__).parent.parent / "examples" / "sqs_worker.py"
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture
-def sqs(moto_endpoint: str) -> Any:
-    return sqs_client(moto_endpoint)
-
-
-@pytest.fixture
-def procs() -> Any:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        kill_quietly(p)
-
-
-def _worker(
-    procs: list[Proc], env: dict[str, str], queue: str, results: Path, *args: str,
-    stop_timeout: float = 20,
-) -> Proc:  # fmt: skip
-    p = start(
-        EXAMPLE, "work", "--queue-url", queue, "--results-dir", str(results), *args,
-        env={**env, "SPOTGRACE_STOP_TIMEOUT": str(stop_timeout)},
-    )  # fmt: skip
-    procs.append(p)
-    p.wait_for_line('"sqs.started"', timeout=30)
-    return p
+_worker = start_worker
 
 
 def _produce(env: dict[str, str], queue: str, *args: str) -> None:
-    p = start(EXAMPLE, "produce", "--queue-url", queue, *args, env=env)
+    p = start(SQS_EXAMPLE, "produce", "--queue-url", queue, *args, env=env)
     try:
         assert p.finish(timeout=30) == 0, p.output()
     finally:
