@@ -41,7 +41,6 @@ from spotgrace._core._eventlog import emit
 from spotgrace._core._threads import start_daemon
 from spotgrace._core._watchdog import flush_logs, hard_exit
 
-from . import _gilwatch
 from ._health import write_beat
 from ._requests import _all_requests, _describe, _held, _requests, _requeue_now
 from ._settings import DRAIN_SHARE
@@ -113,16 +112,11 @@ class _Shutdown:
             emit(
                 "warning", "celery.pool_unsupported", pool=pool, supported=sorted(_SUPPORTED_POOLS)
             )
-        watcher = None
-        if pool == "celery.concurrency.thread":  # tasks share this process's GIL
-            sigs = [int(s) for s in getattr(opts, "signals", ()) or (signal.SIGTERM, signal.SIGINT)]
-            watcher = _gilwatch.start(opts.stop_timeout - opts.margin / 2, sigs)
         broker = check_broker(self.worker, event_loop=hub is not None)
         emit(
             "info",
             "celery.installed",
             broker=broker,
-            gil_watchdog=watcher,
             pool=pool,
             concurrency=getattr(self.worker, "concurrency", None),
             stop_timeout=opts.stop_timeout,
