@@ -38,7 +38,7 @@ import structlog
 
 from ._config import Options
 from ._errors import StateError
-from ._eventlog import EventQueue, rounded
+from ._eventlog import SHARED_EVENTS, rounded
 from ._flag import Flag
 from ._hooks import HookRegistry, default_registry, ordered, run_hooks
 from ._inflight import InflightTracker
@@ -56,9 +56,6 @@ _LAME_SHARE = 0.5
 #: The most time spent waiting for queued events to be written when the
 #: sequence ends (bounded by the time left, too).
 FLUSH_WAIT = 1.0
-
-#: One event writer for every coordinator in the process (its thread never ends).
-SHARED_EVENTS = EventQueue()
 
 #: Coordinators whose block is entered, for the after-fork reset.
 _ACTIVE: weakref.WeakSet[Coordinator] = weakref.WeakSet()

@@ -36,7 +36,7 @@ import structlog
 
 from ._threads import start_daemon
 
-__all__ = ["EVENTS_FILE_ENV", "EventQueue", "emit", "rounded", "write_event"]
+__all__ = ["EVENTS_FILE_ENV", "SHARED_EVENTS", "EventQueue", "emit", "rounded", "write_event"]
 
 EVENTS_FILE_ENV = "SPOTGRACE_EVENTS_FILE"
 
@@ -231,3 +231,7 @@ class EventQueue:
             write_event(level, event, fields, ts=ts)
         with contextlib.suppress(Exception):  # a broken logging set-up never breaks a shutdown
             self._sink(level, event, fields)
+
+
+#: One event writer for every coordinator in the process (its thread never ends).
+SHARED_EVENTS = EventQueue()

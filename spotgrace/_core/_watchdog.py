@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from ._eventlog import EventQueue
+from ._eventlog import SHARED_EVENTS, EventQueue
 from ._threads import start_daemon
 
 __all__ = [
@@ -78,7 +78,6 @@ def flush_logs() -> None:
     a stream to a full pipe may still block. Queued spotgrace events get
     :data:`EVENTS_WAIT` first (they are written by a thread of their own).
     """
-    from ._coordinator import SHARED_EVENTS  # the coordinator imports this module
 
     SHARED_EVENTS.flush(EVENTS_WAIT)
     for stream in (sys.stdout, sys.stderr):

@@ -36,8 +36,7 @@ from celery import bootsteps, signals
 from celery.worker import state as worker_state
 
 import spotgrace
-from spotgrace._core._coordinator import SHARED_EVENTS
-from spotgrace._core._eventlog import emit
+from spotgrace._core._eventlog import SHARED_EVENTS, emit
 from spotgrace._core._threads import start_daemon
 from spotgrace._core._watchdog import flush_logs, hard_exit
 
