@@ -214,7 +214,10 @@ HUNG_CLEANUP = textwrap.dedent(
     spotgrace.configure_json_logging(stream=sys.stdout)
 
     async def on_shutdown(app):
-        print("on_shutdown ran", flush=True)
+        # One write: print() writes the newline apart, and spotgrace's event
+        # writer thread may put a whole event line in between.
+        sys.stdout.write("on_shutdown ran\n")
+        sys.stdout.flush()
 
     async def on_cleanup(app):
         await asyncio.sleep(3600)  # a cleanup that never returns
