@@ -216,7 +216,7 @@ HUNG_CLEANUP = textwrap.dedent(
     async def on_shutdown(app):
         # One write: print() writes the newline apart, and spotgrace's event
         # writer thread may put a whole event line in between.
-        sys.stdout.write("on_shutdown ran\n")
+        sys.stdout.write("on_shutdown ran\\n")
         sys.stdout.flush()
 
     async def on_cleanup(app):
