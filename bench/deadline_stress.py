@@ -37,6 +37,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("hook holds the GIL in C (PyDLL sleep)", ["gil-hook"]),
     ("hook holds the GIL + 30 CPU threads", ["gil-hook", "30"]),
     ("main thread holds the GIL in C", ["gil-body"]),
+    ("GIL held in C before SIGTERM (sentinel)", ["gil-first"]),
     ("hook hangs + 30 CPU-bound threads", ["spin-hook", "30"]),
     ("hook hangs + 50 CPU-bound threads", ["spin-hook", "50"]),
     ("RLIMIT_NPROC exhausted, body stuck", ["nproc"]),

@@ -43,6 +43,7 @@ from ._flag import Flag
 from ._hooks import HookRegistry, default_registry, ordered, run_hooks
 from ._inflight import InflightTracker
 from ._notices import NoticeLoop
+from ._sentinel import sentinel_enabled
 from ._signals import Handler, WakeupChannel, restore
 from ._threads import start_daemon
 from ._watchdog import WATCHDOG_LEAD, Watchdog, format_report, hard_exit, stacks
@@ -195,6 +196,14 @@ class Coordinator(NoticeLoop):
         self._wakeup = WakeupChannel()
         if self.options.signals and threading.current_thread() is threading.main_thread():
             self._wakeup.install()
+            if sentinel_enabled():
+                relay = self.watchdog.sentinel.spawn(
+                    signal_fd=self._wakeup.read_fd,
+                    budget=self.options.budget,
+                    signals=self.options.signals,
+                )
+                if relay >= 0:
+                    self._wakeup.relay_through(relay)
         # A signal whose handler ran before the channel existed is in the queue
         # with nothing to wake the thread for it: one wake-up byte covers it.
         self._wakeup.wake()
@@ -206,6 +215,7 @@ class Coordinator(NoticeLoop):
             self._wakeup.uninstall()
             self._wakeup.close()
             self._wakeup = None
+            self.watchdog.sentinel.close()
             raise
         _ACTIVE.add(self)
 
@@ -299,6 +309,12 @@ class Coordinator(NoticeLoop):
                 self._kick()
         if self._wakeup is not None:
             self._wakeup.wake()  # the notice thread repeats the kick
+
+    def _not_a_notice(self) -> None:
+        """A watched signal went to someone else's handler: the sentinel's deadline is void."""
+        with self._lock:
+            if self.notice is None:
+                self.watchdog.sentinel.disarm()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         first_signal = self.signal_seen is None

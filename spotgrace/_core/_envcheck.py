@@ -36,6 +36,7 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(
             "watch_interval",
             "events_file",
             "celery_health_file",
+            "sentinel",
         )
     }
 )

@@ -57,6 +57,9 @@ class NoticeLoop:
     def _on_signal(self, sig: signal.Signals) -> None:  # pragma: no cover - the coordinator's
         raise NotImplementedError
 
+    def _not_a_notice(self) -> None:  # pragma: no cover - the coordinator's
+        raise NotImplementedError
+
     def handle_signal(self, signum: int, frame: object) -> None:
         """The Python-level signal handler: raise the interrupt, or hand off if needed.
 
@@ -118,7 +121,7 @@ class NoticeLoop:
                 if kicking:
                     wait = max(0.0, self._next_kick - time.monotonic())
                     timeout = wait if timeout is None else min(timeout, wait)
-                ready, _, _ = select.select([channel.read_fd], [], [], timeout)
+                ready, _, _ = select.select([channel.listen_fd], [], [], timeout)
                 if ready:
                     for byte in channel.read():
                         if byte:
@@ -149,15 +152,18 @@ class NoticeLoop:
         if signum == self._kick_signal and self._kicks_unmatched > 0:
             self._kicks_unmatched -= 1
             return
+        try:
+            sig = signal.Signals(signum)
+        except ValueError:
+            return
+        ours = signal.getsignal(sig) == self.handle_signal
+        if not ours and sig in self.options.signals:
+            self._not_a_notice()  # the sentinel started a deadline for it
         channel = self._wakeup
         if channel is None or channel.displaced or not channel.installed:
             return  # the Python-level handler hands it over
-        try:
-            sig = signal.Signals(signum)
-            if signal.getsignal(sig) != self.handle_signal:
-                return  # not ours (any more): whoever chains to us calls handle_signal
-        except ValueError:
-            return
+        if not ours:
+            return  # not ours (any more): whoever chains to us calls handle_signal
         self.signalled = True
         self._on_signal(sig)
 

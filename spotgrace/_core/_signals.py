@@ -9,7 +9,10 @@ thread reads that fd: the notice, readiness and the deadline need no main
 thread. :class:`WakeupChannel` chains to a wake-up fd installed before it (an
 asyncio loop's, whose ``add_signal_handler`` uses one) by passing every byte
 on, and notices when something installed its own after it: then the
-Python-level handler does the work, as before.
+Python-level handler does the work, as before. With a sentinel process
+(:mod:`._sentinel`) the pipe's bytes go through it: the thread reads the
+sentinel's relay pipe (:attr:`WakeupChannel.listen_fd`) and falls back to the
+wake-up pipe itself if the sentinel dies.
 """
 
 from __future__ import annotations
@@ -82,6 +85,14 @@ class WakeupChannel:
         self.previous = -1  # the wake-up fd we replaced; each byte is passed on to it
         self.installed = False
         self.displaced = False  # another wake-up fd replaced ours after us
+        #: What the coordinator's thread reads: ``read_fd``, or a sentinel's relay pipe.
+        self.listen_fd = self.read_fd
+        #: Set when the relay pipe ended (the sentinel died): ``read_fd`` is read again.
+        self.relay_lost = False
+
+    def relay_through(self, fd: int) -> None:
+        """Read the signal bytes from ``fd``, where a sentinel copies them, from now on."""
+        self.listen_fd = fd
 
     def install(self) -> None:
         """Make our pipe the process's wake-up fd (main thread only)."""
@@ -123,12 +134,18 @@ class WakeupChannel:
         chunks = []
         while True:
             try:
-                data = os.read(self.read_fd, 4096)
+                data = os.read(self.listen_fd, 4096)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 break
             if not data:
+                if self.listen_fd != self.read_fd:  # the sentinel is gone: read directly
+                    with contextlib.suppress(OSError):
+                        os.close(self.listen_fd)
+                    self.listen_fd = self.read_fd
+                    self.relay_lost = True
+                    continue
                 break
             chunks.append(data)
         got = b"".join(chunks)
@@ -140,7 +157,8 @@ class WakeupChannel:
 
     def close(self) -> None:
         """Close both ends."""
-        for fd in (self.read_fd, self.write_fd):
+        fds = {self.read_fd, self.write_fd, self.listen_fd}
+        for fd in fds - {-1}:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self.read_fd = self.write_fd = -1
+        self.read_fd = self.write_fd = self.listen_fd = -1

@@ -15,6 +15,9 @@ Two mechanisms, both set up before they are needed:
   whose GIL is held by a C call (a ``ctypes.PyDLL`` call, a pathological
   regex) or starved by many CPU-bound threads, and one whose interpreter is
   already finalising (daemon threads no longer run then).
+
+Arming either needs the GIL once. The :class:`~._sentinel.Sentinel`, a child
+process, needs none: :meth:`Watchdog.arm` passes the deadline on to it too.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ._eventlog import SHARED_EVENTS, EventQueue
+from ._sentinel import Sentinel
 from ._threads import start_daemon
 
 __all__ = [
@@ -261,6 +265,8 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.backstop = Backstop()
+        #: The child process that ends this one if even the backstop cannot be armed.
+        self.sentinel = Sentinel()
         self._guard_code: int | None = None
 
     @property
@@ -279,6 +285,7 @@ class Watchdog:
         with self._cond:
             if self._deadline is None or deadline < self._deadline:
                 self._deadline = deadline
+                self.sentinel.arm(deadline)
                 self.backstop.arm(deadline)
             if self._thread is None:  # not started (a bare Coordinator): try now
                 with contextlib.suppress(RuntimeError):
@@ -290,6 +297,7 @@ class Watchdog:
         with self._cond:
             self._deadline = None
             self.backstop.disarm()
+            self.sentinel.disarm()
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -298,6 +306,7 @@ class Watchdog:
             self._deadline = None
             self._closed = True
             self.backstop.close()
+            self.sentinel.close()
             self._cond.notify_all()
 
     def exit_guard(self, code: int) -> None:
@@ -322,6 +331,7 @@ class Watchdog:
         self._closed = True
         self._thread = None
         self.backstop.after_fork()
+        self.sentinel.after_fork()
 
     def _run(self) -> None:
         with self._cond:

@@ -103,6 +103,16 @@ elif case == "gil-body":
         time.sleep(0.3)  # the test sends SIGTERM now; then the GIL is held for good
         gil_sleep()
 
+elif case == "gil-first":
+    # The GIL is held in C before the SIGTERM comes, by a call that retries on
+    # EINTR (glibc's system() waiting for its child): no thread of this process
+    # runs Python code until it returns, 30 s later. Only the sentinel can act.
+    spotgrace.configure_json_logging(stream=sys.stdout)
+    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN) as grace:
+        say("ready")
+        ctypes.PyDLL(None).system(b"exec sleep 30 </dev/null >/dev/null 2>&1")
+        say("system-returned")
+
 elif case == "nproc":
     # No thread can start once the block is entered (RLIMIT_NPROC, as another user).
     spotgrace.configure_json_logging(stream=sys.stdout)

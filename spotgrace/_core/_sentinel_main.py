@@ -1,0 +1,83 @@
+"""The sentinel process: relays signal bytes and ends its parent at the deadline.
+
+Run by :mod:`spotgrace._core._sentinel` as ``python -I -S <this file> ...``;
+it imports nothing of spotgrace and nothing beyond the standard library's
+core, so that it starts in milliseconds.
+
+Arguments: ``PARENT_PID SIGNAL_FD RELAY_FD COMMAND_FD BUDGET SIGNALS``
+(``SIGNALS``: comma-separated numbers). It reads the parent's wake-up pipe
+(``SIGNAL_FD``: the bytes the parent's C-level signal handler writes, without
+the GIL) and copies every byte to ``RELAY_FD``, which the parent's coordinator
+reads. The first byte of one of ``SIGNALS`` starts its own deadline,
+``BUDGET`` seconds later; the parent moves it with commands on ``COMMAND_FD``
+(one line each: ``arm <CLOCK_MONOTONIC seconds>``, which may only bring it
+closer, ``disarm`` and ``quit``). At the deadline it sends the parent SIGKILL:
+no GIL, no Python code of the parent's is needed for that. It leaves when the
+command pipe ends, on ``quit``, or when the parent is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+
+#: How often the parent's existence is checked when nothing else happens.
+PARENT_CHECK = 0.5
+
+
+def main(argv: list[str]) -> int:
+    """Run until told to quit, the parent is gone, or the parent is ended at its deadline."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        # Blocked since the exec (the parent's doing): ignored now, and for good.
+        signal.signal(sig, signal.SIG_IGN)
+    parent, sig_fd, relay_fd, cmd_fd = (int(a) for a in argv[1:5])
+    budget = float(argv[5])
+    watched = frozenset(int(s) for s in argv[6].split(",") if s)
+    os.set_blocking(relay_fd, False)
+    deadline: float | None = None
+    pending = b""
+    reading = [sig_fd, cmd_fd]
+    while True:
+        if os.getppid() != parent:
+            return 0
+        timeout = PARENT_CHECK
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+        ready, _, _ = select.select(reading, [], [], timeout)
+        if sig_fd in ready:
+            data = os.read(sig_fd, 4096)
+            if not data:  # the parent closed its wake-up pipe: only the deadline is left
+                reading.remove(sig_fd)
+            else:
+                if deadline is None and watched.intersection(data):
+                    deadline = time.monotonic() + budget
+                try:  # noqa: SIM105 - no contextlib: it starts faster without
+                    os.write(relay_fd, data)
+                except OSError:  # full (the parent is not reading) or closed
+                    pass
+        if cmd_fd in ready:
+            chunk = os.read(cmd_fd, 4096)
+            if not chunk:
+                return 0
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                word, _, value = line.partition(b" ")
+                if word == b"quit":
+                    return 0
+                if word == b"disarm":
+                    deadline = None
+                elif word == b"arm":
+                    at = float(value)
+                    deadline = at if deadline is None else min(deadline, at)
+        if deadline is not None and time.monotonic() >= deadline:
+            if os.getppid() == parent:  # still ours: the pid cannot have been reused
+                os.kill(parent, signal.SIGKILL)
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

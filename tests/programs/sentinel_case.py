@@ -1,0 +1,77 @@
+"""The sentinel process (issue 10): argv[1] picks a case.
+
+Every case prints ``ready <sentinel pid or None>`` once the block is entered.
+stop_timeout 2 s, margin 0.5 s: the deadline is 1.5 s after the notice.
+"""
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+
+from _out import say
+
+import spotgrace
+
+case = sys.argv[1]
+STOP, MARGIN = 2.0, 0.5
+
+
+def sentinel_pid(grace: spotgrace.Grace) -> int | None:
+    return grace._c.watchdog.sentinel.pid  # type: ignore[attr-defined]
+
+
+def children() -> list[int]:
+    pid = os.getpid()
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(c) for c in f.read().split()]
+    return found
+
+
+if case == "plain":
+    # A well-behaved body: returns once intake must stop.
+    spotgrace.configure_json_logging(stream=sys.stdout)
+    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN) as grace:
+        say(f"ready {sentinel_pid(grace)}")
+        grace.wait()
+        say("stopping")
+
+elif case == "no-notice":
+    # The block ends with no notice: the sentinel goes with it.
+    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN) as grace:
+        say(f"ready {sentinel_pid(grace)}")
+        time.sleep(0.2)
+    time.sleep(0.3)
+    say(f"children {children()}")
+
+elif case == "foreign-handler":
+    # The app takes SIGTERM over inside the block; that SIGTERM is not a notice,
+    # and the sentinel must not end the process a budget later.
+    got: list[int] = []
+    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN) as grace:
+        signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+        say(f"ready {sentinel_pid(grace)}")
+        end = time.monotonic() + STOP + 1.5
+        while time.monotonic() < end:
+            time.sleep(0.05)
+        say(f"survived got={got} state={grace.state.value}")
+
+elif case == "fork-child-terminated":
+    # A forked worker is terminated: its SIGTERM is not the parent's notice.
+    ctx = multiprocessing.get_context("fork")
+    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN) as grace:
+        say(f"ready {sentinel_pid(grace)}")
+        worker = ctx.Process(target=time.sleep, args=(30,))
+        worker.start()
+        time.sleep(0.2)
+        worker.terminate()
+        worker.join(5)
+        say(f"worker-exit {worker.exitcode}")
+        time.sleep(STOP + 1.0)
+        say(f"survived state={grace.state.value}")
+
+else:
+    raise SystemExit(f"unknown case {case!r}")

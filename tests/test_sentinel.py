@@ -1,0 +1,160 @@
+"""Issue 10: the sentinel process ends the app at the deadline when no thread of it can run.
+
+Real processes and real signals: ``tests/programs/sentinel_case.py <case>``
+(stop_timeout 2 s, margin 0.5 s). Bounds are generous: "gone before
+stop_timeout", "alive well after the budget".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from ._proc import Proc, alive, kill_quietly, start
+
+pytestmark = pytest.mark.slow
+
+STOP = 2.0
+
+
+def _ready(proc: Proc) -> int:
+    """Wait for ``ready``; returns the sentinel's pid (the test needs one)."""
+    line = proc.wait_for_line("ready")
+    word = line.split()[1]
+    assert word != "None", "no sentinel was started"
+    return int(word)
+
+
+def _group(pid: int) -> int:
+    return os.getpgid(pid)
+
+
+def test_gil_held_before_the_signal_is_ended_by_the_sentinel() -> None:
+    # The GIL is held in C (glibc's system(), which retries its wait on EINTR)
+    # before SIGTERM: no thread of the app reads the wake-up fd or arms any
+    # in-process timer. Without the sentinel it lives until system() returns (30 s).
+    env = {"CASE_STOP_TIMEOUT": str(STOP), "CASE_MARGIN": "0.5"}
+    proc = start("deadline_case.py", "gil-first", env=env)
+    children: list[int] = []
+    try:
+        proc.wait_for_line("ready")
+        time.sleep(0.5)  # well inside system() now
+        children = _children(proc.pid)
+        sentinel = children[0]  # started before system()'s child
+        sent = proc.signal(signal.SIGTERM)
+        proc.popen.wait(timeout=15)
+        took = time.monotonic() - sent
+    finally:
+        kill_quietly(proc)
+        for pid in children[1:]:  # system()'s sleep, orphaned by the SIGKILL
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert took < STOP, f"gone {took:.2f}s after SIGTERM (stop_timeout {STOP})"
+    assert proc.popen.returncode == -signal.SIGKILL, proc.output()
+    assert "system-returned" not in proc.output()
+    assert len(children) == 2, children
+    deadline = time.monotonic() + 3
+    while alive(sentinel) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(sentinel), "the sentinel outlived its parent"
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children, in order of start."""
+    found: list[int] = []
+    for task in sorted(os.listdir(f"/proc/{pid}/task")):
+        found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    return sorted(found)
+
+
+def test_sentinel_is_outside_the_apps_process_group_and_ignores_ctrl_c() -> None:
+    proc = start("sentinel_case.py", "plain")
+    try:
+        sentinel = _ready(proc)
+        assert _group(sentinel) != _group(proc.pid)
+        os.kill(sentinel, signal.SIGINT)  # as a terminal's Ctrl-C would, were it in the group
+        os.kill(sentinel, signal.SIGTERM)
+        time.sleep(0.3)
+        assert alive(sentinel), "the sentinel died of a stop signal meant for the app"
+        proc.signal(signal.SIGTERM)
+        code = proc.finish(timeout=15)
+    finally:
+        kill_quietly(proc)
+    assert "stopping" in proc.printed()
+    assert code == 0, proc.output()  # SIGTERM, clean: the default exit policy ("auto")
+    deadline = time.monotonic() + 3
+    while alive(sentinel) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(sentinel)
+
+
+def test_a_killed_sentinel_leaves_signals_working() -> None:
+    # The relay pipe ends: the coordinator reads the wake-up pipe itself again.
+    proc = start("sentinel_case.py", "plain")
+    try:
+        sentinel = _ready(proc)
+        os.kill(sentinel, signal.SIGKILL)
+        time.sleep(0.3)
+        sent = proc.signal(signal.SIGTERM)
+        code = proc.finish(timeout=15)
+        took = time.monotonic() - sent
+    finally:
+        kill_quietly(proc)
+    assert "stopping" in proc.printed(), proc.output()
+    assert code == 0, proc.output()
+    assert took < STOP
+    assert proc.event("shutdown.started")["signal"] == "SIGTERM"
+
+
+def test_no_sentinel_is_left_when_the_block_ends_without_a_notice() -> None:
+    proc = start("sentinel_case.py", "no-notice")
+    try:
+        sentinel = _ready(proc)
+        code = proc.finish(timeout=15)
+    finally:
+        kill_quietly(proc)
+    assert code == 0, proc.output()
+    assert "children []" in proc.printed(), proc.output()  # quit and reaped
+    assert not Path(f"/proc/{sentinel}").exists() or not alive(sentinel)
+
+
+def test_a_signal_the_app_took_over_does_not_start_the_sentinels_deadline() -> None:
+    proc = start("sentinel_case.py", "foreign-handler")
+    try:
+        _ready(proc)
+        proc.signal(signal.SIGTERM)
+        code = proc.finish(timeout=15)
+    finally:
+        kill_quietly(proc)
+    assert code == 0, proc.output()
+    assert "survived got=[15] state=running" in proc.printed(), proc.output()
+
+
+def test_a_forked_workers_sigterm_does_not_reach_the_parents_sentinel() -> None:
+    proc = start("sentinel_case.py", "fork-child-terminated")
+    try:
+        _ready(proc)
+        code = proc.finish(timeout=20)
+    finally:
+        kill_quietly(proc)
+    assert code == 0, proc.output()
+    printed = proc.printed()
+    assert f"worker-exit {-signal.SIGTERM}" in printed, proc.output()
+    assert "survived state=running" in printed, proc.output()
+
+
+def test_sentinel_can_be_turned_off() -> None:
+    proc = start("sentinel_case.py", "plain", env={"SPOTGRACE_SENTINEL": "0"})
+    try:
+        line = proc.wait_for_line("ready")
+        proc.signal(signal.SIGTERM)
+        code = proc.finish(timeout=15)
+    finally:
+        kill_quietly(proc)
+    assert line.split()[1] == "None"
+    assert code == 0, proc.output()
