@@ -2,6 +2,7 @@
 
     python bench/deadline_stress.py            # 20 runs per case
     python bench/deadline_stress.py --quick    # 5 runs per case
+    python bench/deadline_stress.py --readiness 200   # only the readiness reaction, 200 samples
 
 Each run starts ``tests/programs/deadline_case.py <case>`` (or ``spotgrace
 run`` for the supervisor case), waits for ``ready``, sends SIGTERM and times
@@ -127,6 +128,38 @@ def supervisor_run() -> tuple[float, int, float | None]:
     return took, code, None
 
 
+def readiness_sample() -> float:
+    """One SIGTERM -> ``grace.ready`` False while the main thread waits in sqlite3's C code.
+
+    The process is SIGKILLed as soon as the reaction is read (no need to wait
+    for its deadline), so many samples take little time.
+    """
+    proc = subprocess.Popen(
+        [PY, str(PROGRAM), "sqlite"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=_env(),
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if line.startswith("ready"):
+                break
+        time.sleep(0.2)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        for line in proc.stdout:
+            if line.startswith("notready"):
+                return float(line.split()[1]) - sent
+        raise RuntimeError("no notready line")
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -136,7 +169,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="5 runs per case")
+    parser.add_argument(
+        "--readiness", type=int, default=0, help="only the readiness reaction, this many samples"
+    )
     opts = parser.parse_args()
+    if opts.readiness:
+        got = [readiness_sample() for _ in range(opts.readiness)]
+        print(
+            f"readiness reaction, main thread in sqlite3's C code: n={len(got)} "
+            f"p50 {statistics.median(got) * 1000:.2f} ms, p99 {pct(got, 0.99) * 1000:.2f} ms, "
+            f"max {max(got) * 1000:.2f} ms"
+        )
+        return
     runs = 5 if opts.quick else opts.runs
     print(f"deadline under stress: {runs} runs per case; stop_timeout {STOP} s, margin {MARGIN} s")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")

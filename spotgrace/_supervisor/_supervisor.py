@@ -78,6 +78,10 @@ GROUP_REAP_WAIT = 1.0
 #: returns (a stalled stderr must not keep it, or the container, alive).
 FLUSH_WAIT = 1.0
 
+#: After a notice, the supervisor leaves by this long after the deadline at the
+#: latest, whether or not its last events could be written.
+EXIT_GRACE = 0.05
+
 #: Exit codes when CMD cannot be started, as shells use them.
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
@@ -367,9 +371,9 @@ class Supervisor:
             orphans_reaped=self.orphans_reaped,
         )
         wait = FLUSH_WAIT
-        if self._t0 is not None:  # keep half the margin before the platform's SIGKILL
+        if self._t0 is not None:  # a stalled sink keeps us at most just past the deadline
             opts = self.settings.options
-            left = self._t0 + opts.stop_timeout - opts.margin / 2 - self._clock()
+            left = self._t0 + opts.budget + EXIT_GRACE - self._clock()
             wait = max(0.0, min(wait, left))
         self.events.flush(wait)
         return exit_code
