@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from waiting import wait_exactly
+
 HERE = Path(__file__).parent
 APPS = HERE / "apps"
 ROOT = HERE.parent
@@ -43,7 +45,7 @@ def sigterm_to_exit(args: list[str], env: dict[str, str] | None = None) -> tuple
     time.sleep(0.05)
     sent = time.perf_counter()
     proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=60)
+    code = wait_exactly(proc, 60)
     return time.perf_counter() - sent, code
 
 

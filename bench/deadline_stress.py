@@ -17,6 +17,7 @@ thread waits in sqlite3's C code), p50/p99.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -25,6 +26,8 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+from waiting import wait_exactly
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "tests" / "programs" / "deadline_case.py"
@@ -71,11 +74,7 @@ def one_run(args: list[str]) -> tuple[float, int, float | None]:
     time.sleep(0.3 if args[0] != "gil-body" else 0.05)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=STOP + 30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = proc.wait()
+    code = wait_exactly(proc, STOP + 30)
     took = time.monotonic() - sent
     reaction = None
     if not full_pipe and proc.stdout is not None:
@@ -117,11 +116,7 @@ def supervisor_run() -> tuple[float, int, float | None]:
     time.sleep(0.3)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=STOP + 30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = proc.wait()
+    code = wait_exactly(proc, STOP + 30)
     took = time.monotonic() - sent
     proc.stdout.close()
     os.close(read_end)
@@ -170,9 +165,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="5 runs per case")
     parser.add_argument(
+        "--plot",
+        default=str(ROOT / "docs" / "img" / "deadline-stress.png"),
+        help="PNG to write ('' for none)",
+    )
+    parser.add_argument(
         "--readiness", type=int, default=0, help="only the readiness reaction, this many samples"
     )
-    opts = parser.parse_args()
+    opts, _unknown = parser.parse_known_args()  # run_all.py passes its extras to every script
     if opts.readiness:
         got = [readiness_sample() for _ in range(opts.readiness)]
         print(
@@ -188,11 +188,13 @@ def main() -> None:
     print(header)
     print("|---|---|---|---|---|")
     reactions: list[float] = []
+    exits: dict[str, list[float]] = {}
     all_cases = [(label, args) for label, args in CASES]
     all_cases.append(("`spotgrace run`, stderr a full pipe, child ignores SIGTERM", []))
     for label, args in all_cases:
         results = [one_run(args) if args else supervisor_run() for _ in range(runs)]
         times = [t for t, _, _ in results]
+        exits[label.replace("`", "")] = times
         codes = Counter(c for _, c, _ in results)
         reactions += [r for _, _, r in results if r is not None]
         past = sum(t >= STOP for t in times)
@@ -202,6 +204,25 @@ def main() -> None:
             f"| {label} | {max(times):.3f} s | {past}/{runs} | {over * 1000:+.0f} ms | {shown} |",
             flush=True,
         )
+    out = ROOT / "bench" / "results" / "deadline_stress.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"runs": runs, "exits": exits, "reactions": reactions}, indent=1))
+    if opts.plot:
+        from plots import Panel, box_panels
+
+        box_panels(
+            [
+                Panel(
+                    f"stop_timeout {STOP:g} s, margin {MARGIN:g} s",
+                    "SIGTERM -> exit (s)",
+                    exits,
+                    {"deadline": DEADLINE, "stop_timeout": STOP},
+                )
+            ],
+            Path(opts.plot),
+            f"bench/deadline_stress.py, {runs} runs per case",
+        )
+        print(f"\nwrote {out} and {opts.plot}")
     if reactions:
         print(
             f"\nreadiness reaction, main thread in C: n={len(reactions)} "

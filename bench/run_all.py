@@ -15,6 +15,7 @@ HERE = Path(__file__).parent
 #: The benchmark scripts, in the order they run.
 SCRIPTS = [
     "core.py",
+    "deadline_stress.py",
     "zero_drop.py",
     "middleware_cost.py",
     "overhead.py",
