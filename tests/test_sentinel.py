@@ -109,6 +109,7 @@ def test_a_killed_sentinel_leaves_signals_working() -> None:
     assert code == 0, proc.output()
     assert took < STOP
     assert proc.event("shutdown.started")["signal"] == "SIGTERM"
+    assert proc.event("sentinel.lost")["level"] == "warning"
 
 
 def test_no_sentinel_is_left_when_the_block_ends_without_a_notice() -> None:

@@ -73,6 +73,7 @@ _LEVELS = {
     "hook.late": "warning",
     "drain.timeout": "warning",
     "signal.escalated": "warning",
+    "sentinel.lost": "warning",
 }
 
 

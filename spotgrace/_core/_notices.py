@@ -60,6 +60,9 @@ class NoticeLoop:
     def _not_a_notice(self) -> None:  # pragma: no cover - the coordinator's
         raise NotImplementedError
 
+    def emit(self, event: str, **fields: Any) -> None:  # pragma: no cover - the coordinator's
+        raise NotImplementedError
+
     def handle_signal(self, signum: int, frame: object) -> None:
         """The Python-level signal handler: raise the interrupt, or hand off if needed.
 
@@ -123,9 +126,12 @@ class NoticeLoop:
                     timeout = wait if timeout is None else min(timeout, wait)
                 ready, _, _ = select.select([channel.listen_fd], [], [], timeout)
                 if ready:
+                    lost = channel.relay_lost
                     for byte in channel.read():
                         if byte:
                             self._from_wakeup_fd(byte)
+                    if channel.relay_lost and not lost:
+                        self.emit("sentinel.lost", fallback="the coordinator reads the wake-up fd")
                 while True:
                     try:
                         msg = self._queue.get_nowait()
