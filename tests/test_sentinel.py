@@ -112,7 +112,7 @@ def test_a_killed_sentinel_leaves_signals_working() -> None:
     assert proc.event("sentinel.lost")["level"] == "warning"
 
 
-def test_no_sentinel_is_left_when_the_block_ends_without_a_notice() -> None:
+def test_no_sentinel_is_left_when_blocks_end_without_a_notice() -> None:
     proc = start("sentinel_case.py", "no-notice")
     try:
         sentinel = _ready(proc)
@@ -121,6 +121,7 @@ def test_no_sentinel_is_left_when_the_block_ends_without_a_notice() -> None:
         kill_quietly(proc)
     assert code == 0, proc.output()
     assert "children []" in proc.printed(), proc.output()  # quit and reaped
+    assert "sentinel.lost" not in proc.output()
     assert not Path(f"/proc/{sentinel}").exists() or not alive(sentinel)
 
 

@@ -26,6 +26,7 @@ import enum
 import math
 import os
 import queue
+import select
 import signal
 import threading
 import time
@@ -43,7 +44,7 @@ from ._flag import Flag
 from ._hooks import HookRegistry, default_registry, ordered, run_hooks
 from ._inflight import InflightTracker
 from ._notices import NoticeLoop
-from ._sentinel import sentinel_enabled
+from ._sentinel import SENTINEL_START_WAIT, sentinel_enabled
 from ._signals import Handler, WakeupChannel, restore
 from ._threads import start_daemon
 from ._watchdog import WATCHDOG_LEAD, Watchdog, format_report, hard_exit, stacks
@@ -208,6 +209,11 @@ class Coordinator(NoticeLoop):
         # A signal whose handler ran before the channel existed is in the queue
         # with nothing to wake the thread for it: one wake-up byte covers it.
         self._wakeup.wake()
+        if self._wakeup.listen_fd != self._wakeup.read_fd:
+            # Until the sentinel reads, a signal would start its deadline late
+            # (its interpreter takes ~10 ms of CPU to start: far longer among
+            # busy threads). The wake-up byte, relayed, says it is reading.
+            select.select([self._wakeup.listen_fd], [], [], SENTINEL_START_WAIT)
         try:
             self.events.start()
             self.watchdog.start()
@@ -316,6 +322,11 @@ class Coordinator(NoticeLoop):
         with self._lock:
             if self.notice is None:
                 self.watchdog.sentinel.disarm()
+
+    def _relay_lost(self) -> None:
+        """The sentinel's relay pipe ended; a warning unless it was told to quit."""
+        if self.watchdog.sentinel.running:
+            self.emit("sentinel.lost", fallback="the coordinator reads the wake-up fd")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         first_signal = self.signal_seen is None

@@ -60,7 +60,7 @@ class NoticeLoop:
     def _not_a_notice(self) -> None:  # pragma: no cover - the coordinator's
         raise NotImplementedError
 
-    def emit(self, event: str, **fields: Any) -> None:  # pragma: no cover - the coordinator's
+    def _relay_lost(self) -> None:  # pragma: no cover - the coordinator's
         raise NotImplementedError
 
     def handle_signal(self, signum: int, frame: object) -> None:
@@ -131,7 +131,7 @@ class NoticeLoop:
                         if byte:
                             self._from_wakeup_fd(byte)
                     if channel.relay_lost and not lost:
-                        self.emit("sentinel.lost", fallback="the coordinator reads the wake-up fd")
+                        self._relay_lost()
                 while True:
                     try:
                         msg = self._queue.get_nowait()

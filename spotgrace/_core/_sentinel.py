@@ -28,11 +28,15 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["SENTINEL_LAG", "Sentinel", "sentinel_enabled"]
+__all__ = ["SENTINEL_LAG", "SENTINEL_START_WAIT", "Sentinel", "sentinel_enabled"]
 
 #: The sentinel kills this long after the deadline: after the Python
 #: watchdog (before it) and the faulthandler backstop (20 ms after it).
 SENTINEL_LAG = 0.06
+
+#: How long entering the block waits for the sentinel to be reading (it goes
+#: on without that wait after this long; the sentinel still starts).
+SENTINEL_START_WAIT = 1.0
 
 _PROGRAM = Path(__file__).with_name("_sentinel_main.py")
 
@@ -89,8 +93,8 @@ class Sentinel:
             repr(budget + SENTINEL_LAG),
             ",".join(str(int(s)) for s in signals),
         ]
-        # Blocked across the exec, until the sentinel ignores them: a Ctrl-C meant
-        # for the app must not end it while its interpreter starts.
+        # Blocked in the sentinel for good (the mask survives the exec): a
+        # Ctrl-C or SIGTERM meant for the app must not end it.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             self._proc = subprocess.Popen(
@@ -129,12 +133,12 @@ class Sentinel:
 
     def close(self) -> None:
         """Tell it to quit and reap it if it already has."""
+        proc, self._proc = self._proc, None  # not `running` from here: its end is expected
         self._send("quit")
         cmd, self._cmd = self._cmd, -1
         if cmd >= 0:
             with contextlib.suppress(OSError):
                 os.close(cmd)
-        proc, self._proc = self._proc, None
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):
                 proc.wait(0.2)  # it leaves within milliseconds of "quit"

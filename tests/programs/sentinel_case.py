@@ -40,10 +40,13 @@ if case == "plain":
         say("stopping")
 
 elif case == "no-notice":
-    # The block ends with no notice: the sentinel goes with it.
-    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN) as grace:
-        say(f"ready {sentinel_pid(grace)}")
-        time.sleep(0.2)
+    # Blocks that end with no notice, one after another: each sentinel goes with
+    # its block, and its expected end is not reported as lost.
+    for i in range(20):
+        with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN) as grace:
+            if i == 0:
+                say(f"ready {sentinel_pid(grace)}")
+            time.sleep(0.01 * (i % 3))
     time.sleep(0.3)
     say(f"children {children()}")
 
