@@ -160,3 +160,23 @@ def test_sentinel_can_be_turned_off() -> None:
         kill_quietly(proc)
     assert line.split()[1] == "None"
     assert code == 0, proc.output()
+
+
+def test_a_signal_read_late_starts_the_deadline_when_it_came() -> None:
+    # SIGTERM arrives while a C call holds the GIL for ~0.8 s more: the
+    # coordinator reads it late, but the sentinel relays when it came.
+    proc = start("sentinel_case.py", "late-read")
+    try:
+        _ready(proc)
+        time.sleep(0.2)  # inside system() now
+        sent = proc.signal(signal.SIGTERM)
+        code = proc.finish(timeout=15)
+        took = time.monotonic() - sent
+    finally:
+        kill_quietly(proc)
+    started = proc.event("shutdown.started")
+    assert started["late"] >= 0.4, started  # read ~0.8 s after it came
+    assert started["deadline_in"] <= STOP - 0.5 - 0.4, started
+    assert "hook-done" in proc.printed(), proc.output()  # not SIGKILLed inside its budget
+    assert code == 0, proc.output()
+    assert took < STOP

@@ -259,12 +259,22 @@ class Coordinator(NoticeLoop):
             self._wakeup.wake()
 
     def begin(
-        self, *, source: str, reason: str, sig: signal.Signals | None, within: float | None
+        self,
+        *,
+        source: str,
+        reason: str,
+        sig: signal.Signals | None,
+        within: float | None,
+        late: float = 0.0,
     ) -> bool:
-        """Fix the deadline and leave RUNNING; later notices may only tighten it."""
+        """Fix the deadline and leave RUNNING; later notices may only tighten it.
+
+        ``late``: how long ago the notice really came (a signal read late,
+        waiting for the GIL): the deadline and the lame duck count from then.
+        """
         with self._lock:
             now = self.clock()
-            deadline = now + self.options.budget
+            deadline = now - late + self.options.budget
             if within is not None:
                 # Aim `margin` before the platform's time, but never at "already late".
                 deadline = min(deadline, now + max(within - self.options.margin, within / 2))
@@ -279,8 +289,8 @@ class Coordinator(NoticeLoop):
                     self.emit("shutdown.deadline_moved", deadline_in=round(deadline - now, 3))
                 return False
             lame = 0.0 if source in ("exit", "error") else self.options.drain_delay
-            lame = min(lame, _LAME_SHARE * (deadline - now))
-            self.notice = Notice(source, reason, sig, now, deadline)
+            lame = max(0.0, min(lame - late, _LAME_SHARE * (deadline - now)))
+            self.notice = Notice(source, reason, sig, now - late, deadline)
             self._deadline = deadline
             self.state = State.DRAINING
             self._stop_at = time.monotonic() + lame
@@ -294,6 +304,7 @@ class Coordinator(NoticeLoop):
                 deadline_in=round(deadline - now, 3),
                 drain_delay=lame,
                 inflight=self.tracker.count,
+                **({"late": round(late, 4)} if late >= 0.001 else {}),
             )
             self.emit("readiness.changed", ready=False)
         if lame == 0:
@@ -322,6 +333,19 @@ class Coordinator(NoticeLoop):
         with self._lock:
             if self.notice is None:
                 self.watchdog.sentinel.disarm()
+                if self._wakeup is not None:
+                    self._wakeup.take_arrival()  # that signal's time, not a notice's
+
+    def _late(self) -> float:
+        """How long ago the sentinel read the signal now handled (0 if unknown).
+
+        At most the whole budget: a stale or odd time must not end the
+        shutdown before it starts.
+        """
+        arrival = self._wakeup.take_arrival() if self._wakeup is not None else None
+        if arrival is None:
+            return 0.0
+        return min(max(0.0, time.monotonic() - arrival), self.options.budget)
 
     def _relay_lost(self) -> None:
         """The sentinel's relay pipe ended; a warning unless it was told to quit."""
@@ -332,7 +356,9 @@ class Coordinator(NoticeLoop):
         first_signal = self.signal_seen is None
         if first_signal:
             self.signal_seen = sig
-            if self.begin(source="signal", reason=f"received {sig.name}", sig=sig, within=None):
+            late = self._late()
+            reason = f"received {sig.name}"
+            if self.begin(source="signal", reason=reason, sig=sig, within=None, late=late):
                 return
             self.emit("shutdown.signal", signal=sig.name)  # e.g. SIGTERM after a watch notice
             return

@@ -9,7 +9,8 @@ Arguments: ``PARENT_PID SIGNAL_FD RELAY_FD COMMAND_FD BUDGET SIGNALS``
 (``SIGNAL_FD``: the bytes the parent's C-level signal handler writes, without
 the GIL) and copies every byte to ``RELAY_FD``, which the parent's coordinator
 reads. The first byte of one of ``SIGNALS`` starts its own deadline,
-``BUDGET`` seconds later; the parent moves it with commands on ``COMMAND_FD``
+``BUDGET`` seconds later, and the relay tells the coordinator when that was
+(:data:`ARRIVAL`); the parent moves it with commands on ``COMMAND_FD``
 (one line each: ``arm <CLOCK_MONOTONIC seconds>``, which may only bring it
 closer, ``disarm`` and ``quit``). At the deadline it sends the parent SIGKILL:
 no GIL, no Python code of the parent's is needed for that. It leaves when the
@@ -24,6 +25,15 @@ import sys
 import time
 
 SIGKILL = 9
+
+#: Marks the 8 bytes after it on the relay pipe: the ``time.monotonic_ns()``
+#: at which the sentinel read the signal that started its deadline (a signal
+#: number is at most 64; a wake-up byte is 0).
+ARRIVAL = b"\xfe"
+
+#: Read at most this much at once, so that with a frame each relayed write
+#: stays within PIPE_BUF (4096): written whole or not at all.
+READ_SIZE = 4000
 
 #: How often the parent's existence is checked when nothing else happens.
 PARENT_CHECK = 0.5
@@ -49,14 +59,18 @@ def main(argv: list[str]) -> int:
             timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         ready, _, _ = select.select(reading, [], [], timeout)
         if sig_fd in ready:
-            data = os.read(sig_fd, 4096)
+            data = os.read(sig_fd, READ_SIZE)
             if not data:  # the parent closed its wake-up pipe: only the deadline is left
                 reading.remove(sig_fd)
             else:
                 if deadline is None and watched.intersection(data):
-                    deadline = time.monotonic() + budget
+                    seen = time.monotonic_ns()
+                    deadline = seen / 1e9 + budget
+                    # When the signal came, for the coordinator's deadline (it may
+                    # read this late, waiting for the GIL): before the bytes.
+                    data = ARRIVAL + seen.to_bytes(8, "little") + data
                 try:  # noqa: SIM105 - no contextlib: it starts faster without
-                    os.write(relay_fd, data)
+                    os.write(relay_fd, data)  # at most PIPE_BUF bytes: all or nothing
                 except OSError:  # full (the parent is not reading) or closed
                     pass
         if cmd_fd in ready:

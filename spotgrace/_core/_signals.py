@@ -29,6 +29,10 @@ from ._errors import SignalInstallError, StateError
 
 __all__ = ["Handler", "WakeupChannel", "install", "restore"]
 
+#: The sentinel's arrival frame marker (``_sentinel_main.ARRIVAL``; that module
+#: is a script of its own and imports nothing of spotgrace).
+ARRIVAL = b"\xfe"
+
 Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
@@ -89,6 +93,14 @@ class WakeupChannel:
         self.listen_fd = self.read_fd
         #: Set when the relay pipe ended (the sentinel died): ``read_fd`` is read again.
         self.relay_lost = False
+        #: When the sentinel read the signal that started its deadline
+        #: (``time.monotonic()``), until :meth:`take_arrival`; None if unknown.
+        self.arrival: float | None = None
+
+    def take_arrival(self) -> float | None:
+        """The last :attr:`arrival` the sentinel relayed, once."""
+        arrival, self.arrival = self.arrival, None
+        return arrival
 
     def relay_through(self, fd: int) -> None:
         """Read the signal bytes from ``fd``, where a sentinel copies them, from now on."""
@@ -148,11 +160,22 @@ class WakeupChannel:
                     continue
                 break
             chunks.append(data)
-        got = b"".join(chunks)
+        got = self._frames(b"".join(chunks))
         signals = got.replace(b"\0", b"")
         if signals and self.previous >= 0:
             with contextlib.suppress(OSError):
                 os.write(self.previous, signals)
+        return got
+
+    def _frames(self, got: bytes) -> bytes:
+        """Take the sentinel's arrival frames out of ``got`` (see ``_sentinel_main.ARRIVAL``).
+
+        The sentinel writes each frame with the bytes after it in one write of
+        at most PIPE_BUF: a frame is never split between reads.
+        """
+        while (at := got.find(ARRIVAL)) >= 0:
+            self.arrival = int.from_bytes(got[at + 1 : at + 9], "little") / 1e9
+            got = got[:at] + got[at + 9 :]
         return got
 
     def close(self) -> None:

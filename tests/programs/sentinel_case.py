@@ -4,6 +4,7 @@ Every case prints ``ready <sentinel pid or None>`` once the block is entered.
 stop_timeout 2 s, margin 0.5 s: the deadline is 1.5 s after the notice.
 """
 
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -75,6 +76,23 @@ elif case == "fork-child-terminated":
         say(f"worker-exit {worker.exitcode}")
         time.sleep(STOP + 1.0)
         say(f"survived state={grace.state.value}")
+
+elif case == "late-read":
+    # The GIL is held in C when SIGTERM comes (glibc's system() waits 1 s for
+    # its child): the coordinator reads the signal late. The deadline still
+    # counts from the signal, and a hook that keeps to grace.remaining()
+    # finishes before the sentinel's kill.
+    spotgrace.configure_json_logging(stream=sys.stdout)
+    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN) as grace:
+
+        @grace.on_shutdown
+        def keeps_to_the_budget() -> None:
+            time.sleep(max(0.0, grace.remaining() - 0.3))
+            say("hook-done")
+
+        say(f"ready {sentinel_pid(grace)}")
+        ctypes.PyDLL(None).system(b"exec sleep 1 </dev/null >/dev/null 2>&1")
+        grace.wait()
 
 else:
     raise SystemExit(f"unknown case {case!r}")
