@@ -158,3 +158,22 @@ def test_sentinel_can_be_turned_off() -> None:
         kill_quietly(proc)
     assert line.split()[1] == "None"
     assert code == 0, proc.output()
+
+
+def test_a_notice_read_late_keeps_the_deadline_the_coordinator_announced() -> None:
+    # The GIL was held in C for a moment when SIGTERM came, so the coordinator's
+    # notice (t0) is about 1.2 s after the byte the sentinel saw. The sentinel must
+    # then follow the coordinator's deadline (the one grace.remaining() counts
+    # down), not SIGKILL a hook that keeps to it, 3 s before the platform would.
+    proc = start("sentinel_case.py", "late-notice")
+    try:
+        _ready(proc)
+        time.sleep(0.2)  # inside the 1.4 s system() call
+        sent = proc.signal(signal.SIGTERM)
+        code = proc.finish(timeout=15)
+        took = time.monotonic() - sent
+    finally:
+        kill_quietly(proc)
+    assert code == 0, f"exit {code} after {took:.2f}s:\n{proc.output()}"
+    assert "hook-done" in proc.printed(), proc.output()
+    assert took < 5.0, took  # still before the platform's SIGKILL

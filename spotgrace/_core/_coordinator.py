@@ -201,6 +201,7 @@ class Coordinator(NoticeLoop):
                     signal_fd=self._wakeup.read_fd,
                     budget=self.options.budget,
                     signals=self.options.signals,
+                    margin=self.options.margin,
                 )
                 if relay >= 0:
                     self._wakeup.relay_through(relay)

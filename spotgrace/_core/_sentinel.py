@@ -28,11 +28,18 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["SENTINEL_LAG", "Sentinel", "sentinel_enabled"]
+__all__ = ["LATE_NOTICE_SHARE", "SENTINEL_LAG", "Sentinel", "sentinel_enabled"]
 
 #: The sentinel kills this long after the deadline: after the Python
 #: watchdog (before it) and the faulthandler backstop (20 ms after it).
 SENTINEL_LAG = 0.06
+
+#: The share of ``margin`` by which a notice read late (the GIL was held when
+#: the signal came) may move the sentinel's kill past ``signal + budget``: the
+#: coordinator's deadline, the one ``grace.remaining()`` counts down, is kept
+#: within it, and the kill still lands this share of the margin before the
+#: platform's SIGKILL.
+LATE_NOTICE_SHARE = 0.5
 
 _PROGRAM = Path(__file__).with_name("_sentinel_main.py")
 
@@ -69,12 +76,17 @@ class Sentinel:
         """The sentinel's process id, while it runs."""
         return None if self._proc is None else self._proc.pid
 
-    def spawn(self, *, signal_fd: int, budget: float, signals: Iterable[int]) -> int:
+    def spawn(
+        self, *, signal_fd: int, budget: float, signals: Iterable[int], margin: float = 0.0
+    ) -> int:
         """Start it on the wake-up pipe's read end; returns the fd to read relayed bytes from.
 
         Returns -1 (and sets :attr:`failed`) when it could not start; the
-        caller then reads ``signal_fd`` itself.
+        caller then reads ``signal_fd`` itself. A deadline the sentinel starts
+        from a signal byte gives way to the coordinator's first :meth:`arm`
+        (the notice), by at most :data:`LATE_NOTICE_SHARE` of ``margin``.
         """
+        slack = max(0.0, LATE_NOTICE_SHARE * margin - SENTINEL_LAG)
         relay_r, relay_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         cmd_r, cmd_w = os.pipe2(os.O_CLOEXEC)
         argv = [
@@ -88,6 +100,7 @@ class Sentinel:
             str(cmd_r),
             repr(budget + SENTINEL_LAG),
             ",".join(str(int(s)) for s in signals),
+            repr(slack),
         ]
         # Blocked across the exec, until the sentinel ignores them: a Ctrl-C meant
         # for the app must not end it while its interpreter starts.

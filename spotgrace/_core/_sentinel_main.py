@@ -4,16 +4,20 @@ Run by :mod:`spotgrace._core._sentinel` as ``python -I -S <this file> ...``;
 it imports nothing of spotgrace and nothing beyond the standard library's
 core, so that it starts in milliseconds.
 
-Arguments: ``PARENT_PID SIGNAL_FD RELAY_FD COMMAND_FD BUDGET SIGNALS``
+Arguments: ``PARENT_PID SIGNAL_FD RELAY_FD COMMAND_FD BUDGET SIGNALS [SLACK]``
 (``SIGNALS``: comma-separated numbers). It reads the parent's wake-up pipe
 (``SIGNAL_FD``: the bytes the parent's C-level signal handler writes, without
 the GIL) and copies every byte to ``RELAY_FD``, which the parent's coordinator
 reads. The first byte of one of ``SIGNALS`` starts its own deadline,
 ``BUDGET`` seconds later; the parent moves it with commands on ``COMMAND_FD``
-(one line each: ``arm <CLOCK_MONOTONIC seconds>``, which may only bring it
-closer, ``disarm`` and ``quit``). At the deadline it sends the parent SIGKILL:
-no GIL, no Python code of the parent's is needed for that. It leaves when the
-command pipe ends, on ``quit``, or when the parent is gone.
+(one line each: ``arm <CLOCK_MONOTONIC seconds>``, ``disarm`` and ``quit``).
+The first ``arm`` after a deadline of its own replaces it, up to ``SLACK``
+seconds later: that is the coordinator's notice, read late when the GIL was
+held, and its deadline is the one the app's hooks were told
+(``grace.remaining()``); any later ``arm`` may only bring it closer. At the
+deadline it sends the parent SIGKILL: no GIL, no Python code of the parent's is
+needed for that. It leaves when the command pipe ends, on ``quit``, or when the
+parent is gone.
 """
 
 from __future__ import annotations
@@ -36,8 +40,11 @@ def main(argv: list[str]) -> int:
     parent, sig_fd, relay_fd, cmd_fd = (int(a) for a in argv[1:5])
     budget = float(argv[5])
     watched = frozenset(int(s) for s in argv[6].split(",") if s)
+    slack = float(argv[7]) if len(argv) > 7 else 0.0
     os.set_blocking(relay_fd, False)
     deadline: float | None = None
+    own = False  # the deadline is this process's own, from a signal byte
+    latest = 0.0  # how far the coordinator's first arm may move an own deadline
     pending = b""
     reading = [sig_fd, cmd_fd]
     while True:
@@ -54,6 +61,7 @@ def main(argv: list[str]) -> int:
             else:
                 if deadline is None and watched.intersection(data):
                     deadline = time.monotonic() + budget
+                    own, latest = True, deadline + slack
                 try:  # noqa: SIM105 - no contextlib: it starts faster without
                     os.write(relay_fd, data)
                 except OSError:  # full (the parent is not reading) or closed
@@ -69,10 +77,13 @@ def main(argv: list[str]) -> int:
                 if word == b"quit":
                     return 0
                 if word == b"disarm":
-                    deadline = None
+                    deadline, own = None, False
                 elif word == b"arm":
                     at = float(value)
-                    deadline = at if deadline is None else min(deadline, at)
+                    if own:  # the notice, read late: its deadline is the one announced
+                        deadline, own = min(at, latest), False
+                    else:
+                        deadline = at if deadline is None else min(deadline, at)
         if deadline is not None and time.monotonic() >= deadline:
             if os.getppid() == parent:  # still ours: the pid cannot have been reused
                 os.kill(parent, signal.SIGKILL)

@@ -4,6 +4,7 @@ Every case prints ``ready <sentinel pid or None>`` once the block is entered.
 stop_timeout 2 s, margin 0.5 s: the deadline is 1.5 s after the notice.
 """
 
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -72,6 +73,24 @@ elif case == "fork-child-terminated":
         say(f"worker-exit {worker.exitcode}")
         time.sleep(STOP + 1.0)
         say(f"survived state={grace.state.value}")
+
+elif case == "late-notice":
+    # The GIL is held in C for 1.4 s when SIGTERM comes (the test sends it 0.2 s
+    # in): the coordinator reads the notice about 1.2 s after the sentinel saw the
+    # byte. A hook then uses the time grace.remaining() gives it, less 0.5 s. The
+    # in-process deadline is t0 + 2 s; the platform's SIGKILL is 5 s after the
+    # signal. The process is healthy and must not be SIGKILLed.
+    spotgrace.configure_json_logging(stream=sys.stdout)
+    with spotgrace.graceful(stop_timeout=5.0, margin=3.0) as grace:
+
+        @spotgrace.on_shutdown
+        def upload() -> None:
+            time.sleep(max(0.0, grace.remaining() - 0.5))
+            say("hook-done")
+
+        say(f"ready {sentinel_pid(grace)}")
+        ctypes.PyDLL(None).system(b"exec sleep 1.4 </dev/null >/dev/null 2>&1")
+        grace.wait()
 
 else:
     raise SystemExit(f"unknown case {case!r}")
