@@ -177,3 +177,20 @@ def test_a_notice_read_late_keeps_the_deadline_the_coordinator_announced() -> No
     assert code == 0, f"exit {code} after {took:.2f}s:\n{proc.output()}"
     assert "hook-done" in proc.printed(), proc.output()
     assert took < 5.0, took  # still before the platform's SIGKILL
+
+
+def test_the_blocks_exit_neither_waits_for_nor_leaves_a_sentinel_not_yet_running() -> None:
+    proc = start("sentinel_case.py", "unscheduled-exit")
+    sentinel = None
+    try:
+        sentinel = _ready(proc)
+        code = proc.finish(timeout=15)
+    finally:
+        kill_quietly(proc)
+        if sentinel is not None and alive(sentinel):
+            os.kill(sentinel, signal.SIGKILL)
+    assert code == 0, proc.output()
+    printed = proc.printed()
+    assert "children []" in printed, proc.output()  # killed and reaped, not left stopped
+    took = float(next(line for line in printed if line.startswith("exit-took")).split()[1])
+    assert took < 0.15, took  # aef8563 waited 0.2 s for it, then dropped it

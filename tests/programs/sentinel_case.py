@@ -74,6 +74,25 @@ elif case == "fork-child-terminated":
         time.sleep(STOP + 1.0)
         say(f"survived state={grace.state.value}")
 
+elif case == "unscheduled-exit":
+    # The sentinel has not run yet when the block ends (its interpreter takes tens
+    # of ms to start, more on a busy machine): SIGSTOP stands in for that. The
+    # block's exit must not wait for it, nor leave it behind.
+    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN, exit_code="return") as grace:
+        pid = sentinel_pid(grace)
+        say(f"ready {pid}")
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        while time.monotonic() - start < 5:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    break
+            time.sleep(0.01)
+        left = time.monotonic()
+    say(f"exit-took {time.monotonic() - left:.3f}")
+    say(f"children {children()}")
+
 elif case == "late-notice":
     # The GIL is held in C for 1.4 s when SIGTERM comes (the test sends it 0.2 s
     # in): the coordinator reads the notice about 1.2 s after the sentinel saw the
