@@ -194,3 +194,22 @@ def test_the_blocks_exit_neither_waits_for_nor_leaves_a_sentinel_not_yet_running
     assert "children []" in printed, proc.output()  # killed and reaped, not left stopped
     took = float(next(line for line in printed if line.startswith("exit-took")).split()[1])
     assert took < 0.15, took  # aef8563 waited 0.2 s for it, then dropped it
+
+
+def test_a_signal_before_the_sentinel_runs_is_not_held_for_it() -> None:
+    # The sentinel's interpreter takes tens of milliseconds to start (hundreds on a
+    # busy machine); until then the coordinator reads the wake-up pipe itself.
+    proc = start("sentinel_case.py", "signal-before-sentinel-runs")
+    sentinel = None
+    try:
+        sentinel = _ready(proc)
+        code = proc.finish(timeout=15)
+    finally:
+        kill_quietly(proc)
+        if sentinel is not None and alive(sentinel):
+            os.kill(sentinel, signal.SIGKILL)
+    line = next((x for x in proc.printed() if x.startswith("stopping=")), "")
+    assert line.startswith("stopping=True"), proc.output()
+    assert float(line.split()[-1]) < 1.0, line  # about a millisecond; never on aef8563
+    assert code == 0, proc.output()
+    assert proc.event("shutdown.started")["signal"] == "SIGTERM"

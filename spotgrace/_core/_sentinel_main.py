@@ -8,7 +8,8 @@ Arguments: ``PARENT_PID SIGNAL_FD RELAY_FD COMMAND_FD BUDGET SIGNALS [SLACK]``
 (``SIGNALS``: comma-separated numbers). It reads the parent's wake-up pipe
 (``SIGNAL_FD``: the bytes the parent's C-level signal handler writes, without
 the GIL) and copies every byte to ``RELAY_FD``, which the parent's coordinator
-reads. The first byte of one of ``SIGNALS`` starts its own deadline,
+reads (its first byte, a zero, says it runs: until then the parent reads the
+wake-up pipe itself too). The first byte of one of ``SIGNALS`` starts its own deadline,
 ``BUDGET`` seconds later; the parent moves it with commands on ``COMMAND_FD``
 (one line each: ``arm <CLOCK_MONOTONIC seconds>``, ``disarm`` and ``quit``).
 The first ``arm`` after a deadline of its own replaces it, up to ``SLACK``
@@ -42,6 +43,10 @@ def main(argv: list[str]) -> int:
     watched = frozenset(int(s) for s in argv[6].split(",") if s)
     slack = float(argv[7]) if len(argv) > 7 else 0.0
     os.set_blocking(relay_fd, False)
+    try:  # noqa: SIM105 - the hello (a wake-up byte): the parent reads the relay only from now on
+        os.write(relay_fd, b"\0")
+    except OSError:
+        pass
     deadline: float | None = None
     own = False  # the deadline is this process's own, from a signal byte
     latest = 0.0  # how far the coordinator's first arm may move an own deadline
@@ -55,10 +60,10 @@ def main(argv: list[str]) -> int:
             timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         ready, _, _ = select.select(reading, [], [], timeout)
         if sig_fd in ready:
-            data = os.read(sig_fd, 4096)
-            if not data:  # the parent closed its wake-up pipe: only the deadline is left
+            data = _read(sig_fd)
+            if data is None:  # the parent closed its wake-up pipe: only the deadline is left
                 reading.remove(sig_fd)
-            else:
+            elif data:
                 if deadline is None and watched.intersection(data):
                     deadline = time.monotonic() + budget
                     own, latest = True, deadline + slack
@@ -88,6 +93,18 @@ def main(argv: list[str]) -> int:
             if os.getppid() == parent:  # still ours: the pid cannot have been reused
                 os.kill(parent, signal.SIGKILL)
             return 0
+
+
+def _read(fd: int) -> bytes | None:
+    """What is in the pipe (``b""``: nothing after all), or None at its end.
+
+    Until the parent has seen the hello it reads the wake-up pipe too, and may
+    have taken the bytes ``select`` reported.
+    """
+    try:
+        return os.read(fd, 4096) or None
+    except BlockingIOError:
+        return b""
 
 
 if __name__ == "__main__":

@@ -89,10 +89,26 @@ class WakeupChannel:
         self.listen_fd = self.read_fd
         #: Set when the relay pipe ended (the sentinel died): ``read_fd`` is read again.
         self.relay_lost = False
+        #: Set at the relay's first byte (the sentinel's hello): until then the
+        #: sentinel's interpreter is starting, and ``read_fd`` is read directly too.
+        self.relay_up = False
 
     def relay_through(self, fd: int) -> None:
-        """Read the signal bytes from ``fd``, where a sentinel copies them, from now on."""
+        """Read the signal bytes from ``fd``, where a sentinel copies them, from now on.
+
+        Until the sentinel's first byte comes through, the wake-up pipe is read
+        directly as well: a signal in the block's first milliseconds must not
+        wait for the sentinel's interpreter to start. Each byte is read once,
+        by one of the two.
+        """
         self.listen_fd = fd
+        self.relay_up = False
+
+    def listen_fds(self) -> list[int]:
+        """The descriptors the coordinator's thread waits on."""
+        if self.listen_fd != self.read_fd and not self.relay_up:
+            return [self.listen_fd, self.read_fd]
+        return [self.listen_fd]
 
     def install(self) -> None:
         """Make our pipe the process's wake-up fd (main thread only)."""
@@ -147,13 +163,29 @@ class WakeupChannel:
                     self.relay_lost = True
                     continue
                 break
+            if self.listen_fd != self.read_fd:
+                self.relay_up = True
             chunks.append(data)
+        if self.listen_fd != self.read_fd and not self.relay_up:
+            chunks.append(self._read_direct())  # the sentinel is not running yet
         got = b"".join(chunks)
         signals = got.replace(b"\0", b"")
         if signals and self.previous >= 0:
             with contextlib.suppress(OSError):
                 os.write(self.previous, signals)
         return got
+
+    def _read_direct(self) -> bytes:
+        chunks = []
+        while True:
+            try:
+                data = os.read(self.read_fd, 4096)
+            except OSError:  # empty (BlockingIOError) or closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return b"".join(chunks)
 
     def close(self) -> None:
         """Close both ends."""

@@ -93,6 +93,22 @@ elif case == "unscheduled-exit":
     say(f"exit-took {time.monotonic() - left:.3f}")
     say(f"children {children()}")
 
+elif case == "signal-before-sentinel-runs":
+    # A SIGTERM in the first milliseconds of the block, before the sentinel's
+    # interpreter has started (SIGSTOP holds it there): the notice must not wait
+    # for the sentinel.
+    spotgrace.configure_json_logging(stream=sys.stdout)
+    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN) as grace:
+        pid = sentinel_pid(grace)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # python starts in no less than ~10 ms
+        say(f"ready {pid}")
+        sent = time.monotonic()
+        os.kill(os.getpid(), signal.SIGTERM)
+        stopping = grace.wait(3.0)
+        say(f"stopping={stopping} after {time.monotonic() - sent:.3f}")
+        os.kill(pid, signal.SIGCONT)
+
 elif case == "late-notice":
     # The GIL is held in C for 1.4 s when SIGTERM comes (the test sends it 0.2 s
     # in): the coordinator reads the notice about 1.2 s after the sentinel saw the
