@@ -27,8 +27,11 @@ def children() -> list[int]:
     pid = os.getpid()
     found = []
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            found += [int(c) for c in f.read().split()]
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+        except FileNotFoundError:  # a thread that ended meanwhile (spotgrace's own)
+            continue
     return found
 
 
