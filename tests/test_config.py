@@ -86,6 +86,7 @@ def test_empty_signals_variable_means_none() -> None:
         ("WATCHDOG_EXIT_CODE", "signal", "exit code 0-255"),
         ("SECOND_SIGNAL", "panic", "one of exit, ignore"),
         ("INTERRUPT", "maybe", "true or false"),
+        ("SENTINEL", "flase", "true or false"),
         ("SIGNALS", "SIGBOGUS", "is not a signal"),
         ("SIGNALS", "SIGKILL", "cannot be handled"),
     ],

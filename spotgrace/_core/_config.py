@@ -462,6 +462,9 @@ def resolve_options(
         )
     wa = _pick("watch", watch, env, _watch, lab)
     wi = _pick("watch_interval", watch_interval, env, _seconds_parser(allow_zero=False), lab)
+    # Not an option: read where the block is entered (_sentinel.sentinel_enabled),
+    # checked here so that a typo fails at graceful() instead of leaving it on.
+    _pick("sentinel", None, env, _bool, lab)
     return Options(
         stop_timeout=st,
         margin=mg,

@@ -124,7 +124,7 @@ class NoticeLoop:
                 if kicking:
                     wait = max(0.0, self._next_kick - time.monotonic())
                     timeout = wait if timeout is None else min(timeout, wait)
-                ready, _, _ = select.select([channel.listen_fd], [], [], timeout)
+                ready, _, _ = select.select(channel.listen_fds(), [], [], timeout)
                 if ready:
                     lost = channel.relay_lost
                     for byte in channel.read():

@@ -132,7 +132,13 @@ class Sentinel:
         self._send("disarm")
 
     def close(self) -> None:
-        """Tell it to quit and reap it if it already has."""
+        """Tell it to quit, end it if it has not yet, and reap it.
+
+        Not waited for: a sentinel whose interpreter is still starting (tens of
+        milliseconds, more on a busy machine) would hold the block's exit that
+        long, and one not reaped is left behind. Nothing of it is needed any
+        more, so it is killed; it is our unreaped child, so its pid is still its own.
+        """
         proc, self._proc = self._proc, None  # not `running` from here: its end is expected
         self._send("quit")
         cmd, self._cmd = self._cmd, -1
@@ -141,7 +147,9 @@ class Sentinel:
                 os.close(cmd)
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                proc.wait(0.2)  # it leaves within milliseconds of "quit"
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(1.0)  # SIGKILL ends even a stopped process at once
 
     def after_fork(self) -> None:
         """In a forked child: the sentinel is the parent's; keep nothing of it."""

@@ -8,13 +8,15 @@ Arguments: ``PARENT_PID SIGNAL_FD RELAY_FD COMMAND_FD BUDGET SIGNALS``
 (``SIGNALS``: comma-separated numbers). It reads the parent's wake-up pipe
 (``SIGNAL_FD``: the bytes the parent's C-level signal handler writes, without
 the GIL) and copies every byte to ``RELAY_FD``, which the parent's coordinator
-reads. The first byte of one of ``SIGNALS`` starts its own deadline,
-``BUDGET`` seconds later, and the relay tells the coordinator when that was
-(:data:`ARRIVAL`); the parent moves it with commands on ``COMMAND_FD``
-(one line each: ``arm <CLOCK_MONOTONIC seconds>``, which may only bring it
-closer, ``disarm`` and ``quit``). At the deadline it sends the parent SIGKILL:
-no GIL, no Python code of the parent's is needed for that. It leaves when the
-command pipe ends, on ``quit``, or when the parent is gone.
+reads (its first byte, a zero, says it runs: until then the parent reads the
+wake-up pipe itself too). The first byte of one of ``SIGNALS`` starts its own
+deadline, ``BUDGET`` seconds later, and the relay tells the coordinator when
+that was (:data:`ARRIVAL`), so that its deadline, read late while it waited
+for the GIL, is the same; the parent moves it with commands on
+``COMMAND_FD`` (one line each: ``arm <CLOCK_MONOTONIC seconds>``, which may
+only bring it closer, ``disarm`` and ``quit``). At the deadline it sends the
+parent SIGKILL: no GIL, no Python code of the parent's is needed for that. It
+leaves when the command pipe ends, on ``quit``, or when the parent is gone.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ def main(argv: list[str]) -> int:
     budget = float(argv[5])
     watched = frozenset(int(s) for s in argv[6].split(",") if s)
     os.set_blocking(relay_fd, False)
+    try:  # noqa: SIM105 - the hello (a wake-up byte): the parent reads the relay only from now on
+        os.write(relay_fd, b"\0")
+    except OSError:
+        pass
     deadline: float | None = None
     pending = b""
     reading = [sig_fd, cmd_fd]
@@ -59,10 +65,10 @@ def main(argv: list[str]) -> int:
             timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         ready, _, _ = select.select(reading, [], [], timeout)
         if sig_fd in ready:
-            data = os.read(sig_fd, READ_SIZE)
-            if not data:  # the parent closed its wake-up pipe: only the deadline is left
+            data = _read(sig_fd)
+            if data is None:  # the parent closed its wake-up pipe: only the deadline is left
                 reading.remove(sig_fd)
-            else:
+            elif data:
                 if deadline is None and watched.intersection(data):
                     seen = time.monotonic_ns()
                     deadline = seen / 1e9 + budget
@@ -92,6 +98,18 @@ def main(argv: list[str]) -> int:
             if os.getppid() == parent:  # still ours: the pid cannot have been reused
                 os.kill(parent, SIGKILL)
             return 0
+
+
+def _read(fd: int) -> bytes | None:
+    """What is in the pipe (``b""``: nothing after all), or None at its end.
+
+    Until the parent has seen the hello it reads the wake-up pipe too, and may
+    have taken the bytes ``select`` reported.
+    """
+    try:
+        return os.read(fd, READ_SIZE) or None
+    except BlockingIOError:
+        return b""
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ thread. :class:`WakeupChannel` chains to a wake-up fd installed before it (an
 asyncio loop's, whose ``add_signal_handler`` uses one) by passing every byte
 on, and notices when something installed its own after it: then the
 Python-level handler does the work, as before. With a sentinel process
-(:mod:`._sentinel`) the pipe's bytes go through it: the thread reads the
-sentinel's relay pipe (:attr:`WakeupChannel.listen_fd`) and falls back to the
-wake-up pipe itself if the sentinel dies.
+(:mod:`._sentinel`) two read the pipe: the sentinel passes the bytes it gets
+on through its relay pipe (:attr:`WakeupChannel.listen_fd`), and the thread
+reads both.
 """
 
 from __future__ import annotations
@@ -103,8 +103,14 @@ class WakeupChannel:
         return arrival
 
     def relay_through(self, fd: int) -> None:
-        """Read the signal bytes from ``fd``, where a sentinel copies them, from now on."""
+        """Read also ``fd``, where a sentinel copies the bytes it reads, from now on."""
         self.listen_fd = fd
+
+    def listen_fds(self) -> list[int]:
+        """The descriptors the coordinator's thread waits on."""
+        if self.listen_fd != self.read_fd:
+            return [self.listen_fd, self.read_fd]
+        return [self.read_fd]
 
     def install(self) -> None:
         """Make our pipe the process's wake-up fd (main thread only)."""
@@ -142,25 +148,21 @@ class WakeupChannel:
             os.write(self.write_fd, b"\0")
 
     def read(self) -> bytes:
-        """Everything waiting in the pipe (may be empty); passes signal bytes on."""
-        chunks = []
-        while True:
-            try:
-                data = os.read(self.listen_fd, 4096)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break
-            if not data:
-                if self.listen_fd != self.read_fd:  # the sentinel is gone: read directly
-                    with contextlib.suppress(OSError):
-                        os.close(self.listen_fd)
-                    self.listen_fd = self.read_fd
-                    self.relay_lost = True
-                    continue
-                break
-            chunks.append(data)
-        got = self._frames(b"".join(chunks))
+        """Everything waiting in the pipes (may be empty); passes signal bytes on.
+
+        With a sentinel, both its relay and the wake-up pipe itself are read:
+        each byte reaches one of the two readers, and a sentinel that is still
+        starting, stopped or dead holds nothing back.
+        """
+        relayed = b""
+        if self.listen_fd != self.read_fd:
+            relayed, ended = _drain(self.listen_fd)
+            if ended:  # the sentinel is gone: the wake-up pipe alone from now on
+                with contextlib.suppress(OSError):
+                    os.close(self.listen_fd)
+                self.listen_fd = self.read_fd
+                self.relay_lost = True
+        got = self._frames(relayed) + _drain(self.read_fd)[0]
         signals = got.replace(b"\0", b"")
         if signals and self.previous >= 0:
             with contextlib.suppress(OSError):
@@ -185,3 +187,16 @@ class WakeupChannel:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.read_fd = self.write_fd = self.listen_fd = -1
+
+
+def _drain(fd: int) -> tuple[bytes, bool]:
+    """What is waiting in ``fd`` (non-blocking), and whether it has ended."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # empty (BlockingIOError), interrupted or closed
+            return b"".join(chunks), False
+        if not data:
+            return b"".join(chunks), True
+        chunks.append(data)
