@@ -218,3 +218,14 @@ def test_a_signal_before_the_sentinel_runs_is_not_held_for_it() -> None:
     assert float(line.split()[-1]) < 1.0, line  # about a millisecond; never on aef8563
     assert code == 0, proc.output()
     assert proc.event("shutdown.started")["signal"] == "SIGTERM"
+
+
+def test_the_celery_tree_kill_spares_the_sentinel() -> None:
+    proc = start("sentinel_case.py", "tree-kill")
+    try:
+        _ready(proc)
+        code = proc.finish(timeout=15)
+    finally:
+        kill_quietly(proc)
+    assert code == 0, proc.output()
+    assert "killed-worker=True sentinel-spared=True" in proc.printed(), proc.output()

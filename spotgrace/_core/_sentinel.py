@@ -28,7 +28,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["SENTINEL_LAG", "SENTINEL_START_WAIT", "Sentinel", "sentinel_enabled"]
+__all__ = ["SENTINEL_LAG", "SENTINEL_START_WAIT", "Sentinel", "sentinel_enabled", "sentinel_pids"]
 
 #: The sentinel kills this long after the deadline: after the Python
 #: watchdog (before it) and the faulthandler backstop (20 ms after it).
@@ -41,6 +41,15 @@ SENTINEL_START_WAIT = 1.0
 _PROGRAM = Path(__file__).with_name("_sentinel_main.py")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+#: The process ids of this process's running sentinels.
+_RUNNING: set[int] = set()
+
+
+def sentinel_pids() -> frozenset[int]:
+    """The process ids of this process's running sentinels (not to be killed with the tree)."""
+    return frozenset(_RUNNING)
+
 
 #: Handles a forked child inherited: kept, so that no ``Popen.__del__`` warns of them.
 _FORKED_AWAY: list[subprocess.Popen[bytes]] = []
@@ -116,6 +125,7 @@ class Sentinel:
         os.close(cmd_r)
         os.set_blocking(cmd_w, False)
         self._cmd = cmd_w
+        _RUNNING.add(self._proc.pid)
         return relay_r
 
     def _send(self, line: str) -> None:
@@ -146,6 +156,7 @@ class Sentinel:
             with contextlib.suppress(OSError):
                 os.close(cmd)
         if proc is not None:
+            _RUNNING.discard(proc.pid)
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):
                 if proc.poll() is None:
                     proc.kill()
@@ -154,6 +165,7 @@ class Sentinel:
     def after_fork(self) -> None:
         """In a forked child: the sentinel is the parent's; keep nothing of it."""
         cmd, self._cmd = self._cmd, -1
+        _RUNNING.clear()
         if self._proc is not None:  # not ours to wait for, nor to warn about
             _FORKED_AWAY.append(self._proc)
             self._proc = None

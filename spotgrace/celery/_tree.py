@@ -6,6 +6,8 @@ import contextlib
 import os
 import signal
 
+from .._core._sentinel import sentinel_pids
+
 __all__ = ["descendants", "kill_descendants"]
 
 
@@ -37,9 +39,16 @@ def descendants(root: int) -> list[int]:
 
 
 def kill_descendants(root: int, sig: signal.Signals = signal.SIGKILL) -> list[int]:
-    """Send ``sig`` to every descendant of ``root``; returns the pids signalled."""
+    """Send ``sig`` to every descendant of ``root``; returns the pids signalled.
+
+    spotgrace's own sentinel is spared: it is what ends this process at the
+    deadline if the exit itself hangs.
+    """
     sent = []
+    spared = sentinel_pids()
     for pid in descendants(root):
+        if pid in spared:
+            continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
             sent.append(pid)

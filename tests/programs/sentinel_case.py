@@ -8,6 +8,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -132,6 +133,19 @@ elif case == "late-notice":
         say(f"ready {sentinel_pid(grace)}")
         ctypes.PyDLL(None).system(b"exec sleep 1.4 </dev/null >/dev/null 2>&1")
         grace.wait()
+
+elif case == "tree-kill":
+    # The Celery integration's last resort kills the process tree: not the sentinel.
+    from spotgrace.celery._tree import kill_descendants
+
+    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN, exit_code="return") as grace:
+        pid = sentinel_pid(grace)
+        say(f"ready {pid}")
+        worker = subprocess.Popen(["sleep", "30"])
+        killed = kill_descendants(os.getpid())
+        worker.wait()
+        alive = os.waitpid(pid, os.WNOHANG) == (0, 0)  # ours, still running
+        say(f"killed-worker={worker.pid in killed} sentinel-spared={pid not in killed and alive}")
 
 else:
     raise SystemExit(f"unknown case {case!r}")
