@@ -229,3 +229,17 @@ def test_the_celery_tree_kill_spares_the_sentinel() -> None:
         kill_quietly(proc)
     assert code == 0, proc.output()
     assert "killed-worker=True sentinel-spared=True" in proc.printed(), proc.output()
+
+
+def test_a_sentinel_that_cannot_start_is_reported_and_signals_still_work() -> None:
+    proc = start("sentinel_case.py", "cannot-start")
+    try:
+        line = proc.wait_for_line("ready")
+        proc.signal(signal.SIGTERM)
+        code = proc.finish(timeout=15)
+    finally:
+        kill_quietly(proc)
+    assert line.split()[1] == "None", proc.output()
+    assert proc.event("sentinel.failed")["level"] == "warning"
+    assert "stopping" in proc.printed(), proc.output()
+    assert code == 0, proc.output()

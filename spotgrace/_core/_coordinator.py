@@ -75,6 +75,7 @@ _LEVELS = {
     "drain.timeout": "warning",
     "signal.escalated": "warning",
     "sentinel.lost": "warning",
+    "sentinel.failed": "warning",
 }
 
 
@@ -206,6 +207,8 @@ class Coordinator(NoticeLoop):
                 )
                 if relay >= 0:
                     self._wakeup.relay_through(relay)
+                else:  # the in-process watchdog and backstop remain
+                    self.emit("sentinel.failed", error=self.watchdog.sentinel.failed)
         # A signal whose handler ran before the channel existed is in the queue
         # with nothing to wake the thread for it: one wake-up byte covers it.
         self._wakeup.wake()

@@ -147,5 +147,15 @@ elif case == "tree-kill":
         alive = os.waitpid(pid, os.WNOHANG) == (0, 0)  # ours, still running
         say(f"killed-worker={worker.pid in killed} sentinel-spared={pid not in killed and alive}")
 
+elif case == "cannot-start":
+    # The sentinel cannot be started (here: its interpreter is missing): the
+    # block goes on without one, and says so.
+    spotgrace.configure_json_logging(stream=sys.stdout)
+    sys.executable = "/nonexistent/python3"
+    with spotgrace.graceful(stop_timeout=STOP, margin=MARGIN) as grace:
+        say(f"ready {sentinel_pid(grace)}")
+        grace.wait()
+        say("stopping")
+
 else:
     raise SystemExit(f"unknown case {case!r}")
