@@ -143,12 +143,14 @@ def _request_class(grace: GraceLike, websockets: weakref.WeakSet[web.WebSocketRe
     ``on_response_prepare`` receivers) is returned for aiohttp to await.
     """
     base_hook = web.Request._prepare_hook
-    websocket_class = web.WebSocketResponse
+    websocket_class, response_class = web.WebSocketResponse, web.Response
 
     class GraceRequest(web.Request):
         def _prepare_hook(self, response: web.StreamResponse) -> Coroutine[Any, Any, None]:
-            # Not isinstance(): StreamResponse is an ABC, and ABCMeta's check runs Python code.
-            if websocket_class in type(response).__mro__:
+            # Not isinstance(): StreamResponse is an ABC, and ABCMeta's check runs Python
+            # code. The common case, a web.Response, is never a WebSocket.
+            cls = type(response)
+            if cls is not response_class and websocket_class in cls.__mro__:
                 websockets.add(cast("web.WebSocketResponse", response))
             elif not grace.ready:
                 _mark_close(response)
