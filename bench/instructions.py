@@ -271,12 +271,16 @@ def self_costs(path: str) -> dict[str, int]:
         text=True,
     ).stdout
     costs: dict[str, int] = {}
+    total = re.search(r"^([\d,]+)\s+\(100\.0+%\)\s+PROGRAM TOTALS", out, re.M)
+    # Lines of callers' pseudo-functions (main, below main...) carry inclusive costs: skip
+    # anything above 40% of the program (the interpreter loop itself is about 25%).
+    limit = 0.4 * int(total.group(1).replace(",", "")) if total else float("inf")
     for line in out.splitlines():
         match = re.match(r"\s*([\d,]+)\s+(?:\([ \d.]+%\)\s+)?(\S.*?)(?:\s+\[.*\])?$", line)
         if match and ":" in match.group(2):
-            costs[match.group(2)] = costs.get(match.group(2), 0) + int(
-                match.group(1).replace(",", "")
-            )
+            cost = int(match.group(1).replace(",", ""))
+            if cost <= limit:
+                costs[match.group(2)] = costs.get(match.group(2), 0) + cost
     return costs
 
 

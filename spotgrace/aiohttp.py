@@ -42,6 +42,7 @@ try:
     from aiohttp import WSCloseCode, web
     from aiohttp.typedefs import Handler, Middleware
     from aiohttp.web_protocol import RequestHandler
+    from yarl import URL
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise MissingExtraError("spotgrace.aiohttp", "aiohttp", exc.name) from exc
 
@@ -112,12 +113,32 @@ def _fast_handler(grace: GraceLike, options: HttpOptions, inner: _ServerHandler)
     A plain function, not a coroutine: before the notice it returns the app's own
     coroutine, so a request runs no frame of spotgrace's.
     """
+    app_handler = cast("Handler", inner)  # the app's handler takes the app's web.Request
+    if not hasattr(URL, "path_safe"):  # yarl < 1.12
+        return _raw_path_handler(grace, options, inner, app_handler)
+    probes = frozenset(p for p in (options.readyz, options.healthz) if p)
+
+    def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        # What the router reads (cached on the request, so it costs the router nothing
+        # more): the path decoded but for %2F and %25. With neither, it is
+        # ``request.path``, which the full path compares with the probes.
+        path = request.rel_url.path_safe
+        if grace.ready and path not in probes and "%" not in path:
+            return inner(request)
+        return _full_path(grace, options, cast("web.Request", request), app_handler)
+
+    return handle
+
+
+def _raw_path_handler(
+    grace: GraceLike, options: HttpOptions, inner: _ServerHandler, app_handler: Handler
+) -> _ServerHandler:
+    """:func:`_fast_handler` on a yarl without ``URL.path_safe``: checks the raw target."""
     probes = tuple(p for p in (options.readyz, options.healthz) if p)
     # A percent-encoded probe (``/ready%7A``) is a probe too (``request.path`` is
     # decoded): its raw form is at most three times as long, so a ``%`` is there.
     # So is an absolute-form target (``GET http://host/readyz``): it has no leading ``/``.
     encoded = 3 * max(map(len, probes), default=0)
-    app_handler = cast("Handler", inner)  # the app's handler takes the app's web.Request
 
     def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         raw = request.raw_path

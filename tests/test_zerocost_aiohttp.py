@@ -143,3 +143,55 @@ def test_a_websocket_opened_before_the_notice_is_closed_with_1001(tmp_path: Path
     assert kind is WSMsgType.CLOSE, output
     assert close_code == 1001, output
     assert code == 0, output
+
+
+TARGETS = (
+    "/hello",
+    "/readyz",
+    "/healthz",
+    "/ready%7A",
+    "/%72eadyz?a=%20",
+    "/readyz?x=1",
+    "/readyz/",
+    "/ready",
+    "/readyzz",
+    "/a%2Freadyz",
+    "/%2Freadyz",
+    "/100%25",
+    "/h%C3%A9llo",
+)
+
+
+def test_the_fast_handlers_send_every_probe_down_the_full_path() -> None:
+    """``path_safe`` (and the raw-target fallback for an old yarl) never let a probe through."""
+    from aiohttp.test_utils import make_mocked_request
+
+    import spotgrace.aiohttp as sa
+    from spotgrace._http._shared import HttpOptions
+
+    class Ready:
+        ready = True
+
+    fast = object()
+    options = HttpOptions()
+
+    def inner(request: web.BaseRequest) -> object:
+        return fast
+
+    handlers = [
+        sa._fast_handler(Ready(), options, inner),  # type: ignore[arg-type]
+        sa._raw_path_handler(Ready(), options, inner, inner),  # type: ignore[arg-type]
+    ]
+    for target in TARGETS:
+        request = make_mocked_request("GET", target)
+        probe = request.path in ("/readyz", "/healthz")
+        for handle in handlers:
+            result = handle(request)
+            if result is not fast:
+                result.close()  # type: ignore[attr-defined]  # the full path's coroutine
+            assert probe <= (result is not fast), (target, handle)
+        # the path_safe handler takes the full path only for a probe or a %2F / %25
+        result = handlers[0](request)
+        if result is not fast:
+            result.close()  # type: ignore[attr-defined]
+        assert (result is not fast) == (probe or "%" in request.rel_url.path_safe), target
