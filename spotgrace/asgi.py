@@ -126,17 +126,17 @@ class GraceMiddleware:
             return self.app(scope, receive, send)
         return self._slow(scope, receive, send)
 
-    async def _slow(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _slow(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The full path: the coroutine that serves this scope (none of its own frame)."""
         kind = scope["type"]
         if kind == "http":
             book = self._book
             if book is not None and not book.marked and not self.grace.ready:
                 book.mark_close()  # the first request after the notice
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return self._http(scope, receive, send)
+        if kind == "websocket":
+            return self._websocket(scope, receive, send)
+        return self.app(scope, receive, send)
 
     # ------------------------------------------------------------------ http
 
