@@ -1,6 +1,6 @@
 """Instructions per request, plain server vs spotgrace: a deterministic overhead measure.
 
-    python bench/instructions.py                      # every pair, 2000 requests, ~10 minutes
+    python bench/instructions.py                      # every pair, 2000 requests, 10-20 minutes
     python bench/instructions.py --groups aiohttp     # one group
     python bench/instructions.py --quick              # 300 requests, 1 repetition
     python bench/instructions.py --tree /tmp/before   # the servers of another source tree
@@ -23,8 +23,8 @@ anything else the same in both windows, cancels out. What the server does on
 its own while time passes (uvicorn's tick every 0.1 s, timers) does not cancel:
 it is measured separately (counters over ``--idle`` seconds with no request),
 reported as instructions per second, and subtracted in proportion to the two
-windows' wall times (it is well under 1% of a request's count here; the
-uncorrected figure is in the JSON). Repeated ``--reps`` times; the table gives
+windows' wall times (under valgrind, uvicorn's tick is 1-3% of a request's
+count, aiohttp's idle cost nil; the uncorrected figure is in the JSON). Repeated ``--reps`` times; the table gives
 the median and the range, which shows how deterministic it is.
 
 Counts are of the whole server process (every thread), in the interpreter and
