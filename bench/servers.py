@@ -81,8 +81,12 @@ def main(kind: str, port: int) -> None:
     elif kind == "grace-aiohttp":
         import spotgrace.aiohttp
 
+        # web.run_app's own settings (it passes keepalive_timeout=75 to its runner).
         spotgrace.aiohttp.run_app(
-            aiohttp_app(), host=host, port=port, runner_options={"access_log": None}
+            aiohttp_app(),
+            host=host,
+            port=port,
+            runner_options={"access_log": None, "keepalive_timeout": 75.0},
         )
     elif kind == "noop-aiohttp":
         from aiohttp import web

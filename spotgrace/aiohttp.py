@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, cast
 
 from ._core._errors import MissingExtraError
@@ -41,6 +42,7 @@ try:
     from aiohttp import WSCloseCode, web
     from aiohttp.typedefs import Handler, Middleware
     from aiohttp.web_protocol import RequestHandler
+    from yarl import URL
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise MissingExtraError("spotgrace.aiohttp", "aiohttp", exc.name) from exc
 
@@ -106,15 +108,39 @@ _ServerHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def _fast_handler(grace: GraceLike, options: HttpOptions, inner: _ServerHandler) -> _ServerHandler:
-    """The server's request handler for :func:`run_app`: straight to the app until the notice."""
+    """The server's request handler for :func:`run_app`: straight to the app until the notice.
+
+    A plain function, not a coroutine: before the notice it returns the app's own
+    coroutine, so a request runs no frame of spotgrace's.
+    """
+    app_handler = cast("Handler", inner)  # the app's handler takes the app's web.Request
+    if not hasattr(URL, "path_safe"):  # yarl < 1.12
+        return _raw_path_handler(grace, options, inner, app_handler)
+    probes = frozenset(p for p in (options.readyz, options.healthz) if p)
+
+    def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        # What the router reads (cached on the request, so it costs the router nothing
+        # more): the path decoded but for %2F and %25. With neither, it is
+        # ``request.path``, which the full path compares with the probes.
+        path = request.rel_url.path_safe
+        if grace.ready and path not in probes and "%" not in path:
+            return inner(request)
+        return _full_path(grace, options, cast("web.Request", request), app_handler)
+
+    return handle
+
+
+def _raw_path_handler(
+    grace: GraceLike, options: HttpOptions, inner: _ServerHandler, app_handler: Handler
+) -> _ServerHandler:
+    """:func:`_fast_handler` on a yarl without ``URL.path_safe``: checks the raw target."""
     probes = tuple(p for p in (options.readyz, options.healthz) if p)
     # A percent-encoded probe (``/ready%7A``) is a probe too (``request.path`` is
     # decoded): its raw form is at most three times as long, so a ``%`` is there.
     # So is an absolute-form target (``GET http://host/readyz``): it has no leading ``/``.
     encoded = 3 * max(map(len, probes), default=0)
-    app_handler = cast("Handler", inner)  # the app's handler takes the app's web.Request
 
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+    def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         raw = request.raw_path
         if (
             grace.ready
@@ -122,10 +148,36 @@ def _fast_handler(grace: GraceLike, options: HttpOptions, inner: _ServerHandler)
             and not raw.startswith(probes)
             and "%" not in raw[:encoded]
         ):
-            return await inner(request)
-        return await _full_path(grace, options, cast("web.Request", request), app_handler)
+            return inner(request)
+        return _full_path(grace, options, cast("web.Request", request), app_handler)
 
     return handle
+
+
+def _request_class(grace: GraceLike, websockets: weakref.WeakSet[web.WebSocketResponse]) -> type:
+    """A ``web.Request`` whose prepare hook does what ``on_response_prepare`` did, cheaper.
+
+    Every response passes it when it is prepared (returned or streamed): a
+    WebSocket is remembered (closed with 1001 when intake closes); from the
+    notice on, any other response gets ``Connection: close``. It runs no frame of
+    its own beyond this function call: aiohttp's own hook (the app's
+    ``on_response_prepare`` receivers) is returned for aiohttp to await.
+    """
+    base_hook = web.Request._prepare_hook
+    websocket_class, response_class = web.WebSocketResponse, web.Response
+
+    class GraceRequest(web.Request):
+        def _prepare_hook(self, response: web.StreamResponse) -> Coroutine[Any, Any, None]:
+            # Not isinstance(): StreamResponse is an ABC, and ABCMeta's check runs Python
+            # code. The common case, a web.Response, is never a WebSocket.
+            cls = type(response)
+            if cls is not response_class and websocket_class in cls.__mro__:
+                websockets.add(cast("web.WebSocketResponse", response))
+            elif not grace.ready:
+                _mark_close(response)
+            return base_hook(self, response)
+
+    return GraceRequest
 
 
 def _plain(status: int, body: bytes) -> web.Response:
@@ -169,6 +221,15 @@ def _hooks(app: web.Application, grace: GraceLike) -> None:
         elif not grace.ready:
             _mark_close(response)
 
+    app.on_response_prepare.append(on_prepare)
+    _close_websockets_at_intake(app, grace, websockets)
+
+
+def _close_websockets_at_intake(
+    app: web.Application, grace: GraceLike, websockets: weakref.WeakSet[web.WebSocketResponse]
+) -> None:
+    """When intake closes, close the open WebSockets with 1001 (going away)."""
+
     async def close_websockets() -> None:
         await grace.wait()
         # Together: each close waits for the peer's close frame (at most the ws timeout).
@@ -188,7 +249,6 @@ def _hooks(app: web.Application, grace: GraceLike) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    app.on_response_prepare.append(on_prepare)
     app.cleanup_ctx.append(watch)
 
 
@@ -228,9 +288,10 @@ async def _run(
     options: dict[str, Any],
 ) -> None:
     async with graceful(**options) as grace:
-        off = aiohttp_unsupported(RequestHandler, web.Server)
+        off = aiohttp_unsupported(RequestHandler, web.Server, web.Application, web.Request)
+        websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         if off is None:
-            _hooks(app, grace)
+            _close_websockets_at_intake(app, grace, websockets)
         else:  # the full path for every request, through the middleware
             emit("info", "http.takeover_off", server="aiohttp", reason=off)
             setup(
@@ -242,6 +303,11 @@ async def _run(
             # Before any connection exists: each one takes the handler when it is made.
             runner.server.request_handler = _fast_handler(
                 grace, http, runner.server.request_handler
+            )
+            # Instead of an on_response_prepare receiver (aiohttp awaits a signal for each):
+            # Request._prepare_hook; ``_cls`` is Application._make_request's own parameter.
+            runner.server.request_factory = functools.partial(
+                app._make_request, _cls=_request_class(grace, websockets)
             )
         # aiohttp's own shutdown (on_shutdown, connections, on_cleanup) as a hook in the budget.
         grace.on_shutdown(name="aiohttp.cleanup")(runner.cleanup)

@@ -109,28 +109,34 @@ class GraceMiddleware:
         self._book: UvicornBook | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        book = self._book
+        await self._entry(scope, receive, send)
+
+    def _entry(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The app :func:`serve` gives uvicorn (as ``asgi3``): a plain function, no frame of its own.
+
+        Under :func:`serve`, before the notice, an HTTP request gets the app's own
+        coroutine straight back, so spotgrace runs no coroutine frame for it.
+        """
         if (
-            book is not None
+            self._book is not None
             and scope["type"] == "http"
             and scope["path"] not in self._probes
             and self.grace.ready
         ):
-            await self.app(scope, receive, send)  # under serve(), before the notice: nothing more
-            return
-        await self._slow(scope, receive, send)
+            return self.app(scope, receive, send)
+        return self._slow(scope, receive, send)
 
-    async def _slow(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _slow(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The full path: the coroutine that serves this scope (none of its own frame)."""
         kind = scope["type"]
         if kind == "http":
             book = self._book
             if book is not None and not book.marked and not self.grace.ready:
                 book.mark_close()  # the first request after the notice
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return self._http(scope, receive, send)
+        if kind == "websocket":
+            return self._websocket(scope, receive, send)
+        return self.app(scope, receive, send)
 
     # ------------------------------------------------------------------ http
 
@@ -316,7 +322,7 @@ def serve(
     ``app`` is wrapped in :class:`GraceMiddleware`. ``options`` are
     :func:`spotgrace.graceful` options (``stop_timeout``, ``drain_delay``...);
     ``uvicorn_options`` are passed to ``uvicorn.Config`` (its ``host``,
-    ``port``, ``log_level`` and signal handling are spotgrace's). After a
+    ``port``, ``log_level``, ``interface`` and signal handling are spotgrace's). After a
     signal, this raises ``SystemExit`` with the exit policy's code (by
     default the verdict: 0 when clean, 70 when not).
     """
@@ -367,8 +373,11 @@ async def _serve(
         middleware = GraceMiddleware(
             app, grace=grace, readyz=http.readyz, healthz=http.healthz, retry_after=http.retry_after
         )
+        # The middleware's plain-function entry: uvicorn would take a plain function
+        # for ASGI 2, so the interface is said (the middleware is ASGI 3 whatever the app).
+        uvicorn_options["interface"] = "asgi3"
         config = uvicorn.Config(
-            middleware, host=host, port=port, log_level=log_level, **uvicorn_options
+            middleware._entry, host=host, port=port, log_level=log_level, **uvicorn_options
         )
         server = _Server(config)
         config.load()

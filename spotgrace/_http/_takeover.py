@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from typing import Any, cast
@@ -197,11 +198,20 @@ class UvicornBook:
 # ---------------------------------------------------------------------- aiohttp
 
 
-def aiohttp_unsupported(request_handler_class: type, server_class: type) -> str | None:
+def aiohttp_unsupported(
+    request_handler_class: type,
+    server_class: type,
+    application_class: type | None = None,
+    request_class: type | None = None,
+) -> str | None:
     """Why the aiohttp takeover cannot be used here, or None if it can.
 
-    ``request_handler_class`` / ``server_class``: aiohttp's ``RequestHandler``
-    and ``web.Server`` (the caller imports aiohttp, this module does not).
+    ``request_handler_class`` / ``server_class`` / ``application_class`` /
+    ``request_class``: aiohttp's ``RequestHandler``, ``web.Server``,
+    ``web.Application`` and ``web.Request`` (the caller imports aiohttp, this
+    module does not). The last two are checked when given: ``run_app`` makes its
+    requests with ``Application._make_request(..., _cls=...)`` and a subclass of
+    ``Request`` overriding the coroutine ``_prepare_hook``.
     """
     reason = _outside("aiohttp", AIOHTTP_RANGE)
     if reason:
@@ -210,8 +220,20 @@ def aiohttp_unsupported(request_handler_class: type, server_class: type) -> str 
     missing = sorted({"_task_handler", "_request_in_progress", "_request_handler"} - slots)
     if missing:
         return f"aiohttp's RequestHandler has no {', '.join(missing)}"
-    if "request_handler" not in _init_names(server_class):
-        return "aiohttp's Server has no request_handler"
+    if not {"request_handler", "request_factory"} <= _init_names(server_class):
+        return "aiohttp's Server has no request_handler or request_factory"
+    if application_class is not None:
+        make = getattr(application_class, "_make_request", None)
+        try:
+            params = inspect.signature(make).parameters if make is not None else {}
+        except (TypeError, ValueError):
+            params = {}
+        if "_cls" not in params:
+            return "aiohttp's Application._make_request takes no _cls"
+    if request_class is not None and not inspect.iscoroutinefunction(
+        getattr(request_class, "_prepare_hook", None)
+    ):
+        return "aiohttp's Request has no coroutine _prepare_hook"
     return None
 
 
