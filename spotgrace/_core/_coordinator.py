@@ -111,9 +111,10 @@ class Coordinator(NoticeLoop):
         self.state = State.RUNNING
         self.notice: Notice | None = None
         self.signal_seen: signal.Signals | None = None
-        # Set by the signal handler itself, so readiness turns red without
-        # waiting for the notice thread to be scheduled.
-        self.signalled = False
+        #: Readiness, a plain attribute: read on every request (``grace.ready``).
+        #: True until a signal is seen (set by the handler itself, so readiness
+        #: turns red without waiting for the notice) or a notice arrives.
+        self.ready = True
         self.body_running = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = Flag()
@@ -294,6 +295,7 @@ class Coordinator(NoticeLoop):
             lame = 0.0 if source in ("exit", "error") else self.options.drain_delay
             lame = max(0.0, min(lame - late, _LAME_SHARE * (deadline - now)))
             self.notice = Notice(source, reason, sig, now - late, deadline)
+            self.ready = False
             self._deadline = deadline
             self.state = State.DRAINING
             self._stop_at = time.monotonic() + lame

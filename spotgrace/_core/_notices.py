@@ -40,7 +40,7 @@ class NoticeLoop:
     options: Options
     tracker: InflightTracker
     stopping: Flag
-    signalled: bool
+    ready: bool
     body_running: bool
     forked: bool
     _wakeup: WakeupChannel | None
@@ -80,7 +80,7 @@ class NoticeLoop:
                 else:
                     raise ShutdownInterrupt("intake stopped")
             return
-        self.signalled = True
+        self.ready = False
         channel = self._wakeup
         if (
             channel is not None
@@ -170,7 +170,7 @@ class NoticeLoop:
             return  # the Python-level handler hands it over
         if not ours:
             return  # not ours (any more): whoever chains to us calls handle_signal
-        self.signalled = True
+        self.ready = False
         self._on_signal(sig)
 
 

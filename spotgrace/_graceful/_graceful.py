@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -45,10 +46,18 @@ class _GraceBase:
         """``RUNNING``, ``DRAINING``, ``CLEANING`` or ``DONE``."""
         return self._c.state
 
-    @property
-    def ready(self) -> bool:
-        """Readiness: True until a notice arrives, then False for good."""
-        return self._c.notice is None and not self._c.signalled
+    if TYPE_CHECKING:
+
+        @property
+        def ready(self) -> bool:
+            """Readiness: True until a notice arrives, then False for good."""
+
+    else:
+        # Read on every request by the HTTP integrations: a getter in C, no Python frame.
+        ready = property(
+            attrgetter("_c.ready"),
+            doc="Readiness: True until a notice arrives, then False for good.",
+        )
 
     @property
     def stopping(self) -> bool:
