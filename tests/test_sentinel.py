@@ -30,6 +30,21 @@ def _ready(proc: Proc) -> int:
     return int(word)
 
 
+def _run(
+    case: str, *, sigterm: bool = False, env: dict[str, str] | None = None
+) -> tuple[Proc, str, int]:
+    """Run a case to its end (SIGTERM after ``ready`` if asked): (proc, ready line, exit code)."""
+    proc = start("sentinel_case.py", case, env=env)
+    try:
+        line = proc.wait_for_line("ready")
+        if sigterm:
+            proc.signal(signal.SIGTERM)
+        code = proc.finish(timeout=20)
+    finally:
+        kill_quietly(proc)
+    return proc, line, code
+
+
 def _group(pid: int) -> int:
     return os.getpgid(pid)
 
@@ -113,12 +128,8 @@ def test_a_killed_sentinel_leaves_signals_working() -> None:
 
 
 def test_no_sentinel_is_left_when_blocks_end_without_a_notice() -> None:
-    proc = start("sentinel_case.py", "no-notice")
-    try:
-        sentinel = _ready(proc)
-        code = proc.finish(timeout=15)
-    finally:
-        kill_quietly(proc)
+    proc, line, code = _run("no-notice")
+    sentinel = int(line.split()[1])
     assert code == 0, proc.output()
     assert "children []" in proc.printed(), proc.output()  # quit and reaped
     assert "sentinel.lost" not in proc.output()
@@ -126,24 +137,13 @@ def test_no_sentinel_is_left_when_blocks_end_without_a_notice() -> None:
 
 
 def test_a_signal_the_app_took_over_does_not_start_the_sentinels_deadline() -> None:
-    proc = start("sentinel_case.py", "foreign-handler")
-    try:
-        _ready(proc)
-        proc.signal(signal.SIGTERM)
-        code = proc.finish(timeout=15)
-    finally:
-        kill_quietly(proc)
+    proc, _, code = _run("foreign-handler", sigterm=True)
     assert code == 0, proc.output()
     assert "survived got=[15] state=running" in proc.printed(), proc.output()
 
 
 def test_a_forked_workers_sigterm_does_not_reach_the_parents_sentinel() -> None:
-    proc = start("sentinel_case.py", "fork-child-terminated")
-    try:
-        _ready(proc)
-        code = proc.finish(timeout=20)
-    finally:
-        kill_quietly(proc)
+    proc, _, code = _run("fork-child-terminated")
     assert code == 0, proc.output()
     printed = proc.printed()
     assert f"worker-exit {-signal.SIGTERM}" in printed, proc.output()
@@ -151,13 +151,7 @@ def test_a_forked_workers_sigterm_does_not_reach_the_parents_sentinel() -> None:
 
 
 def test_sentinel_can_be_turned_off() -> None:
-    proc = start("sentinel_case.py", "plain", env={"SPOTGRACE_SENTINEL": "0"})
-    try:
-        line = proc.wait_for_line("ready")
-        proc.signal(signal.SIGTERM)
-        code = proc.finish(timeout=15)
-    finally:
-        kill_quietly(proc)
+    proc, line, code = _run("plain", sigterm=True, env={"SPOTGRACE_SENTINEL": "0"})
     assert line.split()[1] == "None"
     assert code == 0, proc.output()
 
@@ -221,24 +215,13 @@ def test_a_signal_before_the_sentinel_runs_is_not_held_for_it() -> None:
 
 
 def test_the_celery_tree_kill_spares_the_sentinel() -> None:
-    proc = start("sentinel_case.py", "tree-kill")
-    try:
-        _ready(proc)
-        code = proc.finish(timeout=15)
-    finally:
-        kill_quietly(proc)
+    proc, _, code = _run("tree-kill")
     assert code == 0, proc.output()
     assert "killed-worker=True sentinel-spared=True" in proc.printed(), proc.output()
 
 
 def test_a_sentinel_that_cannot_start_is_reported_and_signals_still_work() -> None:
-    proc = start("sentinel_case.py", "cannot-start")
-    try:
-        line = proc.wait_for_line("ready")
-        proc.signal(signal.SIGTERM)
-        code = proc.finish(timeout=15)
-    finally:
-        kill_quietly(proc)
+    proc, line, code = _run("cannot-start", sigterm=True)
     assert line.split()[1] == "None", proc.output()
     assert proc.event("sentinel.failed")["level"] == "warning"
     assert "stopping" in proc.printed(), proc.output()
