@@ -56,6 +56,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import free_port  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 
 #: group -> (plain, spotgrace...): (label, argv relative to the tree: script, arguments)
@@ -124,13 +128,6 @@ class Client:
 
 
 # ------------------------------------------------------------------ server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
