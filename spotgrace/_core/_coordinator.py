@@ -216,7 +216,7 @@ class Coordinator(NoticeLoop):
         if self._wakeup.listen_fd != self._wakeup.read_fd:
             # Until the sentinel reads, a signal would start its deadline late
             # (its interpreter takes ~10 ms of CPU to start: far longer among
-            # busy threads). The wake-up byte, relayed, says it is reading.
+            # busy threads). Its hello, a zero byte on the relay, says it reads.
             select.select([self._wakeup.listen_fd], [], [], SENTINEL_START_WAIT)
         try:
             self.events.start()

@@ -4,18 +4,18 @@ In-process, everything after a signal needs the GIL at least once: the
 coordinator's thread must read the wake-up fd and arm the deadline. Thirty
 CPU-bound threads, or a C call that holds the GIL, can keep it from running
 for seconds. The sentinel (:mod:`._sentinel_main`, started when the block is
-entered) reads the wake-up pipe in our place: the C-level handler writes the
-signal's byte without the GIL, the sentinel starts the deadline from that
-moment and passes the byte on to the coordinator's thread; the coordinator's
-own arm and disarm reach it as commands. At the deadline (plus
-:data:`SENTINEL_LAG`, after the in-process watchdog and backstop had their
-chance) it sends SIGKILL.
+entered) reads the wake-up pipe beside the coordinator's thread: the C-level
+handler writes the signal's byte without the GIL; whichever reads it first,
+the sentinel starts the deadline from it (relaying the byte and when it came)
+or the coordinator arms the sentinel with a command, as it does for every
+notice. At the deadline (plus :data:`SENTINEL_LAG`, after the in-process
+watchdog and backstop had their chance) it sends SIGKILL.
 
 It is not started as PID 1 (a process cannot SIGKILL the init of its own PID
 namespace: run under ``spotgrace run`` or ``docker run --init`` there), for a
 frozen application, when ``SPOTGRACE_SENTINEL=0``, or when it cannot start
-(``RLIMIT_NPROC``): the in-process watchdog and backstop remain. If it dies,
-the coordinator reads the wake-up pipe itself again.
+(``sentinel.failed``): the in-process watchdog and backstop remain. If it
+dies (``sentinel.lost``), the coordinator's thread still reads the pipe.
 """
 
 from __future__ import annotations
