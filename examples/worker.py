@@ -16,6 +16,14 @@ import time
 
 import spotgrace
 
+
+def say(line: str) -> None:
+    """Print one whole line: spotgrace's JSON lines share stdout, and print()
+    writes its newline apart, so one of them could land in between."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 jobs: queue.Queue[int] = queue.Queue()
 
 
@@ -29,24 +37,24 @@ def producer() -> None:
 
 @spotgrace.on_shutdown(order=10, timeout=2)
 def flush_metrics() -> None:
-    print(f"flushed metrics; {jobs.qsize()} jobs left queued for the next worker", flush=True)
+    say(f"flushed metrics; {jobs.qsize()} jobs left queued for the next worker")
 
 
 @spotgrace.on_shutdown(order=0, timeout=5)
 def close_connections() -> None:
-    print("closed connections", flush=True)
+    say("closed connections")
 
 
 def handle(job: int) -> None:
     time.sleep(0.5)  # real work: an API call, a transcode, a DB write
-    print(f"done job {job}", flush=True)
+    say(f"done job {job}")
 
 
 def main() -> None:
     spotgrace.configure_json_logging(stream=sys.stdout)
     threading.Thread(target=producer, daemon=True).start()
     with spotgrace.graceful(stop_timeout=30) as grace:
-        print("worker ready", flush=True)
+        say("worker ready")
         while not grace.stopping:
             try:
                 job = jobs.get(timeout=0.5)

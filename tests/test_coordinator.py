@@ -296,3 +296,23 @@ def test_statistics_shape() -> None:
         stats = grace.statistics()
     assert stats["state"] == "running"
     assert {"inflight", "inflight_peak", "inflight_total", "remaining"} <= set(stats)
+
+
+def test_a_late_notice_counts_the_lame_duck_from_the_signal(
+    clock: FakeClock, logs: list[dict[str, Any]]
+) -> None:
+    # Read 0.3 s after it came: the deadline and the lame duck (capped at half
+    # of the 2.5 s budget, counted from the signal) both count from the signal.
+    with quiet(stop_timeout=3, margin=0.5, drain_delay=2.4, clock=clock) as grace:
+        grace._c.begin(source="signal", reason="received SIGTERM", sig=None, within=None, late=0.3)
+        assert grace.remaining() == pytest.approx(2.2)
+        assert not grace.stopping  # 0.95 s of lame duck left
+    started = next(e for e in logs if e["event"] == "shutdown.started")
+    assert started["drain_delay"] == 1.25
+    assert started["late"] == 0.3
+
+
+def test_a_notice_read_after_the_lame_duck_stops_intake_at_once(clock: FakeClock) -> None:
+    with quiet(stop_timeout=30, margin=3, drain_delay=0.2, clock=clock) as grace:
+        grace._c.begin(source="signal", reason="received SIGTERM", sig=None, within=None, late=0.3)
+        assert grace.stopping

@@ -292,13 +292,16 @@ class Coordinator(NoticeLoop):
                         self._stop_at = min(self._stop_at, cap)
                     self.emit("shutdown.deadline_moved", deadline_in=round(deadline - now, 3))
                 return False
+            # The lame duck, like the deadline, counts from the notice: at most
+            # half the time from the notice to the deadline; `left` is what remains now.
             lame = 0.0 if source in ("exit", "error") else self.options.drain_delay
-            lame = max(0.0, min(lame - late, _LAME_SHARE * (deadline - now)))
+            lame = max(0.0, min(lame, _LAME_SHARE * (deadline - now + late)))
+            left = max(0.0, lame - late)
             self.notice = Notice(source, reason, sig, now - late, deadline)
             self.ready = False
             self._deadline = deadline
             self.state = State.DRAINING
-            self._stop_at = time.monotonic() + lame
+            self._stop_at = time.monotonic() + left
             self.watchdog.arm(time.monotonic() + (deadline - now))
             self.emit(
                 "shutdown.started",
@@ -312,7 +315,7 @@ class Coordinator(NoticeLoop):
                 **({"late": round(late, 4)} if late >= 0.001 else {}),
             )
             self.emit("readiness.changed", ready=False)
-        if lame == 0:
+        if left == 0:
             self.set_stopping()
         return True
 
