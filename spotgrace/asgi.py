@@ -52,6 +52,7 @@ from ._http._asgi_exchange import (
     plain,
 )
 from ._http._lifespan import LifespanGrace as _LifespanGrace
+from ._http._prefork import WorkerGrace as _WorkerGrace
 from ._http._prefork import current as _prefork_grace
 from ._http._shared import (
     UNAVAILABLE_BODY,
@@ -107,6 +108,9 @@ class GraceMiddleware:
         # Set by serve() when uvicorn's bookkeeping can be taken over at the notice:
         # until then an HTTP request goes straight to the app.
         self._book: UvicornBook | None = None
+        # The lean path of the middleware used alone: not for a gunicorn worker's
+        # shared state (its drain counts the worker's own in-flight scopes).
+        self._lean = not isinstance(grace, _WorkerGrace)
         # The middleware used alone (not under serve()): the requests that began
         # before the notice, by task, handed to the drain at the notice (_take_over).
         self._live: dict[asyncio.Task[Any], LeanExchange] = {}
@@ -116,7 +120,7 @@ class GraceMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The middleware used alone: before the notice a flag check and the probe check."""
         if (
-            self._book is None
+            self._lean
             and scope["type"] == "http"
             and self.grace.ready
             and scope["path"] not in self._probes
@@ -137,7 +141,9 @@ class GraceMiddleware:
         await self._entry(scope, receive, send)
 
     async def _await_notice(self) -> None:
-        await self.grace.wait()
+        # In steps of a second: a LifespanGrace outside its serve() cannot be waited on.
+        while not await self.grace.wait(1.0):
+            pass
         self._take_over()
 
     def _take_over(self) -> None:
@@ -298,6 +304,7 @@ async def _serve(
         off = uvicorn_unsupported(config.http_protocol_class, cycles, ServerState)
         if off is None:
             server.book = middleware._book = UvicornBook(server.server_state)
+            middleware._lean = False  # uvicorn is given _entry; never __call__
             server.grace = grace
         else:
             emit("info", "http.takeover_off", server="uvicorn", reason=off)
