@@ -11,7 +11,8 @@ hypercorn, granian...) given an :class:`spotgrace.AsyncGrace`:
 - once intake is closed (``grace.stopping``), new requests are answered 503
   with ``Connection: close`` and ``Retry-After``, never reset;
 - every request is in flight (``grace.inflight()``) while the app handles it,
-  so the drain waits for it (under :func:`serve`, from the notice on: see below);
+  so the drain waits for it (a request begun before the notice: from the notice
+  on, handed over by :func:`serve` or by the middleware itself, see docs/asgi.md);
 - long-lived connections get a clean going-away close when intake closes:
   a WebSocket is closed with code 1001, a ``text/event-stream`` response
   is ended (its body terminated) and the app sees ``http.disconnect``.
