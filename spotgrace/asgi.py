@@ -142,8 +142,9 @@ class GraceMiddleware:
         await self._entry(scope, receive, send)
 
     async def _await_notice(self) -> None:
-        # In steps of a second: a LifespanGrace outside its serve() cannot be waited on.
-        while not await self.grace.wait(1.0):
+        # In steps of a minute: a LifespanGrace outside its serve() cannot be waited on
+        # (a step costs about as much as a request; a request after the notice hands over too).
+        while not await self.grace.wait(60.0):
             pass
         self._take_over()
 
