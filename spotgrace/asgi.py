@@ -135,7 +135,7 @@ class GraceMiddleware:
             try:
                 await self.app(scope, lean.lean_receive, lean.lean_send)
             finally:
-                del live[task]
+                live.pop(task, None)  # (the same task may enter twice: a nested mount)
                 if lean.switched:
                     await lean.stop_watching()
             return
