@@ -11,7 +11,8 @@ hypercorn, granian...) given an :class:`spotgrace.AsyncGrace`:
 - once intake is closed (``grace.stopping``), new requests are answered 503
   with ``Connection: close`` and ``Retry-After``, never reset;
 - every request is in flight (``grace.inflight()``) while the app handles it,
-  so the drain waits for it (under :func:`serve`, from the notice on: see below);
+  so the drain waits for it (a request begun before the notice: from the notice
+  on, handed over by :func:`serve` or by the middleware itself, see docs/asgi.md);
 - long-lived connections get a clean going-away close when intake closes:
   a WebSocket is closed with code 1001, a ``text/event-stream`` response
   is ended (its body terminated) and the app sees ``http.disconnect``.
@@ -36,13 +37,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Mapping, MutableMapping
 from typing import Any
 
 from ._core._errors import MissingExtraError
 from ._core._eventlog import emit
 from ._graceful._graceful import graceful
+from ._http._asgi_exchange import (
+    GOING_AWAY,
+    ASGIApp,
+    Exchange,
+    LeanExchange,
+    Receive,
+    Send,
+    plain,
+)
 from ._http._lifespan import LifespanGrace as _LifespanGrace
+from ._http._prefork import WorkerGrace as _WorkerGrace
 from ._http._prefork import current as _prefork_grace
 from ._http._shared import (
     UNAVAILABLE_BODY,
@@ -56,15 +67,6 @@ from ._http._takeover import UvicornBook, adopt, uvicorn_unsupported
 __all__ = ["GraceMiddleware", "LifespanGrace", "serve"]
 
 Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-_CLOSE = (b"connection", b"close")
-_EVENT_STREAM = b"text/event-stream"
-#: WebSocket close code 1001, "going away": the server is shutting down.
-_GOING_AWAY = 1001
 
 
 class LifespanGrace(_LifespanGrace):
@@ -107,9 +109,58 @@ class GraceMiddleware:
         # Set by serve() when uvicorn's bookkeeping can be taken over at the notice:
         # until then an HTTP request goes straight to the app.
         self._book: UvicornBook | None = None
+        # The lean path of the middleware used alone: not for a gunicorn worker's
+        # shared state (its drain counts the worker's own in-flight scopes).
+        self._lean = not isinstance(grace, _WorkerGrace)
+        # The middleware used alone (not under serve()): the requests that began
+        # before the notice, by task, handed to the drain at the notice (_take_over).
+        self._live: dict[asyncio.Task[Any], LeanExchange] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._held: list[asyncio.Task[None]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The middleware used alone: before the notice a flag check and the probe check."""
+        if (
+            self._lean
+            and scope["type"] == "http"
+            and self.grace.ready
+            and scope["path"] not in self._probes
+            and (task := asyncio.current_task()) is not None
+        ):
+            lean = LeanExchange(self.grace, send, receive)
+            live = self._live
+            live[task] = lean
+            if self._watcher is None:
+                self._watcher = asyncio.ensure_future(self._await_notice())
+            try:
+                await self.app(scope, lean.lean_receive, lean.lean_send)
+            finally:
+                live.pop(task, None)  # (the same task may enter twice: a nested mount)
+                if lean.switched:
+                    await lean.stop_watching()
+            return
         await self._entry(scope, receive, send)
+
+    async def _await_notice(self) -> None:
+        # In steps of a minute: a LifespanGrace outside its serve() cannot be waited on
+        # (a step costs about as much as a request; a request after the notice hands over too).
+        while not await self.grace.wait(60.0):
+            pass
+        self._take_over()
+
+    def _take_over(self) -> None:
+        """At the notice: the requests that began before it go to the core's drain.
+
+        Each is switched to the full path's behaviour and its task held in flight
+        (:func:`spotgrace._http._takeover.adopt`) until it ends. Runs once: from
+        the first request after the notice, or when intake closes if none came.
+        """
+        if self._held is not None:
+            return
+        live = list(self._live.items())
+        for _, lean in live:
+            lean.switch()
+        self._held = adopt(self.grace, [task for task, _ in live])  # referenced until exit
 
     def _entry(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """The app :func:`serve` gives uvicorn (as ``asgi3``): a plain function, no frame of its own.
@@ -133,6 +184,8 @@ class GraceMiddleware:
             book = self._book
             if book is not None and not book.marked and not self.grace.ready:
                 book.mark_close()  # the first request after the notice
+            elif self._held is None and self._watcher is not None and not self.grace.ready:
+                self._take_over()  # the middleware used alone: the first request after it
             return self._http(scope, receive, send)
         if kind == "websocket":
             return self._websocket(scope, receive, send)
@@ -145,17 +198,17 @@ class GraceMiddleware:
         path = scope.get("path", "")
         if path == options.readyz:
             ready = grace.ready
-            await _plain(send, 200 if ready else 503, b"ok\n" if ready else b"draining\n", grace)
+            await plain(send, 200 if ready else 503, b"ok\n" if ready else b"draining\n", grace)
             return
         if path == options.healthz:
-            await _plain(send, 200, b"ok\n", grace)
+            await plain(send, 200, b"ok\n", grace)
             return
         if grace.stopping:
             retry = (b"retry-after", str(options.retry_after).encode())
-            await _plain(send, 503, UNAVAILABLE_BODY, grace, extra=[retry])
+            await plain(send, 503, UNAVAILABLE_BODY, grace, extra=[retry])
             return
         async with grace.inflight():
-            await _Exchange(self.app, grace).run(scope, receive, send)
+            await Exchange(self.app, grace).run(scope, receive, send)
 
     # ------------------------------------------------------------- websocket
 
@@ -164,141 +217,10 @@ class GraceMiddleware:
         if grace.stopping:
             # Refuse the handshake: servers answer it with HTTP 403.
             await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": _GOING_AWAY})
+            await send({"type": "websocket.close", "code": GOING_AWAY})
             return
         async with grace.inflight():
-            await _Exchange(self.app, grace, websocket=True).run(scope, receive, send)
-
-
-async def _plain(
-    send: Send,
-    status: int,
-    body: bytes,
-    grace: GraceLike,
-    *,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        *(extra or []),
-    ]
-    if not grace.ready:
-        headers.append(_CLOSE)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-class _Exchange:
-    """One request or WebSocket passing through the middleware.
-
-    Adds ``Connection: close`` once the notice has come, and, for the
-    long-lived kinds (WebSocket, event stream), ends the exchange cleanly when
-    intake closes: the peer gets a close frame / the end of the body, the app
-    gets a disconnect message, and whatever the app sends afterwards is dropped.
-    """
-
-    __slots__ = ("app", "cut", "finished", "grace", "lock", "send", "watcher", "websocket")
-
-    def __init__(self, app: ASGIApp, grace: GraceLike, *, websocket: bool = False) -> None:
-        self.app = app
-        self.grace = grace
-        self.websocket = websocket
-        self.finished = False  # the response is complete / the close frame sent
-        # Made only for the long-lived kinds (an accepted WebSocket, an event stream):
-        self.watcher: asyncio.Task[None] | None = None  # waits for intake to close
-        self.cut: asyncio.Event | None = None  # set once we ended the exchange
-        self.lock: asyncio.Lock | None = None  # one sender at a time: the app or us
-
-    async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.send = send
-        try:
-            await self.app(scope, self._wrap_receive(receive), self._send)
-        finally:
-            if self.watcher is not None:
-                self.watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.watcher
-
-    def _wrap_receive(self, receive: Receive) -> Receive:
-        async def wrapped() -> Message:
-            cut = self.cut
-            if cut is None:  # an ordinary request: straight through
-                return await receive()
-            if cut.is_set():
-                return self._disconnect()
-            real = asyncio.ensure_future(receive())
-            cutting = asyncio.ensure_future(cut.wait())
-            try:
-                await asyncio.wait({real, cutting}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                cutting.cancel()
-            if real.done():
-                return real.result()
-            real.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await real
-            return self._disconnect()
-
-        return wrapped
-
-    def _disconnect(self) -> Message:
-        if self.websocket:
-            return {"type": "websocket.disconnect", "code": _GOING_AWAY}
-        return {"type": "http.disconnect"}
-
-    async def _send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            message = self._response_start(message)
-        elif kind == "http.response.body":
-            if not message.get("more_body", False):
-                self.finished = True
-        elif kind == "websocket.accept":
-            self._watch()
-        elif kind == "websocket.close":
-            self.finished = True
-        if self.lock is None:
-            await self.send(message)
-            return
-        async with self.lock:  # not while _going_away is sending
-            if not self.cut or not self.cut.is_set():  # after the cut, drop what the app sends
-                await self.send(message)
-
-    def _response_start(self, message: Message) -> Message:
-        headers = message.get("headers", ())
-        closing = False
-        for name, value in headers:
-            lower = name.lower()
-            if lower == b"content-type" and value.startswith(_EVENT_STREAM):
-                self._watch()
-            elif lower == b"connection" and value.lower() == b"close":
-                closing = True
-        if closing or self.grace.ready:
-            return message
-        return {**message, "headers": [*headers, _CLOSE]}
-
-    def _watch(self) -> None:
-        self.cut = asyncio.Event()
-        self.lock = asyncio.Lock()
-        self.watcher = asyncio.ensure_future(self._going_away(self.lock, self.cut))
-
-    async def _going_away(self, lock: asyncio.Lock, cut: asyncio.Event) -> None:
-        """When intake closes, end a long-lived exchange the app has not finished."""
-        await self.grace.wait()
-        async with lock:
-            if self.finished:
-                return
-            cut.set()
-            self.finished = True
-            with contextlib.suppress(OSError, RuntimeError):
-                if self.websocket:
-                    await self.send(
-                        {"type": "websocket.close", "code": _GOING_AWAY, "reason": "shutting down"}
-                    )
-                else:
-                    await self.send({"type": "http.response.body", "body": b""})
+            await Exchange(self.app, grace, websocket=True).run(scope, receive, send)
 
 
 # ---------------------------------------------------------------------- serve
@@ -384,6 +306,7 @@ async def _serve(
         off = uvicorn_unsupported(config.http_protocol_class, cycles, ServerState)
         if off is None:
             server.book = middleware._book = UvicornBook(server.server_state)
+            middleware._lean = False  # uvicorn is given _entry; never __call__
             server.grace = grace
         else:
             emit("info", "http.takeover_off", server="uvicorn", reason=off)
