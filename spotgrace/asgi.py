@@ -37,23 +37,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-from collections.abc import Awaitable, Mapping, MutableMapping
+import types
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from ._core._errors import MissingExtraError
 from ._core._eventlog import emit
+from ._core._inflight import InflightTracker
 from ._graceful._graceful import graceful
 from ._http._asgi_exchange import (
     GOING_AWAY,
     ASGIApp,
     Exchange,
+    Gate,
     LeanExchange,
     Receive,
     Send,
     plain,
 )
 from ._http._lifespan import LifespanGrace as _LifespanGrace
-from ._http._prefork import WorkerGrace as _WorkerGrace
 from ._http._prefork import current as _prefork_grace
 from ._http._shared import (
     UNAVAILABLE_BODY,
@@ -65,6 +67,17 @@ from ._http._shared import (
 from ._http._takeover import UvicornBook, adopt, uvicorn_unsupported
 
 __all__ = ["GraceMiddleware", "LifespanGrace", "serve"]
+
+#: ``_task_of(_running_loop())`` is ``asyncio.current_task()`` without its Python
+#: frame on 3.11 (there it is a function around this dict; in C from 3.12 on).
+_running_loop = asyncio.get_running_loop
+_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+_task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+    _current_tasks.get
+    if isinstance(_current_tasks, dict)
+    and not isinstance(asyncio.current_task, types.BuiltinFunctionType)
+    else asyncio.current_task
+)
 
 Scope = MutableMapping[str, Any]
 
@@ -109,58 +122,70 @@ class GraceMiddleware:
         # Set by serve() when uvicorn's bookkeeping can be taken over at the notice:
         # until then an HTTP request goes straight to the app.
         self._book: UvicornBook | None = None
-        # The lean path of the middleware used alone: not for a gunicorn worker's
-        # shared state (its drain counts the worker's own in-flight scopes).
-        self._lean = not isinstance(grace, _WorkerGrace)
-        # The middleware used alone (not under serve()): the requests that began
-        # before the notice, by task, handed to the drain at the notice (_take_over).
-        self._live: dict[asyncio.Task[Any], LeanExchange] = {}
-        self._watcher: asyncio.Task[None] | None = None
-        self._held: list[asyncio.Task[None]] | None = None
+        # The middleware used alone (not under serve()): before the notice a request
+        # costs a flag and a probe check, and is only listed in _live; at the notice,
+        # in the thread that takes it, those still running are counted in the drain
+        # (_at_notice). Not for a gunicorn worker's shared state: no notice listener.
+        register = getattr(grace, "_on_notice", None)
+        self._gate = Gate(grace, lean=register is not None)
+        self._live: dict[LeanExchange, asyncio.Task[Any] | None] = {}
+        # The lean requests counted at the notice and not yet ended (see _release).
+        self._held: dict[LeanExchange, asyncio.Task[Any] | None] = {}
+        self._tracker: InflightTracker | None = None
+        if register is not None:
+            register(self._at_notice)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The middleware used alone: before the notice a flag check and the probe check."""
-        if (
-            self._lean
-            and scope["type"] == "http"
-            and self.grace.ready
-            and scope["path"] not in self._probes
-            and (task := asyncio.current_task()) is not None
-        ):
-            lean = LeanExchange(self.grace, send, receive)
+        gate = self._gate
+        if gate.open and scope["type"] == "http" and scope["path"] not in self._probes:
+            lean = LeanExchange(gate, send, receive)
             live = self._live
-            live[task] = lean
-            if self._watcher is None:
-                self._watcher = asyncio.ensure_future(self._await_notice())
-            try:
-                await self.app(scope, lean.lean_receive, lean.lean_send)
-            finally:
-                live.pop(task, None)  # (the same task may enter twice: a nested mount)
-                if lean.switched:
-                    await lean.stop_watching()
-            return
+            live[lean] = _task_of(_running_loop())  # listed before the gate is read again:
+            if gate.open:  # a notice from now on sees it (_at_notice closes, then lists)
+                try:
+                    await self.app(scope, lean.lean_receive, lean.lean_send)
+                finally:
+                    del live[lean]
+                    lean.ended = True  # before _held is read: see _at_notice
+                    if self._held:
+                        self._release(lean)
+                    if lean.switched:
+                        await lean.stop_watching()
+                return
+            del live[lean]  # type: ignore[unreachable]  # (closed meanwhile by another thread)
         await self._entry(scope, receive, send)
 
-    async def _await_notice(self) -> None:
-        # In steps of a minute: a LifespanGrace outside its serve() cannot be waited on
-        # (a step costs about as much as a request; a request after the notice hands over too).
-        while not await self.grace.wait(60.0):
-            pass
-        self._take_over()
+    def _at_notice(self, tracker: InflightTracker) -> None:
+        """At the notice, in the thread that takes it: count the lean requests in flight.
 
-    def _take_over(self) -> None:
-        """At the notice: the requests that began before it go to the core's drain.
-
-        Each is switched to the full path's behaviour and its task held in flight
-        (:func:`spotgrace._http._takeover.adopt`) until it ends. Runs once: from
-        the first request after the notice, or when intake closes if none came.
+        Each request still running is entered in the tracker before the
+        coordinator's ``begin()`` returns, so no drain can miss it, and leaves
+        it exactly once: the request's own exit or this function, whichever
+        sees the other's mark (``ended`` is set before ``_held`` is read there,
+        and ``_held`` is filled before ``ended`` is read here). Then, in the
+        loop, each is switched to the full path (``Connection: close``, an
+        event stream under way ended when intake closes).
         """
-        if self._held is not None:
-            return
-        live = list(self._live.items())
-        for _, lean in live:
-            lean.switch()
-        self._held = adopt(self.grace, [task for task, _ in live])  # referenced until exit
+        self._tracker = tracker
+        self._gate.open = False  # before the list is read: a request after it takes the full path
+        held = self._held
+        by_loop: dict[asyncio.AbstractEventLoop, list[LeanExchange]] = {}
+        for lean, task in list(self._live.items()):
+            tracker.enter(task)
+            held[lean] = task
+            if lean.ended:
+                self._release(lean)
+            elif task is not None:
+                by_loop.setdefault(task.get_loop(), []).append(lean)
+        for loop, leans in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nothing left to switch
+                loop.call_soon_threadsafe(_switch_all, leans)
+
+    def _release(self, lean: LeanExchange) -> None:
+        task = self._held.pop(lean, None)
+        if task is not None and self._tracker is not None:
+            self._tracker.exit(task)
 
     def _entry(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """The app :func:`serve` gives uvicorn (as ``asgi3``): a plain function, no frame of its own.
@@ -184,8 +209,6 @@ class GraceMiddleware:
             book = self._book
             if book is not None and not book.marked and not self.grace.ready:
                 book.mark_close()  # the first request after the notice
-            elif self._held is None and self._watcher is not None and not self.grace.ready:
-                self._take_over()  # the middleware used alone: the first request after it
             return self._http(scope, receive, send)
         if kind == "websocket":
             return self._websocket(scope, receive, send)
@@ -221,6 +244,13 @@ class GraceMiddleware:
             return
         async with grace.inflight():
             await Exchange(self.app, grace, websocket=True).run(scope, receive, send)
+
+
+def _switch_all(leans: list[LeanExchange]) -> None:
+    """In the loop, after the notice: lean requests still running take the full path."""
+    for lean in leans:
+        if not lean.ended:
+            lean.switch()
 
 
 # ---------------------------------------------------------------------- serve
@@ -306,7 +336,6 @@ async def _serve(
         off = uvicorn_unsupported(config.http_protocol_class, cycles, ServerState)
         if off is None:
             server.book = middleware._book = UvicornBook(server.server_state)
-            middleware._lean = False  # uvicorn is given _entry; never __call__
             server.grace = grace
         else:
             emit("info", "http.takeover_off", server="uvicorn", reason=off)

@@ -20,6 +20,7 @@ __all__ = [
     "GOING_AWAY",
     "ASGIApp",
     "Exchange",
+    "Gate",
     "LeanExchange",
     "Message",
     "Receive",
@@ -170,6 +171,19 @@ class Exchange:
                     await self.send({"type": "http.response.body", "body": b""})
 
 
+class Gate:
+    """Whether lean requests may start: open until the notice (the middleware closes it).
+
+    ``grace``: what a :class:`LeanExchange` takes the full path's state from.
+    """
+
+    __slots__ = ("grace", "open")
+
+    def __init__(self, grace: GraceLike, *, lean: bool) -> None:
+        self.grace = grace
+        self.open = lean
+
+
 class LeanExchange(Exchange):
     """A request that began before the notice, on the middleware used alone.
 
@@ -179,23 +193,24 @@ class LeanExchange(Exchange):
     notice :meth:`switch` (the middleware's take-over, or the first message
     after the notice, whichever comes first) makes it an :class:`Exchange`:
     ``Connection: close`` on a response not started yet, and an event stream
-    already under way is ended when intake closes.
+    already under way is ended when intake closes. ``ended`` is set by the
+    middleware when the app returns (or raises).
     """
 
-    __slots__ = ("first", "last", "raw_receive", "switched")
+    __slots__ = ("ended", "first", "gate", "last", "raw_receive", "switched")
 
-    def __init__(self, grace: GraceLike, send: Send, receive: Receive) -> None:
-        self.grace = grace
+    def __init__(self, gate: Gate, send: Send, receive: Receive) -> None:
+        # Per request: only what the lean path reads; switch() sets the rest.
+        self.gate = gate
         self.send = send
         self.raw_receive = receive
-        self.cut = None
         self.first: Message | None = None
         self.last: Message | None = None
-        self.switched = False
+        self.switched = self.ended = False
 
     def lean_send(self, message: Message) -> Awaitable[None]:
         """The ``send`` the app gets."""
-        if self.grace.ready:
+        if self.gate.open:
             if self.first is None:
                 self.first = message
             self.last = message
@@ -205,7 +220,7 @@ class LeanExchange(Exchange):
 
     def lean_receive(self) -> Awaitable[Message]:
         """The ``receive`` the app gets: the server's own until an event stream is cut."""
-        if self.cut is None:
+        if not self.switched or self.cut is None:
             return self.raw_receive()
         return self._wrap_receive(self.raw_receive)()
 
@@ -214,9 +229,11 @@ class LeanExchange(Exchange):
         if self.switched:
             return
         self.switched = True
+        self.grace = self.gate.grace
         self.websocket = False
         self.watcher = None
         self.lock = None
+        self.cut = None
         last = self.last
         self.finished = (
             last is not None
