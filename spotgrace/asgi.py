@@ -11,7 +11,8 @@ hypercorn, granian...) given an :class:`spotgrace.AsyncGrace`:
 - once intake is closed (``grace.stopping``), new requests are answered 503
   with ``Connection: close`` and ``Retry-After``, never reset;
 - every request is in flight (``grace.inflight()``) while the app handles it,
-  so the drain waits for it (under :func:`serve`, from the notice on: see below);
+  so the drain waits for it (a request begun before the notice: from the notice
+  on, handed over by :func:`serve` or by the middleware itself, see docs/asgi.md);
 - long-lived connections get a clean going-away close when intake closes:
   a WebSocket is closed with code 1001, a ``text/event-stream`` response
   is ended (its body terminated) and the app sees ``http.disconnect``.
@@ -36,12 +37,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import types
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from ._core._errors import MissingExtraError
 from ._core._eventlog import emit
+from ._core._inflight import InflightTracker
 from ._graceful._graceful import graceful
+from ._http._asgi_exchange import (
+    GOING_AWAY,
+    ASGIApp,
+    Exchange,
+    Gate,
+    LeanExchange,
+    Receive,
+    Send,
+    plain,
+)
 from ._http._lifespan import LifespanGrace as _LifespanGrace
 from ._http._prefork import current as _prefork_grace
 from ._http._shared import (
@@ -55,16 +68,18 @@ from ._http._takeover import UvicornBook, adopt, uvicorn_unsupported
 
 __all__ = ["GraceMiddleware", "LifespanGrace", "serve"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: ``_task_of(_running_loop())`` is ``asyncio.current_task()`` without its Python
+#: frame on 3.11 (there it is a function around this dict; in C from 3.12 on).
+_running_loop = asyncio.get_running_loop
+_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+_task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+    _current_tasks.get
+    if isinstance(_current_tasks, dict)
+    and not isinstance(asyncio.current_task, types.BuiltinFunctionType)
+    else asyncio.current_task
+)
 
-_CLOSE = (b"connection", b"close")
-_EVENT_STREAM = b"text/event-stream"
-#: WebSocket close code 1001, "going away": the server is shutting down.
-_GOING_AWAY = 1001
+Scope = MutableMapping[str, Any]
 
 
 class LifespanGrace(_LifespanGrace):
@@ -107,9 +122,70 @@ class GraceMiddleware:
         # Set by serve() when uvicorn's bookkeeping can be taken over at the notice:
         # until then an HTTP request goes straight to the app.
         self._book: UvicornBook | None = None
+        # The middleware used alone (not under serve()): before the notice a request
+        # costs a flag and a probe check, and is only listed in _live; at the notice,
+        # in the thread that takes it, those still running are counted in the drain
+        # (_at_notice). Not for a gunicorn worker's shared state: no notice listener.
+        register = getattr(grace, "_on_notice", None)
+        self._gate = Gate(grace, lean=register is not None)
+        self._live: dict[LeanExchange, asyncio.Task[Any] | None] = {}
+        # The lean requests counted at the notice and not yet ended (see _release).
+        self._held: dict[LeanExchange, asyncio.Task[Any] | None] = {}
+        self._tracker: InflightTracker | None = None
+        if register is not None:
+            register(self._at_notice)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The middleware used alone: before the notice a flag check and the probe check."""
+        gate = self._gate
+        if gate.open and scope["type"] == "http" and scope["path"] not in self._probes:
+            lean = LeanExchange(gate, send, receive)
+            live = self._live
+            live[lean] = _task_of(_running_loop())  # listed before the gate is read again:
+            if gate.open:  # a notice from now on sees it (_at_notice closes, then lists)
+                try:
+                    await self.app(scope, lean.lean_receive, lean.lean_send)
+                finally:
+                    del live[lean]
+                    lean.ended = True  # before _held is read: see _at_notice
+                    if self._held:
+                        self._release(lean)
+                    if lean.switched:
+                        await lean.stop_watching()
+                return
+            del live[lean]  # type: ignore[unreachable]  # (closed meanwhile by another thread)
         await self._entry(scope, receive, send)
+
+    def _at_notice(self, tracker: InflightTracker) -> None:
+        """At the notice, in the thread that takes it: count the lean requests in flight.
+
+        Each request still running is entered in the tracker before the
+        coordinator's ``begin()`` returns, so no drain can miss it, and leaves
+        it exactly once: the request's own exit or this function, whichever
+        sees the other's mark (``ended`` is set before ``_held`` is read there,
+        and ``_held`` is filled before ``ended`` is read here). Then, in the
+        loop, each is switched to the full path (``Connection: close``, an
+        event stream under way ended when intake closes).
+        """
+        self._tracker = tracker
+        self._gate.open = False  # before the list is read: a request after it takes the full path
+        held = self._held
+        by_loop: dict[asyncio.AbstractEventLoop, list[LeanExchange]] = {}
+        for lean, task in list(self._live.items()):
+            tracker.enter(task)
+            held[lean] = task
+            if lean.ended:
+                self._release(lean)
+            elif task is not None:
+                by_loop.setdefault(task.get_loop(), []).append(lean)
+        for loop, leans in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nothing left to switch
+                loop.call_soon_threadsafe(_switch_all, leans)
+
+    def _release(self, lean: LeanExchange) -> None:
+        task = self._held.pop(lean, None)
+        if task is not None and self._tracker is not None:
+            self._tracker.exit(task)
 
     def _entry(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """The app :func:`serve` gives uvicorn (as ``asgi3``): a plain function, no frame of its own.
@@ -145,17 +221,17 @@ class GraceMiddleware:
         path = scope.get("path", "")
         if path == options.readyz:
             ready = grace.ready
-            await _plain(send, 200 if ready else 503, b"ok\n" if ready else b"draining\n", grace)
+            await plain(send, 200 if ready else 503, b"ok\n" if ready else b"draining\n", grace)
             return
         if path == options.healthz:
-            await _plain(send, 200, b"ok\n", grace)
+            await plain(send, 200, b"ok\n", grace)
             return
         if grace.stopping:
             retry = (b"retry-after", str(options.retry_after).encode())
-            await _plain(send, 503, UNAVAILABLE_BODY, grace, extra=[retry])
+            await plain(send, 503, UNAVAILABLE_BODY, grace, extra=[retry])
             return
         async with grace.inflight():
-            await _Exchange(self.app, grace).run(scope, receive, send)
+            await Exchange(self.app, grace).run(scope, receive, send)
 
     # ------------------------------------------------------------- websocket
 
@@ -164,141 +240,17 @@ class GraceMiddleware:
         if grace.stopping:
             # Refuse the handshake: servers answer it with HTTP 403.
             await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": _GOING_AWAY})
+            await send({"type": "websocket.close", "code": GOING_AWAY})
             return
         async with grace.inflight():
-            await _Exchange(self.app, grace, websocket=True).run(scope, receive, send)
+            await Exchange(self.app, grace, websocket=True).run(scope, receive, send)
 
 
-async def _plain(
-    send: Send,
-    status: int,
-    body: bytes,
-    grace: GraceLike,
-    *,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        *(extra or []),
-    ]
-    if not grace.ready:
-        headers.append(_CLOSE)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-class _Exchange:
-    """One request or WebSocket passing through the middleware.
-
-    Adds ``Connection: close`` once the notice has come, and, for the
-    long-lived kinds (WebSocket, event stream), ends the exchange cleanly when
-    intake closes: the peer gets a close frame / the end of the body, the app
-    gets a disconnect message, and whatever the app sends afterwards is dropped.
-    """
-
-    __slots__ = ("app", "cut", "finished", "grace", "lock", "send", "watcher", "websocket")
-
-    def __init__(self, app: ASGIApp, grace: GraceLike, *, websocket: bool = False) -> None:
-        self.app = app
-        self.grace = grace
-        self.websocket = websocket
-        self.finished = False  # the response is complete / the close frame sent
-        # Made only for the long-lived kinds (an accepted WebSocket, an event stream):
-        self.watcher: asyncio.Task[None] | None = None  # waits for intake to close
-        self.cut: asyncio.Event | None = None  # set once we ended the exchange
-        self.lock: asyncio.Lock | None = None  # one sender at a time: the app or us
-
-    async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.send = send
-        try:
-            await self.app(scope, self._wrap_receive(receive), self._send)
-        finally:
-            if self.watcher is not None:
-                self.watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.watcher
-
-    def _wrap_receive(self, receive: Receive) -> Receive:
-        async def wrapped() -> Message:
-            cut = self.cut
-            if cut is None:  # an ordinary request: straight through
-                return await receive()
-            if cut.is_set():
-                return self._disconnect()
-            real = asyncio.ensure_future(receive())
-            cutting = asyncio.ensure_future(cut.wait())
-            try:
-                await asyncio.wait({real, cutting}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                cutting.cancel()
-            if real.done():
-                return real.result()
-            real.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await real
-            return self._disconnect()
-
-        return wrapped
-
-    def _disconnect(self) -> Message:
-        if self.websocket:
-            return {"type": "websocket.disconnect", "code": _GOING_AWAY}
-        return {"type": "http.disconnect"}
-
-    async def _send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            message = self._response_start(message)
-        elif kind == "http.response.body":
-            if not message.get("more_body", False):
-                self.finished = True
-        elif kind == "websocket.accept":
-            self._watch()
-        elif kind == "websocket.close":
-            self.finished = True
-        if self.lock is None:
-            await self.send(message)
-            return
-        async with self.lock:  # not while _going_away is sending
-            if not self.cut or not self.cut.is_set():  # after the cut, drop what the app sends
-                await self.send(message)
-
-    def _response_start(self, message: Message) -> Message:
-        headers = message.get("headers", ())
-        closing = False
-        for name, value in headers:
-            lower = name.lower()
-            if lower == b"content-type" and value.startswith(_EVENT_STREAM):
-                self._watch()
-            elif lower == b"connection" and value.lower() == b"close":
-                closing = True
-        if closing or self.grace.ready:
-            return message
-        return {**message, "headers": [*headers, _CLOSE]}
-
-    def _watch(self) -> None:
-        self.cut = asyncio.Event()
-        self.lock = asyncio.Lock()
-        self.watcher = asyncio.ensure_future(self._going_away(self.lock, self.cut))
-
-    async def _going_away(self, lock: asyncio.Lock, cut: asyncio.Event) -> None:
-        """When intake closes, end a long-lived exchange the app has not finished."""
-        await self.grace.wait()
-        async with lock:
-            if self.finished:
-                return
-            cut.set()
-            self.finished = True
-            with contextlib.suppress(OSError, RuntimeError):
-                if self.websocket:
-                    await self.send(
-                        {"type": "websocket.close", "code": _GOING_AWAY, "reason": "shutting down"}
-                    )
-                else:
-                    await self.send({"type": "http.response.body", "body": b""})
+def _switch_all(leans: list[LeanExchange]) -> None:
+    """In the loop, after the notice: lean requests still running take the full path."""
+    for lean in leans:
+        if not lean.ended:
+            lean.switch()
 
 
 # ---------------------------------------------------------------------- serve

@@ -176,16 +176,27 @@ async def test_requests_after_intake_closed_get_503_retry_after_and_connection_c
 
 @pytest.mark.asyncio
 async def test_request_in_flight_when_intake_closes_is_served_and_drained() -> None:
+    entered = asyncio.Event()
+    app = _app()
+
+    async def noting(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            entered.set()
+        await app(scope, receive, send)
+
     async with spotgrace.graceful(signals=()) as grace:
-        async with _uvicorn(GraceMiddleware(_app(), grace=grace)) as srv:
+        async with _uvicorn(GraceMiddleware(noting, grace=grace)) as srv:
             conn = await srv.connect()
             slow = asyncio.create_task(conn.get("/work?ms=400"))
+            await asyncio.wait_for(entered.wait(), 5)
+            grace.request_shutdown("test")
+            # Before the notice the request was not counted (the lean path); from the
+            # notice on it is held in flight until it ends.
             for _ in range(200):
-                if grace.statistics()["inflight"] == 1:
+                if grace.statistics()["inflight"] == 1 or slow.done():
                     break
                 await asyncio.sleep(0.005)
             assert grace.statistics()["inflight"] == 1
-            grace.request_shutdown("test")
             response = await slow
             assert response.status == 200
             assert response.body == b"ok"

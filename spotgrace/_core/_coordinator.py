@@ -76,6 +76,7 @@ _LEVELS = {
     "signal.escalated": "warning",
     "sentinel.lost": "warning",
     "sentinel.failed": "warning",
+    "notice_listener.failed": "error",
 }
 
 
@@ -140,6 +141,7 @@ class Coordinator(NoticeLoop):
         )
         self._wakeup: WakeupChannel | None = None
         self._kicks_unmatched = 0
+        self._notice_listeners: list[Callable[[InflightTracker], None]] = []
         self._next_kick = math.inf
         #: The handlers in force before the block (the after-fork reset restores them).
         self.previous_handlers: dict[signal.Signals, Handler] = {}
@@ -303,6 +305,7 @@ class Coordinator(NoticeLoop):
             self.state = State.DRAINING
             self._stop_at = time.monotonic() + left
             self.watchdog.arm(time.monotonic() + (deadline - now))
+            self._tell_notice_listeners()
             self.emit(
                 "shutdown.started",
                 reason=reason,
@@ -318,6 +321,23 @@ class Coordinator(NoticeLoop):
         if left == 0:
             self.set_stopping()
         return True
+
+    def on_notice(self, listener: Callable[[InflightTracker], None]) -> None:
+        """Call ``listener(tracker)`` at the notice, in the thread that takes it.
+
+        For work that was not counted before the notice (the HTTP integrations'
+        lean paths): the listener counts it in the tracker before ``begin()``
+        returns, so no drain can start without it. Called once, after readiness
+        turned red, under the coordinator's lock: it must not block.
+        """
+        self._notice_listeners.append(listener)
+
+    def _tell_notice_listeners(self) -> None:
+        for listener in list(self._notice_listeners):
+            try:
+                listener(self.tracker)
+            except Exception as exc:  # a listener's fault must not stop the shutdown
+                self.emit("notice_listener.failed", error=repr(exc))
 
     def set_stopping(self) -> None:
         """End the lame duck: intake must stop now. Idempotent."""

@@ -16,7 +16,7 @@ from .._core._config import ExitCode, Options, resolve_options
 from .._core._coordinator import PLATFORM_SOURCES, Coordinator, Notice, State
 from .._core._errors import ShutdownInterrupt, StateError
 from .._core._hooks import check_hook
-from .._core._inflight import InflightScope
+from .._core._inflight import InflightScope, InflightTracker
 from .._core._signals import Handler, install, restore
 from .._core._threads import start_daemon
 from .._core._watchdog import flush_logs
@@ -63,6 +63,10 @@ class _GraceBase:
     def stopping(self) -> bool:
         """True once intake must stop (the notice plus ``drain_delay``)."""
         return self._c.stopping.is_set()
+
+    def _on_notice(self, listener: Callable[[InflightTracker], None]) -> None:
+        # For the HTTP integrations: see Coordinator.on_notice.
+        self._c.on_notice(listener)
 
     @property
     def notice(self) -> Notice | None:

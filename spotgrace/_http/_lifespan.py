@@ -21,10 +21,11 @@ import asyncio
 import contextlib
 import math
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from .._core._inflight import InflightTracker
 from .._graceful._graceful import AsyncGrace, graceful
 
 __all__ = ["LifespanGrace"]
@@ -42,6 +43,7 @@ class LifespanGrace:
 
     def __init__(self) -> None:
         self._grace: AsyncGrace | None = None
+        self._listeners: list[Callable[[InflightTracker], None]] = []
 
     @property
     def ready(self) -> bool:
@@ -62,6 +64,12 @@ class LifespanGrace:
         if self._grace is not None:
             return self._grace.inflight()
         return contextlib.nullcontext()
+
+    def _on_notice(self, listener: Callable[[InflightTracker], None]) -> None:
+        # For GraceMiddleware: kept for each serve() (see Coordinator.on_notice).
+        self._listeners.append(listener)
+        if self._grace is not None:
+            self._grace._on_notice(listener)
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until intake must stop; False if ``timeout`` passed first."""
@@ -86,6 +94,8 @@ class LifespanGrace:
         servers = {sig: signal.getsignal(sig) for sig in sigs}
         async with graceful(**options, exit_code="return") as grace:
             self._grace = grace
+            for listener in self._listeners:
+                grace._on_notice(listener)
             handoff = asyncio.ensure_future(_hand_off(grace, servers))
             try:
                 yield grace
