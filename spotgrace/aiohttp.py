@@ -32,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
+import types
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, cast
@@ -54,6 +56,7 @@ from ._http._shared import (
     HttpOptions,
     close_idle_connections,
     close_listeners,
+    readiness,
 )
 from ._http._takeover import adopt, aiohttp_busy_tasks, aiohttp_unsupported
 
@@ -117,13 +120,14 @@ def _fast_handler(grace: GraceLike, options: HttpOptions, inner: _ServerHandler)
     if not hasattr(URL, "path_safe"):  # yarl < 1.12
         return _raw_path_handler(grace, options, inner, app_handler)
     probes = frozenset(p for p in (options.readyz, options.healthz) if p)
+    state = readiness(grace)
 
     def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         # What the router reads (cached on the request, so it costs the router nothing
         # more): the path decoded but for %2F and %25. With neither, it is
         # ``request.path``, which the full path compares with the probes.
         path = request.rel_url.path_safe
-        if grace.ready and path not in probes and "%" not in path:
+        if state.ready and path not in probes and "%" not in path:
             return inner(request)
         return _full_path(grace, options, cast("web.Request", request), app_handler)
 
@@ -139,11 +143,12 @@ def _raw_path_handler(
     # decoded): its raw form is at most three times as long, so a ``%`` is there.
     # So is an absolute-form target (``GET http://host/readyz``): it has no leading ``/``.
     encoded = 3 * max(map(len, probes), default=0)
+    state = readiness(grace)
 
     def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         raw = request.raw_path
         if (
-            grace.ready
+            state.ready
             and raw[:1] == "/"
             and not raw.startswith(probes)
             and "%" not in raw[:encoded]
@@ -165,6 +170,7 @@ def _request_class(grace: GraceLike, websockets: weakref.WeakSet[web.WebSocketRe
     """
     base_hook = web.Request._prepare_hook
     websocket_class, response_class = web.WebSocketResponse, web.Response
+    state = readiness(grace)
 
     class GraceRequest(web.Request):
         def _prepare_hook(self, response: web.StreamResponse) -> Coroutine[Any, Any, None]:
@@ -173,11 +179,29 @@ def _request_class(grace: GraceLike, websockets: weakref.WeakSet[web.WebSocketRe
             cls = type(response)
             if cls is not response_class and websocket_class in cls.__mro__:
                 websockets.add(cast("web.WebSocketResponse", response))
-            elif not grace.ready:
+            elif not state.ready:
                 _mark_close(response)
             return base_hook(self, response)
 
     return GraceRequest
+
+
+def _request_factory(app: web.Application, cls: type) -> Callable[..., web.Request]:
+    """``app._make_request`` making ``cls`` requests, called as aiohttp calls its own.
+
+    Its function with ``_cls=cls`` for its default, bound to ``app``: a
+    ``functools.partial`` with the keyword would merge it per request.
+    """
+    make = type(app)._make_request
+    if isinstance(make, types.FunctionType) and make.__defaults__ == (web.Request,):
+        names = list(inspect.signature(make).parameters)
+        if names[-1:] == ["_cls"]:
+            function = types.FunctionType(
+                make.__code__, make.__globals__, make.__name__, (cls,), make.__closure__
+            )
+            function.__kwdefaults__ = make.__kwdefaults__
+            return cast("Callable[..., web.Request]", types.MethodType(function, app))
+    return functools.partial(app._make_request, _cls=cls)
 
 
 def _plain(status: int, body: bytes) -> web.Response:
@@ -306,9 +330,7 @@ async def _run(
             )
             # Instead of an on_response_prepare receiver (aiohttp awaits a signal for each):
             # Request._prepare_hook; ``_cls`` is Application._make_request's own parameter.
-            runner.server.request_factory = functools.partial(
-                app._make_request, _cls=_request_class(grace, websockets)
-            )
+            runner.server.request_factory = _request_factory(app, _request_class(grace, websockets))
         # aiohttp's own shutdown (on_shutdown, connections, on_cleanup) as a hook in the budget.
         grace.on_shutdown(name="aiohttp.cleanup")(runner.cleanup)
         site = web.TCPSite(runner, host, port)

@@ -195,3 +195,48 @@ def test_the_fast_handlers_send_every_probe_down_the_full_path() -> None:
         if result is not fast:
             result.close()  # type: ignore[attr-defined]
         assert (result is not fast) == (probe or "%" in request.rel_url.path_safe), target
+
+
+def test_the_request_factory_is_make_request_with_the_class_for_its_default() -> None:
+    """No functools.partial per request on the supported aiohttp; the fallback still works."""
+    import functools
+    import types
+
+    import spotgrace.aiohttp as sa
+
+    class Marked(web.Request):
+        pass
+
+    app = web.Application()
+    factory = sa._request_factory(app, Marked)
+    assert isinstance(factory, types.MethodType), "aiohttp's _make_request changed: see canary"
+    assert factory.__self__ is app
+    assert factory.__func__.__defaults__ == (Marked,)
+    assert web.Application._make_request.__defaults__ == (web.Request,)  # left alone
+
+    class Other:  # an app whose _make_request is not aiohttp's: the partial
+        def _make_request(self, *args: object, _cls: type = web.Request) -> object:
+            return (_cls, args)
+
+    fallback = sa._request_factory(Other(), Marked)  # type: ignore[arg-type]
+    assert isinstance(fallback, functools.partial)
+    assert fallback(1, 2) == (Marked, (1, 2))
+
+
+def test_readiness_reads_the_coordinator_of_a_spotgrace_grace() -> None:
+    import spotgrace
+    from spotgrace._http._shared import readiness
+
+    with spotgrace.graceful(signals=(), exit_code="return") as grace:
+        state = readiness(grace)  # type: ignore[arg-type]
+        assert state is not grace
+        assert state.ready is True
+        grace.request_shutdown("test")
+        assert state.ready is False
+        assert grace.ready is False
+
+    class Fake:
+        ready = True
+
+    fake = Fake()
+    assert readiness(fake) is fake  # type: ignore[arg-type]

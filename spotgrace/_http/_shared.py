@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 __all__ = [
     "GraceLike",
     "HttpOptions",
     "close_idle_connections",
     "close_listeners",
+    "readiness",
 ]
 
 #: How often the idle-connection grace checks whether every connection is gone.
@@ -44,6 +45,25 @@ class GraceLike(Protocol):
     def inflight(self) -> AbstractAsyncContextManager[Any]: ...
 
     async def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class Readiness(Protocol):
+    """Anything with a ``ready`` flag."""
+
+    @property
+    def ready(self) -> bool: ...
+
+
+def readiness(grace: GraceLike) -> Readiness:
+    """Where a hot path reads ``grace.ready`` without a property call.
+
+    A spotgrace grace's readiness is its coordinator's plain attribute; for any
+    other :class:`GraceLike` it is the object itself.
+    """
+    coordinator = getattr(grace, "_c", None)
+    if isinstance(getattr(coordinator, "ready", None), bool):
+        return cast(Readiness, coordinator)
+    return grace
 
 
 def _path(name: str, value: str | None) -> str | None:
