@@ -42,6 +42,13 @@ from spotgrace.checkpoint import FileCheckpoint, SyncCheckpointStore
 from spotgrace.sqs import Message, PutBack, SQSConsumer
 
 
+def say(line: str) -> None:
+    """Print one whole line: spotgrace's JSON lines share stdout, and print()
+    writes its newline apart, so one of them could land in between."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=["work", "produce"])
@@ -118,17 +125,17 @@ class Jobs:
         seconds = float(job.get("seconds", self.args.work_seconds))
         steps = int(job.get("steps") or 1)
         if seconds >= 1:  # a long job: say so (the tests wait for it)
-            print(f"job {job['job']} started", flush=True)
+            say(f"job {job['job']} started")
         start = 0
         if self.args.checkpoint_dir is not None and steps > 1:
             saved = message.load_checkpoint()
             start = int(saved["step"]) if saved else 0
             if start:
-                print(f"job {job['job']} resumed at step {start}", flush=True)
+                say(f"job {job['job']} resumed at step {start}")
         for step in range(start, steps):
             if step > start and message.stopping and self.args.checkpoint_dir is not None:
                 message.save_checkpoint({"step": step})
-                print(f"job {job['job']} handed off at step {step}", flush=True)
+                say(f"job {job['job']} handed off at step {step}")
                 raise PutBack()
             time.sleep(seconds / steps)  # the real work goes here
         write_result(self.args.results_dir, int(job["job"]), self.args.name)
@@ -150,9 +157,9 @@ def work(args: argparse.Namespace) -> None:
         max_receive_count=args.max_receive_count,
         dead_letter_queue_url=args.dead_letter_queue_url,
     )
-    print(f"worker {args.name} ready", flush=True)
+    say(f"worker {args.name} ready")
     stats = consumer.run()  # after a SIGTERM the process exits from here (0 by default)
-    print(f"worker {args.name} stopped: {stats}", flush=True)
+    say(f"worker {args.name} stopped: {stats}")
 
 
 def produce(args: argparse.Namespace) -> None:
@@ -170,7 +177,7 @@ def produce(args: argparse.Namespace) -> None:
                 body["fail"] = True
             entries.append({"Id": str(n), "MessageBody": json.dumps(body)})
         sqs.send_message_batch(QueueUrl=args.queue_url, Entries=entries)
-    print(f"sent {args.count} jobs to {args.queue_url}", flush=True)
+    say(f"sent {args.count} jobs to {args.queue_url}")
 
 
 def main(argv: list[str] | None = None) -> int:

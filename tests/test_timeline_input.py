@@ -208,3 +208,17 @@ def test_names_and_errors_cannot_inject_markup(real: list[str]) -> None:
     assert "<script" not in page
     assert "<img" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_a_late_notice_puts_the_deadline_on_the_signals_axis() -> None:
+    # Read 3 ms after the signal: elapsed counts from the signal, deadline_in from
+    # when it was read; deadline_at is the deadline on the elapsed axis (exact).
+    t0 = 1_700_000_000.0
+    started = {"event": "shutdown.started", "ts": t0 + 0.003, "pid": 7, "elapsed": 0.0031,
+               "signal": "SIGTERM", "stop_timeout": 7.2, "margin": 0.72, "deadline_in": 6.477,
+               "deadline_at": 6.48, "drain_delay": 0, "late": 0.003}  # fmt: skip
+    old = {k: v for k, v in started.items() if k != "deadline_at"}  # an older spotgrace
+    for fields, deadline in ((started, 6.48), (old, 6.477)):
+        shutdowns, _ = read_shutdowns([json.dumps(fields)])
+        assert shutdowns[0].deadline == pytest.approx(deadline)
+        assert f"deadline +{deadline:.3f}" in render_text(shutdowns)

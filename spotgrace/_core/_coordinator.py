@@ -313,6 +313,7 @@ class Coordinator(NoticeLoop):
                 stop_timeout=self.options.stop_timeout,
                 margin=self.options.margin,
                 deadline_in=round(deadline - now, 3),
+                deadline_at=round(deadline - (now - late), 4),  # on the notice's axis (elapsed)
                 drain_delay=lame,
                 inflight=self.tracker.count,
                 **({"late": round(late, 4)} if late >= 0.001 else {}),

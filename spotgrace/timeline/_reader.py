@@ -44,8 +44,11 @@ class _Reader:
 
     def on_shutdown_started(self, t: float, ev: Event) -> None:
         s = self.s
-        # deadline_in was measured at the notice itself (elapsed 0), not at `t`.
-        d = ev.number("deadline_in")
+        # deadline_at: on the axis of `elapsed` (from the signal, also when it was
+        # read late). Older logs: deadline_in, measured when the notice was read.
+        d = ev.number("deadline_at")
+        if d is None:
+            d = ev.number("deadline_in")
         if d is not None:
             s.deadline = d
         if ev.fields.get("signal"):
