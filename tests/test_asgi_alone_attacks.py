@@ -1,0 +1,83 @@
+"""Attacks on GraceMiddleware used alone (the lean path before the notice): review 13.
+
+Each test here reproduced a defect or pins a claim that held up under attack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+import spotgrace
+from spotgrace.asgi import GraceMiddleware
+
+
+def _quiet(**options: Any) -> Any:
+    return spotgrace.graceful(signals=(), exit_code="return", **options)
+
+
+def _scope(path: str = "/work") -> dict[str, Any]:
+    return {"type": "http", "path": path, "method": "GET", "headers": [], "query_string": b""}
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    async def receive(self) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    def start(self) -> dict[str, Any]:
+        return next(m for m in self.sent if m["type"] == "http.response.start")
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+class _NoticeWhenListed(dict):  # type: ignore[type-arg]
+    """``_live`` whose first insertion lets another thread take the notice right there.
+
+    That is what a GIL switch (or a signal handler, a trace function, free
+    threading) between ``live[lean] = task`` and the gate's re-check does.
+    """
+
+    def __init__(self, grace: Any) -> None:
+        super().__init__()
+        self.grace = grace
+        self.fired = False
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        if not self.fired:
+            self.fired = True
+            notice = threading.Thread(target=self.grace.request_shutdown, args=("window",))
+            notice.start()
+            notice.join()
+
+
+@pytest.mark.asyncio
+async def test_a_request_listed_just_before_a_notice_from_another_thread_is_not_left_counted() -> (
+    None
+):
+    # The notice lists the request (counts it) and closes the gate; the request then
+    # sees the gate closed and takes the full path. Its lean count must still be
+    # released, or the drain waits for a request that has ended (until drain_timeout).
+    async with _quiet(stop_timeout=10, drain_delay=1, drain_timeout=0.5) as grace:
+        middleware = GraceMiddleware(_ok, grace=grace)
+        middleware._live = _NoticeWhenListed(grace)
+        server = _Recorder()
+        await middleware(_scope(), server.receive, server.send)
+        assert middleware._live.fired
+        assert server.start()["status"] == 200
+        assert (b"connection", b"close") in list(server.start()["headers"])
+        stats = grace.statistics()
+        assert stats["inflight"] == 0, stats
