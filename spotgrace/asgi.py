@@ -153,7 +153,11 @@ class GraceMiddleware:
                     if lean.switched:
                         await lean.stop_watching()
                 return
-            del live[lean]  # type: ignore[unreachable]  # (closed meanwhile by another thread)
+            # Closed meanwhile by another thread, which may have counted it: leave once.
+            del live[lean]  # type: ignore[unreachable]
+            lean.ended = True
+            if self._held:
+                self._release(lean)
         await self._entry(scope, receive, send)
 
     def _at_notice(self, tracker: InflightTracker) -> None:
