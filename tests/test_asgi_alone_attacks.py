@@ -81,3 +81,42 @@ async def test_a_request_listed_just_before_a_notice_from_another_thread_is_not_
         assert (b"connection", b"close") in list(server.start()["headers"])
         stats = grace.statistics()
         assert stats["inflight"] == 0, stats
+
+
+@pytest.mark.asyncio
+async def test_a_lean_response_started_once_readiness_is_red_says_close() -> None:
+    # A notice taken in another thread turns readiness red, then (after arming the
+    # watchdog, which lets the GIL go) calls the middleware's listener that closes the
+    # gate. A lean request that starts its response in between read ready=False, yet
+    # its response went out without Connection: close (seen in real runs: 4 of 800
+    # responses, bench/review13/alone_attack.py eager 0 signal). The listener
+    # registered first stands for that window: it lets the loop send a response there.
+    started = threading.Event()
+    sent = threading.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while grace.ready:
+            await asyncio.sleep(0.001)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        sent.set()
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async with _quiet(stop_timeout=10, drain_delay=1, drain_timeout=1) as grace:
+
+        def window(tracker: Any) -> None:  # before the middleware's listener
+            started.set()
+            sent.wait(5)
+
+        grace._on_notice(window)
+        middleware = GraceMiddleware(app, grace=grace)
+        server = _Recorder()
+        request = asyncio.ensure_future(middleware(_scope(), server.receive, server.send))
+        await asyncio.sleep(0.01)  # in the app, on the lean path
+        notice = threading.Thread(target=grace.request_shutdown, args=("window",))
+        notice.start()
+        await request
+        await asyncio.to_thread(notice.join)
+        assert sent.is_set()
+        start = server.start()
+        assert (b"connection", b"close") in list(start["headers"]), start
+        assert grace.statistics()["inflight"] == 0
