@@ -300,12 +300,14 @@ class Coordinator(NoticeLoop):
             lame = max(0.0, min(lame, _LAME_SHARE * (deadline - now + late)))
             left = max(0.0, lame - late)
             self.notice = Notice(source, reason, sig, now - late, deadline)
+            # Before readiness turns red: whatever reads ``ready`` False finds the
+            # listeners' work done (a lean request's response then says close).
+            self._tell_notice_listeners()
             self.ready = False
             self._deadline = deadline
             self.state = State.DRAINING
             self._stop_at = time.monotonic() + left
             self.watchdog.arm(time.monotonic() + (deadline - now))
-            self._tell_notice_listeners()
             self.emit(
                 "shutdown.started",
                 reason=reason,
@@ -327,8 +329,8 @@ class Coordinator(NoticeLoop):
 
         For work that was not counted before the notice (the HTTP integrations'
         lean paths): the listener counts it in the tracker before ``begin()``
-        returns, so no drain can start without it. Called once, after readiness
-        turned red, under the coordinator's lock: it must not block.
+        returns, so no drain can start without it. Called once, just before
+        readiness turns red, under the coordinator's lock: it must not block.
         """
         self._notice_listeners.append(listener)
 
