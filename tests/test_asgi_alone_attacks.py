@@ -6,6 +6,7 @@ Each test here reproduced a defect or pins a claim that held up under attack.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import Any
 
@@ -120,3 +121,69 @@ async def test_a_lean_response_started_once_readiness_is_red_says_close() -> Non
         start = server.start()
         assert (b"connection", b"close") in list(start["headers"]), start
         assert grace.statistics()["inflight"] == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_a_websocket_app_receiving_with_a_timeout_loses_no_message() -> None:
+    # ``asyncio.wait_for(receive(), t)`` (an idle check, a ping loop; Starlette's
+    # ``wait_for(websocket.receive_text(), t)``) cancels the middleware's receive; the
+    # server's receive() it had started must not be left behind to swallow the next
+    # message (seen: 19 of 20 messages lost, and the disconnect, so the app never ended).
+    import aiohttp
+    import uvicorn
+    import wsproto  # noqa: F401  uvicorn's WebSocket support (a dev dependency): fail, not skip
+
+    from bench.harness import free_port
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), 0.05)
+            except TimeoutError:
+                continue
+            if message["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": message.get("text")})
+
+    async with _quiet(stop_timeout=10) as grace:
+        port = free_port()
+        config = uvicorn.Config(
+            GraceMiddleware(app, grace=grace),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            ws="wsproto",
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        try:
+            for _ in range(500):
+                if server.started:
+                    break
+                await asyncio.sleep(0.01)
+            replies = []
+            async with aiohttp.ClientSession() as session:
+                ws = await session.ws_connect(f"http://127.0.0.1:{port}/ws")
+                for i in range(6):
+                    await ws.send_str(f"m{i}")
+                    with contextlib.suppress(TimeoutError):
+                        replies.append((await ws.receive(timeout=2)).data)
+                    await asyncio.sleep(0.12)  # longer than the app's receive timeout
+                await ws.close()
+            assert replies == [f"m{i}" for i in range(6)]
+            for _ in range(100):  # the app saw the disconnect and ended
+                if grace.statistics()["inflight"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert grace.statistics()["inflight"] == 0
+        finally:
+            server.should_exit = True
+            server.force_exit = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(task, 5)
