@@ -187,3 +187,33 @@ async def test_a_websocket_app_receiving_with_a_timeout_loses_no_message() -> No
             server.force_exit = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.asyncio
+async def test_a_lean_response_started_right_after_sigterm_turned_readiness_red_says_close() -> (
+    None
+):
+    # The Python-level signal handler turns readiness red at once, in the loop's own
+    # thread, before the notice thread takes the notice (and runs the listeners). A
+    # lean request starting its response in between read ready=False: its response
+    # must say Connection: close (real SIGTERM runs: 1 of 8 did not,
+    # bench/review13/signal_window.py).
+    import signal
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        # The notice thread must not take the notice before the response starts (it
+        # may, raise_signal lets the GIL go): its begin() waits for the coordinator's lock.
+        with grace._c._lock:
+            signal.raise_signal(signal.SIGTERM)
+            assert not grace.ready  # red in the handler itself
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async with spotgrace.graceful(exit_code="return", stop_timeout=10, drain_delay=0.2) as grace:
+        middleware = GraceMiddleware(app, grace=grace)
+        server = _Recorder()
+        await middleware(_scope(), server.receive, server.send)
+        start = server.start()
+        assert (b"connection", b"close") in list(start["headers"]), start
+        assert await grace.wait(10)
+        assert grace.statistics()["inflight"] == 0

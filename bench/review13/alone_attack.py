@@ -112,6 +112,7 @@ async def one(mode: str, nested: str, notice: str) -> dict[str, object]:
         "requests": len(log),
         "early_lost": early_lost[:3] and len(early_lost),
         "no_close": len(no_close),
+        "no_close_at": [round(e[0] - t_notice, 3) for e in no_close[:5]],
         "sse_open": not ("ended" in sse_out or "eof" in sse_out),
         "sse": {k: v for k, v in sse_out.items() if k != "head"},
         "stuck": stuck,
