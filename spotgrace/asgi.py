@@ -133,7 +133,7 @@ class GraceMiddleware:
         self._held: dict[LeanExchange, asyncio.Task[Any] | None] = {}
         self._tracker: InflightTracker | None = None
         if register is not None:
-            register(self._at_notice)
+            register(self._at_notice, self._gate)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The middleware used alone: before the notice a flag check and the probe check."""
