@@ -217,3 +217,33 @@ async def test_a_lean_response_started_right_after_sigterm_turned_readiness_red_
         assert (b"connection", b"close") in list(start["headers"]), start
         assert await grace.wait(10)
         assert grace.statistics()["inflight"] == 0
+
+
+@pytest.mark.asyncio
+async def test_a_grace_without_notice_listeners_keeps_the_full_path() -> None:
+    # A gunicorn worker's shared state (or any GraceLike without _on_notice) cannot
+    # hand the lean requests over at the notice: each request is counted from its start.
+    async with _quiet(stop_timeout=10) as real:
+
+        class Duck:  # a GraceLike with no _on_notice
+            @property
+            def ready(self) -> bool:
+                return real.ready
+
+            @property
+            def stopping(self) -> bool:
+                return real.stopping
+
+            def inflight(self) -> Any:
+                return real.inflight()
+
+            async def wait(self, timeout: float | None = None) -> bool:
+                return await real.wait(timeout)
+
+        middleware = GraceMiddleware(_ok, grace=Duck())  # type: ignore[arg-type]
+        assert not middleware._gate.open
+        server = _Recorder()
+        await middleware(_scope(), server.receive, server.send)
+        assert not middleware._live
+        assert real.statistics()["inflight_total"] == 1  # counted: the full path
+        assert server.start()["status"] == 200
