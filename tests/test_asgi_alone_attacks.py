@@ -247,3 +247,29 @@ async def test_a_grace_without_notice_listeners_keeps_the_full_path() -> None:
         assert not middleware._live
         assert real.statistics()["inflight_total"] == 1  # counted: the full path
         assert server.start()["status"] == 200
+
+
+@pytest.mark.asyncio
+async def test_a_middleware_made_after_the_notice_takes_the_full_path() -> None:
+    # Starlette builds its middleware stack at the first scope it serves: with
+    # add_middleware(GraceMiddleware, grace=grace) and no lifespan scope, a notice
+    # before the first request makes the middleware afterwards. Its requests must be
+    # counted (the drain waits for them) and say Connection: close (real SIGTERM runs:
+    # 3 of 3 answered 500, the process ended under them: bench/review13/late_built.py).
+    gate = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await gate.wait()
+        await _ok(scope, receive, send)
+
+    async with _quiet(stop_timeout=10, drain_delay=5, drain_timeout=1) as grace:
+        grace.request_shutdown("before the first request")
+        middleware = GraceMiddleware(app, grace=grace)
+        server = _Recorder()
+        request = asyncio.ensure_future(middleware(_scope(), server.receive, server.send))
+        await asyncio.sleep(0.01)
+        assert grace.statistics()["inflight"] == 1, "a request after the notice is counted"
+        gate.set()
+        await request
+        assert (b"connection", b"close") in list(server.start()["headers"])
+        assert grace.statistics()["inflight"] == 0

@@ -1,5 +1,6 @@
 """Requests begun before SIGTERM, answered after it (the response prepared after the
 notice must say Connection: close), on /slow, /sub/slow, /slow?clone; probes after."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,10 +14,14 @@ from bench.loadclient import fetch, read_response, request_bytes
 
 async def main(variant: str) -> int:
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "bench/review13/aio_server.py",
-                                                str(port), variant,
-                                                stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "bench/review13/aio_server.py",
+        str(port),
+        variant,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     end = time.monotonic() + 20
     while True:
         try:
@@ -25,7 +30,13 @@ async def main(variant: str) -> int:
         except OSError:
             assert time.monotonic() < end
             await asyncio.sleep(0.1)
-    print("before:", r.status, r.headers.get("x-class"), r.headers.get("x-made"), "close" if r.close else "keep")
+    print(
+        "before:",
+        r.status,
+        r.headers.get("x-class"),
+        r.headers.get("x-made"),
+        "close" if r.close else "keep",
+    )
     paths = ["/slow?ms=800", "/sub/slow?ms=800", "/slow?ms=800&clone=1"]
     conns = []
     for p in paths:
@@ -42,7 +53,9 @@ async def main(variant: str) -> int:
         r = await asyncio.wait_for(read_response(rd), 10)
         ok = r.status == 200 and r.close
         bad += not ok
-        print(f"{p}: {r.status} class={r.headers.get('x-class')} made={r.headers.get('x-made')} close={r.close}")
+        print(
+            f"{p}: {r.status} class={r.headers.get('x-class')} made={r.headers.get('x-made')} close={r.close}"
+        )
         wr.close()
     ready = await fetch("127.0.0.1", port, "/readyz")
     print("readyz during lame duck:", ready.status, "close" if ready.close else "keep")

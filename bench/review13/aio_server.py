@@ -2,6 +2,7 @@
 super, default web.Request), a sub-app, a middleware that clones the request, and
 (variant "instance") an instance-level _make_request override. argv: port variant
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +27,9 @@ class MyApp(web.Application):
 
 async def slow(request: web.Request) -> web.StreamResponse:
     await asyncio.sleep(int(request.query.get("ms", "0")) / 1000)
-    response = web.StreamResponse(headers={"X-Class": type(request).__name__,
-                                           "X-Made": str(request.get("made_by"))})
+    response = web.StreamResponse(
+        headers={"X-Class": type(request).__name__, "X-Made": str(request.get("made_by"))}
+    )
     await response.prepare(request)
     await response.write(b"ok")
     await response.write_eof()
@@ -41,7 +43,11 @@ async def cloning(request: web.Request, handler):  # type: ignore[no-untyped-def
     return await handler(request)
 
 
-app = MyApp(middlewares=[cloning]) if variant == "subclass" else web.Application(middlewares=[cloning])
+app = (
+    MyApp(middlewares=[cloning])
+    if variant == "subclass"
+    else web.Application(middlewares=[cloning])
+)
 if variant == "instance":
     orig = app._make_request
 

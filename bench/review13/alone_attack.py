@@ -9,6 +9,7 @@ Violations counted per run:
   stuck         FINAL inflight != 0, or the drain did not finish ("drain.timeout" in the log)
   exit          exit code != 0
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,7 +36,7 @@ async def worker(port, stop, log, rng):  # type: ignore[no-untyped-def]
         writer.write(request_bytes(f"/work?ms={ms}"))
         try:
             r = await asyncio.wait_for(read_response(reader), 15)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.append((sent, None, repr(exc)))
             writer.close()
             writer = None
@@ -60,15 +61,22 @@ async def sse(port, out):  # type: ignore[no-untyped-def]
             if b"0\r\n\r\n" in chunk:
                 out["ended"] = time.monotonic()
                 return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         out["error"] = repr(exc)
 
 
 async def one(mode: str, nested: str, notice: str) -> dict[str, object]:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "bench/review13/alone_server.py", str(port), mode, nested, notice,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "bench/review13/alone_server.py",
+        str(port),
+        mode,
+        nested,
+        notice,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     assert proc.stdout is not None
     lines: list[str] = []
 
@@ -86,8 +94,9 @@ async def one(mode: str, nested: str, notice: str) -> dict[str, object]:
     rng = random.Random()
     sse_out: dict[str, object] = {}
     sse_task = asyncio.create_task(sse(port, sse_out))
-    workers = [asyncio.create_task(worker(port, stop, log, random.Random(rng.random())))
-               for _ in range(30)]
+    workers = [
+        asyncio.create_task(worker(port, stop, log, random.Random(rng.random()))) for _ in range(30)
+    ]
     await asyncio.sleep(1.0)
     t_notice = time.monotonic()
     if notice == "signal":
@@ -106,8 +115,7 @@ async def one(mode: str, nested: str, notice: str) -> dict[str, object]:
     early_lost = [e for e in log if e[0] < t_notice - 0.05 and e[1] != 200]
     no_close = [e for e in log if e[1] is not None and e[2][0] == "0" and not e[2][1]]  # type: ignore[index]
     final = [json.loads(line[6:]) for line in lines if line.startswith("FINAL ")]
-    stuck = (not final or final[0]["inflight"] != 0
-             or any("drain.timeout" in line for line in lines))
+    stuck = not final or final[0]["inflight"] != 0 or any("drain.timeout" in line for line in lines)
     return {
         "requests": len(log),
         "early_lost": early_lost[:3] and len(early_lost),
@@ -128,8 +136,13 @@ def main() -> int:
     bad = 0
     for _ in range(runs):
         res = asyncio.run(one(mode, nested, notice))
-        fail = bool(res["early_lost"] or res["no_close"] or res["sse_open"] or res["stuck"]
-                    or res["exit"] != 0)
+        fail = bool(
+            res["early_lost"]
+            or res["no_close"]
+            or res["sse_open"]
+            or res["stuck"]
+            or res["exit"] != 0
+        )
         bad += fail
         print(("FAIL " if fail else "ok   ") + json.dumps(res, default=str))
     print(f"{mode} {nested} {notice}: {bad}/{runs} runs with a violation")

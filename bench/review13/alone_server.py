@@ -7,6 +7,7 @@ argv: port mode nested notice
   notice: signal | handler (grace.request_shutdown() inside a request) | thread
 Every response says X-Ready: the grace.ready read just before http.response.start.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,12 +37,19 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         else:
             threading.Thread(target=grace.request_shutdown, args=("from a thread",)).start()  # type: ignore[attr-defined]
     if path == "/sse":
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+
         async def stream() -> None:
             while True:
-                await send({"type": "http.response.body", "body": b"data: x\n\n",
-                            "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": b"data: x\n\n", "more_body": True}
+                )
                 await asyncio.sleep(0.2)
 
         async def listen() -> None:  # as Starlette's StreamingResponse (ASGI spec < 2.4)
@@ -59,8 +67,13 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     ms = int(q.partition("=")[2] or 0)
     await asyncio.sleep(ms / 1000)
     ready = b"1" if grace.ready else b"0"  # type: ignore[attr-defined]
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"x-ready", ready)]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"x-ready", ready)],
+        }
+    )
     await send({"type": "http.response.body", "body": b"ok"})
 
 
@@ -78,8 +91,9 @@ async def main() -> None:
             wrapped = GraceMiddleware(wrapped, grace=grace)  # and once more
         elif nested == "two":
             wrapped = GraceMiddleware(wrapped, grace=grace)
-        config = uvicorn.Config(wrapped, host="127.0.0.1", port=port, log_level="warning",
-                                lifespan="off")
+        config = uvicorn.Config(
+            wrapped, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
         server = uvicorn.Server(config)
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         task = asyncio.create_task(server.serve())

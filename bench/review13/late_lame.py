@@ -1,5 +1,6 @@
 """Coordinator.begin(late=...): the lame duck counts from the signal, and never takes
 more than half the time left now. Sweeps drain_delay x late; prints violations."""
+
 from __future__ import annotations
 
 import itertools
@@ -14,14 +15,21 @@ structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
 bad = 0
 n = 0
 for stop_timeout, delay, late in itertools.product(
-    (10.0, 30.0, 120.0), (0.0, 1.0, 5.0, 8.0, 13.0, 20.0, 60.0, 100.0), (0.0, 0.5, 2.0, 4.0, 9.0, 50.0, 200.0)
+    (10.0, 30.0, 120.0),
+    (0.0, 1.0, 5.0, 8.0, 13.0, 20.0, 60.0, 100.0),
+    (0.0, 0.5, 2.0, 4.0, 9.0, 50.0, 200.0),
 ):
     try:
         spotgrace.graceful(signals=(), stop_timeout=stop_timeout, drain_delay=delay)
     except spotgrace.ConfigError:
         continue
-    with spotgrace.graceful(signals=(), exit_code="return", stop_timeout=stop_timeout,
-                            drain_delay=delay, drain_timeout=0.01) as grace:
+    with spotgrace.graceful(
+        signals=(),
+        exit_code="return",
+        stop_timeout=stop_timeout,
+        drain_delay=delay,
+        drain_timeout=0.01,
+    ) as grace:
         c = grace._c
         late_eff = min(late, c.options.budget)  # what _late() would hand over
         if late_eff > c.options.budget - 2:  # the watchdog would end this process

@@ -3,13 +3,13 @@
 notice closes the middleware's gate for good); in the second, a request begun before
 SIGTERM must be counted, answered whole with Connection: close, and drained.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import os
 import signal
-import sys
 
 import uvicorn
 

@@ -5,6 +5,7 @@ notice. A response started in between reads ready=False yet carries no
 Connection: close. The app sends SIGTERM to its own process and starts its response
 as soon as readiness is red. argv: RUNS
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,8 +55,11 @@ SERVER = textwrap.dedent(
 
 async def one() -> tuple[str | None, bool]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(300):
             try:

@@ -4,6 +4,7 @@ in the tracker forever (the branch `del live[lean]` neither marks it ended nor
 releases it). The window is widened by a dict whose __setitem__ lets another
 thread take the notice there (what a GIL switch at that point does).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,7 +49,13 @@ async def main() -> int:
     ) as grace:
         mw = GraceMiddleware(app, grace=grace)
         mw._live = _Window(grace)
-        scope = {"type": "http", "path": "/work", "method": "GET", "headers": [], "query_string": b""}
+        scope = {
+            "type": "http",
+            "path": "/work",
+            "method": "GET",
+            "headers": [],
+            "query_string": b"",
+        }
         await mw(scope, receive, send)
         stats = grace.statistics()
         print("after the request ended:", {k: stats[k] for k in ("inflight", "inflight_total")})

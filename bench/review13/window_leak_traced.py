@@ -3,6 +3,7 @@
 between `live[lean] = task` and `if gate.open:`; the notice comes from another thread
 while 200 requests start. Counts the runs where a request stayed counted after all ended.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,7 +38,12 @@ async def one_run() -> int:
         signals=(), exit_code="return", stop_timeout=5, drain_delay=0.5, drain_timeout=0.1
     ) as grace:
         mw = GraceMiddleware(app, grace=grace)
-        notice = threading.Thread(target=lambda: (threading.Event().wait(random.uniform(0, 0.004)), grace.request_shutdown("t")))
+        notice = threading.Thread(
+            target=lambda: (
+                threading.Event().wait(random.uniform(0, 0.004)),
+                grace.request_shutdown("t"),
+            )
+        )
         sys.settrace(tracer)
         threading.settrace(tracer)
         notice.start()

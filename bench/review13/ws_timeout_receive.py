@@ -4,6 +4,7 @@ receive(): keep-alive pings, idle checks) behind GraceMiddleware, on a real uvic
 behind, and that task swallows the next message: the client's messages are lost.
 argv: with|without (the middleware)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,16 @@ async def main(use: bool) -> int:
     async with spotgrace.graceful(signals=(), exit_code="return", stop_timeout=10) as grace:
         served = GraceMiddleware(app, grace=grace) if use else app
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(served, host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="off", ws="wsproto"))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                served,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                ws="wsproto",
+            )
+        )
         task = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.01)
@@ -58,8 +67,11 @@ async def main(use: bool) -> int:
             await ws.close()
         print(f"{'with' if use else 'without'} the middleware: {lost}/20 messages lost", flush=True)
         await asyncio.sleep(0.5)
-        print("WebSocket requests still in flight after the client closed:",
-              grace.statistics()["inflight"], flush=True)
+        print(
+            "WebSocket requests still in flight after the client closed:",
+            grace.statistics()["inflight"],
+            flush=True,
+        )
         server.should_exit = True
         try:
             await asyncio.wait_for(task, 5)
