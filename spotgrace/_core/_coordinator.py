@@ -336,11 +336,19 @@ class Coordinator(NoticeLoop):
         ``gate``: an object whose ``open`` is set False the moment readiness turns
         red, wherever that happens (a signal handler turns it red before the
         notice is taken), so a path that reads it never sees readiness red with
-        the gate still open.
+        the gate still open. Registered once readiness is red already (a
+        middleware made after the notice), the gate is closed at once and the
+        listener is not kept.
         """
-        if gate is not None:
-            self.notice_gates.append(gate)
-        self._notice_listeners.append(listener)
+        with self._lock:
+            if self.notice is not None or not self.ready:
+                # Too late for a listener: the gate starts closed (nothing was lean).
+                if gate is not None:
+                    gate.open = False
+                return
+            if gate is not None:
+                self.notice_gates.append(gate)
+            self._notice_listeners.append(listener)
 
     def _tell_notice_listeners(self) -> None:
         for listener in list(self._notice_listeners):
