@@ -61,7 +61,6 @@ async def main(variant: str) -> int:
     print("readyz during lame duck:", ready.status, "close" if ready.close else "keep")
     bad += ready.status != 503
     await asyncio.sleep(1.6)
-    with_close = None
     try:
         late = await fetch("127.0.0.1", port, "/slow?ms=0")
         print("after intake closed:", late.status)

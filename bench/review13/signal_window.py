@@ -55,7 +55,7 @@ SERVER = textwrap.dedent(
 
 async def one() -> tuple[str | None, bool]:
     port = free_port()
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220  (waited for after the response)
         [sys.executable, "-c", SERVER, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

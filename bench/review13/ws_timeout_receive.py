@@ -51,7 +51,7 @@ async def main(use: bool) -> int:
             )
         )
         task = asyncio.create_task(server.serve())
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110  (uvicorn has no event for it)
             await asyncio.sleep(0.01)
         lost = 0
         async with aiohttp.ClientSession() as session:
