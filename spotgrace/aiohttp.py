@@ -192,7 +192,8 @@ def _request_factory(app: web.Application, cls: type) -> Callable[..., web.Reque
     Its function with ``_cls=cls`` for its default, bound to ``app``: a
     ``functools.partial`` with the keyword would merge it per request.
     """
-    make = type(app)._make_request
+    bound = app._make_request  # what aiohttp's Server is given: an override on the app wins
+    make = bound.__func__ if isinstance(bound, types.MethodType) and bound.__self__ is app else None
     if isinstance(make, types.FunctionType) and make.__defaults__ == (web.Request,):
         names = list(inspect.signature(make).parameters)
         if names[-1:] == ["_cls"]:

@@ -133,7 +133,7 @@ class GraceMiddleware:
         self._held: dict[LeanExchange, asyncio.Task[Any] | None] = {}
         self._tracker: InflightTracker | None = None
         if register is not None:
-            register(self._at_notice)
+            register(self._at_notice, self._gate)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The middleware used alone: before the notice a flag check and the probe check."""
@@ -153,7 +153,11 @@ class GraceMiddleware:
                     if lean.switched:
                         await lean.stop_watching()
                 return
-            del live[lean]  # type: ignore[unreachable]  # (closed meanwhile by another thread)
+            # Closed meanwhile by another thread, which may have counted it: leave once.
+            del live[lean]  # type: ignore[unreachable]
+            lean.ended = True
+            if self._held:
+                self._release(lean)
         await self._entry(scope, receive, send)
 
     def _at_notice(self, tracker: InflightTracker) -> None:

@@ -142,6 +142,7 @@ class Coordinator(NoticeLoop):
         self._wakeup: WakeupChannel | None = None
         self._kicks_unmatched = 0
         self._notice_listeners: list[Callable[[InflightTracker], None]] = []
+        self.notice_gates: list[Any] = []
         self._next_kick = math.inf
         #: The handlers in force before the block (the after-fork reset restores them).
         self.previous_handlers: dict[signal.Signals, Handler] = {}
@@ -300,12 +301,14 @@ class Coordinator(NoticeLoop):
             lame = max(0.0, min(lame, _LAME_SHARE * (deadline - now + late)))
             left = max(0.0, lame - late)
             self.notice = Notice(source, reason, sig, now - late, deadline)
-            self.ready = False
+            # Before readiness turns red: whatever reads ``ready`` False finds the
+            # listeners' work done (a lean request's response then says close).
+            self._tell_notice_listeners()
+            self.turn_red()
             self._deadline = deadline
             self.state = State.DRAINING
             self._stop_at = time.monotonic() + left
             self.watchdog.arm(time.monotonic() + (deadline - now))
-            self._tell_notice_listeners()
             self.emit(
                 "shutdown.started",
                 reason=reason,
@@ -323,15 +326,30 @@ class Coordinator(NoticeLoop):
             self.set_stopping()
         return True
 
-    def on_notice(self, listener: Callable[[InflightTracker], None]) -> None:
+    def on_notice(self, listener: Callable[[InflightTracker], None], gate: Any = None) -> None:
         """Call ``listener(tracker)`` at the notice, in the thread that takes it.
 
         For work that was not counted before the notice (the HTTP integrations'
         lean paths): the listener counts it in the tracker before ``begin()``
-        returns, so no drain can start without it. Called once, after readiness
-        turned red, under the coordinator's lock: it must not block.
+        returns, so no drain can start without it. Called once, just before
+        readiness turns red, under the coordinator's lock: it must not block.
+
+        ``gate``: an object whose ``open`` is set False the moment readiness turns
+        red, wherever that happens (a signal handler turns it red before the
+        notice is taken), so a path that reads it never sees readiness red with
+        the gate still open. Registered once readiness is red already (a
+        middleware made after the notice), the gate is closed at once and the
+        listener is not kept.
         """
-        self._notice_listeners.append(listener)
+        with self._lock:
+            if self.notice is not None or not self.ready:
+                # Too late for a listener: the gate starts closed (nothing was lean).
+                if gate is not None:
+                    gate.open = False
+                return
+            if gate is not None:
+                self.notice_gates.append(gate)
+            self._notice_listeners.append(listener)
 
     def _tell_notice_listeners(self) -> None:
         for listener in list(self._notice_listeners):

@@ -41,6 +41,8 @@ class NoticeLoop:
     tracker: InflightTracker
     stopping: Flag
     ready: bool
+    #: Closed (``open = False``) the moment readiness turns red: see ``Coordinator.on_notice``.
+    notice_gates: list[Any]
     body_running: bool
     forked: bool
     _wakeup: WakeupChannel | None
@@ -63,6 +65,12 @@ class NoticeLoop:
     def _relay_lost(self) -> None:  # pragma: no cover - the coordinator's
         raise NotImplementedError
 
+    def turn_red(self) -> None:
+        """Readiness red, the notice gates closed first. Plain stores: safe in a signal handler."""
+        for gate in self.notice_gates:
+            gate.open = False
+        self.ready = False
+
     def handle_signal(self, signum: int, frame: object) -> None:
         """The Python-level signal handler: raise the interrupt, or hand off if needed.
 
@@ -80,7 +88,7 @@ class NoticeLoop:
                 else:
                     raise ShutdownInterrupt("intake stopped")
             return
-        self.ready = False
+        self.turn_red()
         channel = self._wakeup
         if (
             channel is not None
@@ -170,7 +178,7 @@ class NoticeLoop:
             return  # the Python-level handler hands it over
         if not ours:
             return  # not ours (any more): whoever chains to us calls handle_signal
-        self.ready = False
+        self.turn_red()
         self._on_signal(sig)
 
 

@@ -64,9 +64,9 @@ class _GraceBase:
         """True once intake must stop (the notice plus ``drain_delay``)."""
         return self._c.stopping.is_set()
 
-    def _on_notice(self, listener: Callable[[InflightTracker], None]) -> None:
+    def _on_notice(self, listener: Callable[[InflightTracker], None], gate: Any = None) -> None:
         # For the HTTP integrations: see Coordinator.on_notice.
-        self._c.on_notice(listener)
+        self._c.on_notice(listener, gate)
 
     @property
     def notice(self) -> Notice | None:

@@ -69,7 +69,17 @@ class Exchange:
     gets a disconnect message, and whatever the app sends afterwards is dropped.
     """
 
-    __slots__ = ("app", "cut", "finished", "grace", "lock", "send", "watcher", "websocket")
+    __slots__ = (
+        "app",
+        "cut",
+        "finished",
+        "grace",
+        "lock",
+        "pending",
+        "send",
+        "watcher",
+        "websocket",
+    )
 
     def __init__(self, app: ASGIApp, grace: GraceLike, *, websocket: bool = False) -> None:
         self.app = app
@@ -80,16 +90,25 @@ class Exchange:
         self.watcher: asyncio.Task[None] | None = None  # waits for intake to close
         self.cut: asyncio.Event | None = None  # set once we ended the exchange
         self.lock: asyncio.Lock | None = None  # one sender at a time: the app or us
+        # The server's receive() under way while a cut is watched for (see _wrap_receive).
+        self.pending: asyncio.Future[Message] | None = None
 
     async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.send = send
         try:
             await self.app(scope, self._wrap_receive(receive), self._send)
         finally:
-            if self.watcher is not None:
-                self.watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.watcher
+            await self._stop()
+
+    async def _stop(self) -> None:
+        """When the exchange ends: the watcher and a receive left under way go."""
+        if self.pending is not None:
+            self.pending.cancel()
+            self.pending = None
+        if self.watcher is not None:
+            self.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watcher
 
     def _wrap_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
@@ -98,12 +117,18 @@ class Exchange:
                 return await receive()
             if cut.is_set():
                 return self._disconnect()
-            real = asyncio.ensure_future(receive())
+            # A receive the app gave up on (``wait_for(receive(), t)`` cancels this one)
+            # is kept for its next call: left behind, it would take the next message.
+            real = self.pending
+            if real is None:
+                real = self.pending = asyncio.ensure_future(receive())
             cutting = asyncio.ensure_future(cut.wait())
+            both: set[asyncio.Future[Any]] = {real, cutting}
             try:
-                await asyncio.wait({real, cutting}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 cutting.cancel()
+            self.pending = None
             if real.done():
                 return real.result()
             real.cancel()
@@ -234,6 +259,7 @@ class LeanExchange(Exchange):
         self.watcher = None
         self.lock = None
         self.cut = None
+        self.pending = None
         last = self.last
         self.finished = (
             last is not None
@@ -250,8 +276,5 @@ class LeanExchange(Exchange):
 
     async def stop_watching(self) -> None:
         """When the request ends: cancel the going-away watcher, if one was started."""
-        watcher = self.watcher if self.switched else None
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        if self.switched:
+            await self._stop()

@@ -43,7 +43,7 @@ class LifespanGrace:
 
     def __init__(self) -> None:
         self._grace: AsyncGrace | None = None
-        self._listeners: list[Callable[[InflightTracker], None]] = []
+        self._listeners: list[tuple[Callable[[InflightTracker], None], Any]] = []
 
     @property
     def ready(self) -> bool:
@@ -65,11 +65,11 @@ class LifespanGrace:
             return self._grace.inflight()
         return contextlib.nullcontext()
 
-    def _on_notice(self, listener: Callable[[InflightTracker], None]) -> None:
+    def _on_notice(self, listener: Callable[[InflightTracker], None], gate: Any = None) -> None:
         # For GraceMiddleware: kept for each serve() (see Coordinator.on_notice).
-        self._listeners.append(listener)
+        self._listeners.append((listener, gate))
         if self._grace is not None:
-            self._grace._on_notice(listener)
+            self._grace._on_notice(listener, gate)
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until intake must stop; False if ``timeout`` passed first."""
@@ -94,8 +94,8 @@ class LifespanGrace:
         servers = {sig: signal.getsignal(sig) for sig in sigs}
         async with graceful(**options, exit_code="return") as grace:
             self._grace = grace
-            for listener in self._listeners:
-                grace._on_notice(listener)
+            for listener, gate in self._listeners:
+                grace._on_notice(listener, gate)
             handoff = asyncio.ensure_future(_hand_off(grace, servers))
             try:
                 yield grace
