@@ -187,8 +187,8 @@ class GraceMiddleware:
                 loop.call_soon_threadsafe(_switch_all, leans)
 
     def _release(self, lean: LeanExchange) -> None:
-        task = self._held.pop(lean, None)
-        if task is not None and self._tracker is not None:
+        task = self._held.pop(lean, _NOT_HELD)  # (a request outside a task is held as None)
+        if task is not _NOT_HELD and self._tracker is not None:
             self._tracker.exit(task)
 
     def _entry(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
@@ -248,6 +248,9 @@ class GraceMiddleware:
             return
         async with grace.inflight():
             await Exchange(self.app, grace, websocket=True).run(scope, receive, send)
+
+
+_NOT_HELD: Any = object()
 
 
 def _switch_all(leans: list[LeanExchange]) -> None:

@@ -28,6 +28,7 @@ import structlog
 import spotgrace
 from bench.harness import free_port
 from bench.loadclient import Response, read_response, request_bytes
+from spotgrace._http._asgi_exchange import LeanExchange
 from spotgrace.asgi import GraceMiddleware
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,3 +269,21 @@ async def test_a_notice_listener_that_fails_does_not_stop_the_shutdown() -> None
     assert failed, logs
     assert "boom" in failed[0]["error"], logs
     assert any(e["event"] == "shutdown.finished" for e in logs)
+
+
+@pytest.mark.asyncio
+async def test_a_lean_request_held_without_a_task_leaves_the_count() -> None:
+    # A request run outside an asyncio Task (no task to cancel) is held as None:
+    # its exit must still leave the count (it was read as "not held").
+    async def app(scope: Any, receive: Any, send: Any) -> None: ...
+
+    async with _quiet(stop_timeout=10) as grace:
+        middleware = GraceMiddleware(app, grace=grace)
+        lean = LeanExchange(middleware._gate, _Recorder().send, _Recorder().receive)
+        middleware._live[lean] = None
+        grace.request_shutdown("test")
+        assert grace.statistics()["inflight"] == 1
+        del middleware._live[lean]
+        lean.ended = True
+        middleware._release(lean)
+        assert grace.statistics()["inflight"] == 0
