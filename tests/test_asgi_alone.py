@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 import structlog
 
-import spotgrace
 from bench.harness import free_port
 from bench.loadclient import Response, read_response, request_bytes
 from spotgrace._http._asgi_exchange import LeanExchange
 from spotgrace.asgi import GraceMiddleware
+from tests.helpers.asgi_direct import Recorder, http_scope, quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,32 +174,6 @@ def test_sigterm_to_plain_uvicorn_with_lifespangrace_waits_for_a_request_begun_b
 # --------------------------------------------------- the count at the notice, in process
 
 
-def _quiet(**options: Any) -> Any:
-    return spotgrace.graceful(signals=(), exit_code="return", **options)
-
-
-class _Recorder:
-    """The server side of one request: what the app sent, and a receive that never ends."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
-
-    async def receive(self) -> dict[str, Any]:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    def closes(self) -> bool:
-        start = next(m for m in self.sent if m["type"] == "http.response.start")
-        return (b"connection", b"close") in list(start["headers"])
-
-
-def _scope(path: str = "/work") -> dict[str, Any]:
-    return {"type": "http", "path": path, "method": "GET", "headers": [], "query_string": b""}
-
-
 @pytest.mark.asyncio
 async def test_a_lean_request_is_counted_before_request_shutdown_returns() -> None:
     # The drain must never start without a request that began before the notice:
@@ -211,10 +185,10 @@ async def test_a_lean_request_is_counted_before_request_shutdown_returns() -> No
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    async with _quiet(stop_timeout=10) as grace:
+    async with quiet(stop_timeout=10) as grace:
         middleware = GraceMiddleware(app, grace=grace)
-        server = _Recorder()
-        request = asyncio.ensure_future(middleware(_scope(), server.receive, server.send))
+        server = Recorder()
+        request = asyncio.ensure_future(middleware(http_scope(), server.receive, server.send))
         await asyncio.sleep(0.01)  # in the app, on the lean path
         assert grace.statistics()["inflight"] == 0  # not counted before the notice
         grace.request_shutdown("test")
@@ -236,12 +210,12 @@ async def test_lean_requests_ending_while_a_notice_comes_from_another_thread_lea
         await send({"type": "http.response.body", "body": b"ok"})
 
     for _ in range(5):
-        async with _quiet(stop_timeout=10) as grace:
+        async with quiet(stop_timeout=10) as grace:
             middleware = GraceMiddleware(app, grace=grace)
             requests = []
             for i in range(300):
-                scope = {**_scope(), "query_string": str((i % 30) / 10000).encode()}
-                server = _Recorder()
+                scope = {**http_scope(), "query_string": str((i % 30) / 10000).encode()}
+                server = Recorder()
                 requests.append(
                     asyncio.ensure_future(middleware(scope, server.receive, server.send))
                 )
@@ -261,7 +235,7 @@ async def test_a_notice_listener_that_fails_does_not_stop_the_shutdown() -> None
         raise RuntimeError("boom")
 
     with structlog.testing.capture_logs() as logs:
-        async with _quiet(stop_timeout=10) as grace:
+        async with quiet(stop_timeout=10) as grace:
             grace._on_notice(broken)
             grace.request_shutdown("test")
             assert grace.stopping
@@ -277,9 +251,9 @@ async def test_a_lean_request_held_without_a_task_leaves_the_count() -> None:
     # its exit must still leave the count (it was read as "not held").
     async def app(scope: Any, receive: Any, send: Any) -> None: ...
 
-    async with _quiet(stop_timeout=10) as grace:
+    async with quiet(stop_timeout=10) as grace:
         middleware = GraceMiddleware(app, grace=grace)
-        lean = LeanExchange(middleware._gate, _Recorder().send, _Recorder().receive)
+        lean = LeanExchange(middleware._gate, Recorder().send, Recorder().receive)
         middleware._live[lean] = None
         grace.request_shutdown("test")
         assert grace.statistics()["inflight"] == 1

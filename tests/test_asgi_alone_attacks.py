@@ -14,29 +14,7 @@ import pytest
 
 import spotgrace
 from spotgrace.asgi import GraceMiddleware
-
-
-def _quiet(**options: Any) -> Any:
-    return spotgrace.graceful(signals=(), exit_code="return", **options)
-
-
-def _scope(path: str = "/work") -> dict[str, Any]:
-    return {"type": "http", "path": path, "method": "GET", "headers": [], "query_string": b""}
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
-
-    async def receive(self) -> dict[str, Any]:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    def start(self) -> dict[str, Any]:
-        return next(m for m in self.sent if m["type"] == "http.response.start")
+from tests.helpers.asgi_direct import Recorder, http_scope, quiet
 
 
 async def _ok(scope: Any, receive: Any, send: Any) -> None:
@@ -72,11 +50,11 @@ async def test_a_request_listed_just_before_a_notice_from_another_thread_is_not_
     # The notice lists the request (counts it) and closes the gate; the request then
     # sees the gate closed and takes the full path. Its lean count must still be
     # released, or the drain waits for a request that has ended (until drain_timeout).
-    async with _quiet(stop_timeout=10, drain_delay=1, drain_timeout=0.5) as grace:
+    async with quiet(stop_timeout=10, drain_delay=1, drain_timeout=0.5) as grace:
         middleware = GraceMiddleware(_ok, grace=grace)
         middleware._live = _NoticeWhenListed(grace)
-        server = _Recorder()
-        await middleware(_scope(), server.receive, server.send)
+        server = Recorder()
+        await middleware(http_scope(), server.receive, server.send)
         assert middleware._live.fired
         assert server.start()["status"] == 200
         assert (b"connection", b"close") in list(server.start()["headers"])
@@ -102,7 +80,7 @@ async def test_a_lean_response_started_once_readiness_is_red_says_close() -> Non
         sent.set()
         await send({"type": "http.response.body", "body": b"ok"})
 
-    async with _quiet(stop_timeout=10, drain_delay=1, drain_timeout=1) as grace:
+    async with quiet(stop_timeout=10, drain_delay=1, drain_timeout=1) as grace:
 
         def window(tracker: Any) -> None:  # before the middleware's listener
             started.set()
@@ -110,8 +88,8 @@ async def test_a_lean_response_started_once_readiness_is_red_says_close() -> Non
 
         grace._on_notice(window)
         middleware = GraceMiddleware(app, grace=grace)
-        server = _Recorder()
-        request = asyncio.ensure_future(middleware(_scope(), server.receive, server.send))
+        server = Recorder()
+        request = asyncio.ensure_future(middleware(http_scope(), server.receive, server.send))
         await asyncio.sleep(0.01)  # in the app, on the lean path
         notice = threading.Thread(target=grace.request_shutdown, args=("window",))
         notice.start()
@@ -150,7 +128,7 @@ async def test_a_websocket_app_receiving_with_a_timeout_loses_no_message() -> No
                 return
             await send({"type": "websocket.send", "text": message.get("text")})
 
-    async with _quiet(stop_timeout=10) as grace:
+    async with quiet(stop_timeout=10) as grace:
         port = free_port()
         config = uvicorn.Config(
             GraceMiddleware(app, grace=grace),
@@ -211,8 +189,8 @@ async def test_a_lean_response_started_right_after_sigterm_turned_readiness_red_
 
     async with spotgrace.graceful(exit_code="return", stop_timeout=10, drain_delay=0.2) as grace:
         middleware = GraceMiddleware(app, grace=grace)
-        server = _Recorder()
-        await middleware(_scope(), server.receive, server.send)
+        server = Recorder()
+        await middleware(http_scope(), server.receive, server.send)
         start = server.start()
         assert (b"connection", b"close") in list(start["headers"]), start
         assert await grace.wait(10)
@@ -223,7 +201,7 @@ async def test_a_lean_response_started_right_after_sigterm_turned_readiness_red_
 async def test_a_grace_without_notice_listeners_keeps_the_full_path() -> None:
     # A gunicorn worker's shared state (or any GraceLike without _on_notice) cannot
     # hand the lean requests over at the notice: each request is counted from its start.
-    async with _quiet(stop_timeout=10) as real:
+    async with quiet(stop_timeout=10) as real:
 
         class Duck:  # a GraceLike with no _on_notice
             @property
@@ -242,8 +220,8 @@ async def test_a_grace_without_notice_listeners_keeps_the_full_path() -> None:
 
         middleware = GraceMiddleware(_ok, grace=Duck())  # type: ignore[arg-type]
         assert not middleware._gate.open
-        server = _Recorder()
-        await middleware(_scope(), server.receive, server.send)
+        server = Recorder()
+        await middleware(http_scope(), server.receive, server.send)
         assert not middleware._live
         assert real.statistics()["inflight_total"] == 1  # counted: the full path
         assert server.start()["status"] == 200
@@ -262,11 +240,11 @@ async def test_a_middleware_made_after_the_notice_takes_the_full_path() -> None:
         await gate.wait()
         await _ok(scope, receive, send)
 
-    async with _quiet(stop_timeout=10, drain_delay=5, drain_timeout=1) as grace:
+    async with quiet(stop_timeout=10, drain_delay=5, drain_timeout=1) as grace:
         grace.request_shutdown("before the first request")
         middleware = GraceMiddleware(app, grace=grace)
-        server = _Recorder()
-        request = asyncio.ensure_future(middleware(_scope(), server.receive, server.send))
+        server = Recorder()
+        request = asyncio.ensure_future(middleware(http_scope(), server.receive, server.send))
         await asyncio.sleep(0.01)
         assert grace.statistics()["inflight"] == 1, "a request after the notice is counted"
         gate.set()
