@@ -3,6 +3,7 @@
     python bench/drop_torture.py --rounds 150                 # the fastapi example, quiet
     python bench/drop_torture.py --rounds 150 --hogs 2        # with 2 CPU hogs (a busy CI box)
     python bench/drop_torture.py --tree /path/to/other/tree   # the same against another checkout
+    python bench/drop_torture.py --churn 4                    # plus 4 clients reconnecting non-stop
 
 Each round starts the example (``examples/fastapi_app.py`` of ``--tree``) on
 127.0.0.1, runs the same client pattern as
@@ -16,6 +17,11 @@ keep-alive one, when the connect started and ended, when the request was
 written) relative to the SIGTERM and to the server's listener close, which the
 server reports on its stdout (``close_listeners`` wrapped, monotonic clock,
 which is the same in both processes on Linux).
+
+``--churn N`` adds N clients that open a fresh connection for every request
+(``Connection: close``), back to back, until refused: many more handshakes
+around the moment intake closes, so a race there shows in tens of rounds
+rather than thousands. Their counts are reported apart (``churn``).
 
 Every round is bounded (the server is killed after ``--exit-timeout``, the load
 after ``sigterm_after + exit_timeout + 5`` s). Writes
@@ -162,8 +168,62 @@ async def _worker(
             writer.close()
 
 
+async def _churner(counts: Counts, port: int, stop: asyncio.Event) -> None:
+    """A fresh connection per request (``Connection: close``), back to back, until refused."""
+    while not stop.is_set():
+        connect_start = time.monotonic()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            counts.refused += 1
+            return
+        connected = time.monotonic()
+        local_port = writer.get_extra_info("sockname")[1]
+        counts.new_conn_requests += 1
+        try:
+            writer.write(request_bytes("/work?ms=0", close=True))
+            written = time.monotonic()
+            response = await read_response(reader)
+        except (IncompleteResponse, OSError) as exc:
+            text = repr(exc)
+            kind = "reset" if "ConnectionResetError" in text else "other"
+            setattr(counts, kind, getattr(counts, kind) + 1)
+            counts.failures.append(
+                Failure(
+                    kind,
+                    text,
+                    False,
+                    0,
+                    connect_start,
+                    connected,
+                    written,
+                    time.monotonic(),
+                    local_port,
+                )
+            )
+            continue
+        finally:
+            writer.close()
+        if response.status == 200:
+            counts.ok += 1
+        elif response.status == 503:
+            counts.rejected += 1
+        else:
+            counts.other += 1
+
+
+def _relative(counts: Counts, sigterm: float) -> list[dict[str, Any]]:
+    out = []
+    for f in counts.failures:
+        d = asdict(f)
+        for key in ("connect_start", "connected", "written", "failed"):
+            d[key] = round(d[key] - sigterm, 6)  # seconds after the SIGTERM
+        out.append(d)
+    return out
+
+
 async def one_round(
-    tree: Path, seed: int, *, sigterm_after: float, exit_timeout: float
+    tree: Path, seed: int, *, sigterm_after: float, exit_timeout: float, churn: int
 ) -> dict[str, Any]:
     port = free_port()
     example = tree / "examples" / "fastapi_app.py"
@@ -175,6 +235,8 @@ async def one_round(
         asyncio.create_task(_worker(counts, port, stop, random.Random(rng.random()), (50, 300)))
         for _ in range(20)
     ]
+    churn_counts = Counts()
+    tasks += [asyncio.create_task(_churner(churn_counts, port, stop)) for _ in range(churn)]
     await asyncio.sleep(sigterm_after)
     sigterm = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
@@ -196,12 +258,6 @@ async def one_round(
                 served_from = value
             else:
                 marks[name] = float(value) - sigterm
-    failures = []
-    for f in counts.failures:
-        d = asdict(f)
-        for key in ("connect_start", "connected", "written", "failed"):
-            d[key] = round(d[key] - sigterm, 6)  # seconds after the SIGTERM
-        failures.append(d)
     return {
         "seed": seed,
         "served_from": served_from,
@@ -214,7 +270,16 @@ async def one_round(
         "reset": counts.reset,
         "other": counts.other,
         "new_conn_requests": counts.new_conn_requests,
-        "failures": failures,
+        "failures": _relative(counts, sigterm),
+        "churn": {
+            "ok": churn_counts.ok,
+            "503": churn_counts.rejected,
+            "refused": churn_counts.refused,
+            "reset": churn_counts.reset,
+            "other": churn_counts.other,
+            "connections": churn_counts.new_conn_requests,
+            "failures": _relative(churn_counts, sigterm),
+        },
     }
 
 
@@ -226,31 +291,49 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             print(f"time limit ({args.max_minutes} min) reached after {seed} rounds", flush=True)
             break
         r = await one_round(
-            args.tree, seed, sigterm_after=args.sigterm_after, exit_timeout=args.exit_timeout
+            args.tree,
+            seed,
+            sigterm_after=args.sigterm_after,
+            exit_timeout=args.exit_timeout,
+            churn=args.churn,
         )
         rounds.append(r)
         flag = " <-- " + "; ".join(
             f"{f['kind']} {'reused' if f['reused'] else 'new'} conn, connect "
             f"{f['connect_start'] * 1000:+.1f}..{f['connected'] * 1000:+.1f} ms, "
             f"written {f['written'] * 1000:+.1f} ms, failed {f['failed'] * 1000:+.1f} ms"
-            for f in r["failures"]
+            for f in r["failures"] + r["churn"]["failures"]
         )
+        c = r["churn"]
         print(
             f"round {seed + 1:3}: ok={r['ok']} 503={r['503']} refused={r['refused']} "
             f"reset={r['reset']} other={r['other']} exit={r['exit_code']} "
             f"in {r['exit_after_sigterm']:.2f}s marks={r['marks']}"
-            + (flag if r["failures"] else ""),
+            + (
+                f" churn: conns={c['connections']} ok={c['ok']} 503={c['503']} "
+                f"reset={c['reset']} other={c['other']}"
+                if args.churn
+                else ""
+            )
+            + (flag if r["failures"] or c["failures"] else ""),
             flush=True,
         )
     keys = ("ok", "503", "refused", "reset", "other", "new_conn_requests")
     totals = {k: sum(r[k] for r in rounds) for k in keys}
+    churn_keys = ("ok", "503", "refused", "reset", "other", "connections")
+    churn_totals = {k: sum(r["churn"][k] for r in rounds) for k in churn_keys}
     summary = {
         "tree": str(args.tree),
         "hogs": args.hogs,
         "rounds": len(rounds),
+        "churn": args.churn,
         "rounds_with_reset_or_other": sum(1 for r in rounds if r["reset"] or r["other"]),
+        "rounds_with_churn_reset_or_other": sum(
+            1 for r in rounds if r["churn"]["reset"] or r["churn"]["other"]
+        ),
         "nonzero_exits": sum(1 for r in rounds if r["exit_code"] != 0),
         "totals": totals,
+        "churn_totals": churn_totals,
         "round_data": rounds,
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "round_data"}), flush=True)
@@ -272,6 +355,9 @@ if __name__ == "__main__":
     parser.add_argument("--sigterm-after", type=float, default=1.0)
     parser.add_argument("--exit-timeout", type=float, default=20.0)
     parser.add_argument("--max-minutes", type=float, default=30.0, help="stop starting rounds")
+    parser.add_argument(
+        "--churn", type=int, default=0, help="extra clients: one fresh connection per request"
+    )
     parser.add_argument("--label", default="run")
     args = parser.parse_args()
     hogs = _hogs(args.hogs)

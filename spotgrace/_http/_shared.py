@@ -142,10 +142,13 @@ HANDSHAKE_WAIT = 0.25
 
 
 async def _handshakes_done(ports: set[int], *, limit: float) -> bool:
-    """Wait (the loop still accepting) until no handshake to ``ports`` is under way."""
+    """Wait (the loop still accepting) until no handshake to ``ports`` is under way.
+
+    The kernel's answer takes a few ms on a large connection table (it walks
+    it), so it is asked from a thread: the loop keeps serving meanwhile.
+    """
     end = time.monotonic() + limit
-    await asyncio.sleep(0)  # a SYN the filter let through just before is in the table now
-    while handshakes_in_progress(ports):
+    while await asyncio.to_thread(handshakes_in_progress, ports):
         if time.monotonic() >= end:
             return False
         await asyncio.sleep(_POLL)
