@@ -16,6 +16,7 @@ queue); ``bench/drop_torture.py`` measures the race itself under ``serve()``.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 import time
@@ -24,7 +25,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from spotgrace._http._handshakes import handshakes_in_progress
+from spotgrace._http._handshakes import handshakes_in_progress, has_ipv6
 from spotgrace._http._listen import (
     accept_queue_length,
     stop_new_handshakes,
@@ -119,3 +120,27 @@ def test_stop_new_handshakes_lets_a_handshake_under_way_complete_into_the_queue(
         # New SYNs are still dropped.
         with pytest.raises(TimeoutError):
             socket.create_connection(("127.0.0.1", port), timeout=0.3).close()
+
+
+def test_a_handshake_under_way_to_an_ipv6_listener_is_counted() -> None:
+    listener = socket.socket(socket.AF_INET6)
+    try:
+        listener.bind(("::1", 0))
+    except OSError as exc:  # no IPv6 loopback here
+        listener.close()
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI has an IPv6 loopback (Linux's lo): {exc}")
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    client = socket.socket(socket.AF_INET6)
+    try:
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 30)
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        client.settimeout(5)
+        client.connect(("::1", port))
+        assert has_ipv6([listener])
+        assert handshakes_in_progress({port}, ipv6=True) == 1
+        assert handshakes_in_progress({port}, ipv6=False) == 0
+    finally:
+        client.close()
+        listener.close()

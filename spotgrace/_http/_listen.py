@@ -15,7 +15,7 @@ import struct
 import time
 from collections.abc import Iterable
 
-from ._handshakes import drop_new_handshakes, handshakes_in_progress, tcp_ports
+from ._handshakes import drop_new_handshakes, handshakes_in_progress, has_ipv6, tcp_ports
 
 __all__ = ["accept_queue_length", "stop_new_handshakes", "wait_accept_queues_empty"]
 
@@ -51,11 +51,11 @@ def wait_accept_queues_empty(socks: Iterable[socket.socket], *, limit: float) ->
     it completes into the queue (new SYNs are dropped, its ACK is not).
     """
     socks = list(socks)
-    ports = tcp_ports(socks)
+    ports, ipv6 = tcp_ports(socks), has_ipv6(socks)
     end = time.monotonic() + limit
     while True:
         lengths = [accept_queue_length(sock) for sock in socks]
-        if all(not n for n in lengths) and not handshakes_in_progress(ports):
+        if all(not n for n in lengths) and not handshakes_in_progress(ports, ipv6=ipv6):
             return True
         if time.monotonic() >= end:
             return False

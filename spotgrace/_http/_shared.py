@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._handshakes import drop_new_handshakes, handshakes_in_progress, tcp_ports
+from ._handshakes import drop_new_handshakes, handshakes_in_progress, has_ipv6, tcp_ports
 
 __all__ = [
     "GraceLike",
@@ -118,7 +118,7 @@ async def close_listeners(
     #    connected and has written its request.
     for fd in fds:
         drop_new_handshakes(fd)
-    await _handshakes_done(tcp_ports(socks), limit=HANDSHAKE_WAIT)
+    await _handshakes_done(tcp_ports(socks), has_ipv6(socks), limit=HANDSHAKE_WAIT)
     # 2. The loop stops accepting. (Closing right away is not enough: a
     #    connection the loop accepted in this iteration is attached to its server
     #    in a task that has not run yet; once the server is closed that task fails
@@ -141,18 +141,27 @@ async def close_listeners(
 HANDSHAKE_WAIT = 0.25
 
 
-async def _handshakes_done(ports: set[int], *, limit: float) -> bool:
+async def _handshakes_done(ports: set[int], ipv6: bool, *, limit: float) -> bool:
     """Wait (the loop still accepting) until no handshake to ``ports`` is under way.
 
     The kernel's answer takes a few ms on a large connection table (it walks
     it), so it is asked from a thread: the loop keeps serving meanwhile.
+    ``limit`` holds even if the thread is slow to answer.
     """
     end = time.monotonic() + limit
-    while await asyncio.to_thread(handshakes_in_progress, ports):
-        if time.monotonic() >= end:
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
             return False
+        try:
+            count = await asyncio.wait_for(
+                asyncio.to_thread(handshakes_in_progress, ports, ipv6=ipv6), left
+            )
+        except TimeoutError:
+            return False
+        if not count:
+            return True
         await asyncio.sleep(_POLL)
-    return True
 
 
 def _accept_queued(fd: int) -> list[socket.socket]:
