@@ -4,7 +4,8 @@ What it is for: probe paths and options, the 503 answer, a race-free close
 of listening sockets and a grace period for idle keep-alive connections
 (``_shared``); the WSGI middleware (``_wsgi``, public as ``spotgrace.wsgi``);
 the state a pre-fork master shares with its workers (``_prefork``); stopping
-intake on listeners shared by forked workers (``_listen``); spotgrace in the
+intake on listeners shared by forked workers (``_listen``); dropping new
+SYNs and seeing the handshakes still under way (``_handshakes``); spotgrace in the
 lifespan of a server that owns the process (``_lifespan``).
 
 May import: :mod:`spotgrace._core`, :mod:`spotgrace._graceful` and the

@@ -3,8 +3,9 @@
 A pre-fork master's workers each hold the same listening socket. Before they
 are told to stop, new handshakes are refused at the socket (the kernel drops
 new SYNs; a client retries, then is refused once the socket closes) and the
-workers, still accepting, empty the kernel's accept queue; only then do they
-stop, so no connection the kernel completed is left in the queue to be reset.
+workers, still accepting, empty the kernel's accept queue (and take the
+handshakes that were under way, which still complete); only then do they stop,
+so no connection the kernel completed is left in the queue to be reset.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import struct
 import time
 from collections.abc import Iterable
 
-from ._shared import _drop_new_handshakes
+from ._handshakes import drop_new_handshakes, handshakes_in_progress, has_ipv6, tcp_ports
 
 __all__ = ["accept_queue_length", "stop_new_handshakes", "wait_accept_queues_empty"]
 
@@ -40,16 +41,21 @@ def accept_queue_length(sock: socket.socket) -> int | None:
 
 def stop_new_handshakes(socks: Iterable[socket.socket]) -> int:
     """Make the kernel drop new connection attempts on each socket (Linux); returns how many."""
-    return sum(1 for sock in socks if _drop_new_handshakes(sock.fileno()))
+    return sum(1 for sock in socks if drop_new_handshakes(sock.fileno()))
 
 
 def wait_accept_queues_empty(socks: Iterable[socket.socket], *, limit: float) -> bool:
-    """Wait (at most ``limit`` s) until every socket's accept queue is empty; True if it was."""
+    """Wait (at most ``limit`` s) until every socket's accept queue is empty; True if it was.
+
+    A handshake still under way (answered, its ACK not yet in) counts as queued:
+    it completes into the queue (new SYNs are dropped, its ACK is not).
+    """
     socks = list(socks)
+    ports, ipv6 = tcp_ports(socks), has_ipv6(socks)
     end = time.monotonic() + limit
     while True:
         lengths = [accept_queue_length(sock) for sock in socks]
-        if all(not n for n in lengths):
+        if all(not n for n in lengths) and not handshakes_in_progress(ports, ipv6=ipv6):
             return True
         if time.monotonic() >= end:
             return False

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import math
 import os
 import socket
-import struct
-import sys
 import time
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
+
+from ._handshakes import drop_new_handshakes, handshakes_in_progress, has_ipv6, tcp_ports
 
 __all__ = [
     "GraceLike",
@@ -116,23 +115,30 @@ async def close_listeners(
     """Stop intake: close the listening sockets without losing a connection already made.
 
     A client may have connected a moment ago (e.g. one that reconnected after a
-    ``Connection: close`` answer): the kernel completed the handshake, or the
-    loop accepted it but has not attached it yet. Closing the listener then
-    would orphan that connection and its request. So the kernel stops taking
-    new connections (Linux), the loop stops accepting, pending attachments
-    finish, the kernel's queue is emptied with non-blocking ``accept()`` calls,
-    and only then (no await in between) the listener closes. The connections taken are served like any other (their requests get
-    the 503 of a closed intake).
+    ``Connection: close`` answer): the kernel completed the handshake, or is
+    completing it, or the loop accepted it but has not attached it yet. Closing
+    the listener then would reset that connection and its request. So the
+    kernel drops new SYNs (Linux), the handshakes under way complete and are
+    accepted (at most :data:`HANDSHAKE_WAIT` s), the loop stops accepting,
+    pending attachments finish, the kernel's queue is emptied with non-blocking
+    ``accept()`` calls, and only then (no await in between) the listener
+    closes. The connections taken are served like any other (their requests
+    get the 503 of a closed intake).
     """
     loop = asyncio.get_running_loop()
     servers = list(listeners)
-    fds = [sock.fileno() for server in servers for sock in (server.sockets or ())]
-    # 1. The kernel stops completing handshakes (Linux): a client connecting
-    #    from now on is not queued; its SYN is retried and then refused once
-    #    the socket is closed. Without this, one connecting in the moment
-    #    between step 3's last accept() and the close would be reset.
+    socks = [sock for server in servers for sock in (server.sockets or ())]
+    fds = [sock.fileno() for sock in socks]
+    # 1. The kernel drops new SYNs (Linux): a client connecting from now on is
+    #    not queued; its SYN is retried and then refused once the socket is
+    #    closed. Without this, one connecting in the moment between step 3's
+    #    last accept() and the close would be reset. Handshakes already under
+    #    way complete (their ACK passes) and are accepted as usual, so wait for
+    #    them: closing with one under way resets a client that believes it is
+    #    connected and has written its request.
     for fd in fds:
-        _drop_new_handshakes(fd)
+        drop_new_handshakes(fd)
+    await _handshakes_done(tcp_ports(socks), has_ipv6(socks), limit=HANDSHAKE_WAIT)
     # 2. The loop stops accepting. (Closing right away is not enough: a
     #    connection the loop accepted in this iteration is attached to its server
     #    in a task that has not run yet; once the server is closed that task fails
@@ -150,26 +156,32 @@ async def close_listeners(
         await loop.connect_accepted_socket(protocol_factory, conn)
 
 
-#: ``SO_ATTACH_FILTER`` (Linux) and a one-instruction classic BPF program,
-#: ``ret #0``: keep no byte of any packet, i.e. drop every packet (for a
-#: listening TCP socket: every new SYN; established connections are not affected).
-_SO_ATTACH_FILTER = 26
-_DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))
+#: The longest ``close_listeners`` waits for handshakes under way (an ACK takes
+#: one round trip; a lost one is retransmitted only after a second).
+HANDSHAKE_WAIT = 0.25
 
 
-def _drop_new_handshakes(fd: int) -> bool:
-    """Make the kernel drop new connection attempts to listener ``fd``; False if unsupported."""
-    if fd < 0 or not sys.platform.startswith("linux"):
-        return False
-    program = struct.pack("HP", 1, ctypes.addressof(_DROP_ALL))  # struct sock_fprog
-    dup = socket.socket(fileno=os.dup(fd))
-    try:
-        dup.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
-    except OSError:
-        return False
-    finally:
-        dup.close()
-    return True
+async def _handshakes_done(ports: set[int], ipv6: bool, *, limit: float) -> bool:
+    """Wait (the loop still accepting) until no handshake to ``ports`` is under way.
+
+    The kernel's answer takes a few ms on a large connection table (it walks
+    it), so it is asked from a thread: the loop keeps serving meanwhile.
+    ``limit`` holds even if the thread is slow to answer.
+    """
+    end = time.monotonic() + limit
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            count = await asyncio.wait_for(
+                asyncio.to_thread(handshakes_in_progress, ports, ipv6=ipv6), left
+            )
+        except (TimeoutError, RuntimeError):  # RuntimeError: no thread can start (RLIMIT_NPROC)
+            return False
+        if not count:
+            return True
+        await asyncio.sleep(_POLL)
 
 
 def _accept_queued(fd: int) -> list[socket.socket]:
