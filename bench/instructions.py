@@ -218,17 +218,25 @@ class Callgrind:
     def _worker(self, limit: float) -> int:
         """The pid of the child the server forked (gunicorn's worker): a fork runs the same
         executable (valgrind's tool) as its parent; a child that exec'd (spotgrace's
-        sentinel) does not, and is not followed."""
+        sentinel) does not, and is not followed. It must stay so for 2 s: a child caught
+        between its fork and its exec looks like a worker for a moment."""
         deadline = time.monotonic() + limit
         pid = self.proc.pid
         exe = os.readlink(f"/proc/{pid}/exe")
+        seen: dict[int, float] = {}
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early; see {self.log}")
-            for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{child}/exe") == exe:
-                        return int(child)
+            now = time.monotonic()
+            for child in map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split()):
+                try:
+                    same = os.readlink(f"/proc/{child}/exe") == exe
+                except OSError:
+                    same = False
+                if not same:
+                    seen.pop(child, None)
+                elif now - seen.setdefault(child, now) >= 2.0:
+                    return child
             time.sleep(0.2)
         raise RuntimeError(f"no worker within {limit:g} s; see {self.log}")
 

@@ -57,6 +57,7 @@ VARIANTS = {
     "piece-worker-ready": "WorkerGrace.ready (property -> SharedState.noticed -> mmap byte)",
     "piece-worker-stopping": "WorkerGrace.stopping (property -> SharedState.stopping)",
     "piece-worker-scope": "WorkerGrace.inflight() + __enter__ + __exit__ (lock, count)",
+    "piece-grace-tracker": "the Grace's InflightTracker.enter(None) + exit(None), no scope",
 }
 
 
@@ -131,6 +132,13 @@ def make_steps(stack: Any) -> dict[str, Callable[[], None]]:
 
         return scope
 
+    def tracked(tracker: Any) -> Callable[[], None]:
+        def track() -> None:
+            tracker.enter(None)
+            tracker.exit(None)
+
+        return track
+
     def read(obj: Any, name: str) -> Callable[[], None]:
         def get() -> None:
             sink[0] = getattr(obj, name)
@@ -154,6 +162,7 @@ def make_steps(stack: Any) -> dict[str, Callable[[], None]]:
         "piece-worker-ready": read(worker, "ready"),
         "piece-worker-stopping": read(worker, "stopping"),
         "piece-worker-scope": scope_of(worker),
+        "piece-grace-tracker": tracked(grace._c.tracker),
     }
     return steps
 
