@@ -41,6 +41,7 @@ Writes ``bench/results/instructions.{md,json}`` and keeps the dumps in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -77,7 +78,33 @@ GROUPS: dict[str, list[tuple[str, list[str]]]] = {
         ("bare ASGI, spotgrace.asgi.serve", ["bench/overhead.py", "--serve", "bare-grace"]),
         ("bare ASGI, GraceMiddleware only", ["bench/overhead.py", "--serve", "bare-middleware"]),
     ],
+    # WSGI in one process: waitress (two task threads), keep-alive (bench/wsgi_servers.py).
+    "wsgi": [
+        ("bare WSGI, plain waitress", ["bench/wsgi_servers.py", "plain-bare"]),
+        ("bare WSGI, spotgrace.wsgi.GraceMiddleware", ["bench/wsgi_servers.py", "grace-bare"]),
+    ],
+    "flask": [
+        ("Flask, plain waitress", ["bench/wsgi_servers.py", "plain-flask"]),
+        ("Flask, spotgrace.wsgi.GraceMiddleware", ["bench/wsgi_servers.py", "grace-flask"]),
+    ],
+    # gunicorn, one sync worker: a connection per request, the worker's counters only.
+    "gunicorn": [
+        ("bare WSGI, plain gunicorn sync", ["bench/wsgi_servers.py", "gunicorn-plain-bare"]),
+        ("bare WSGI, spotgrace.gunicorn sync", ["bench/wsgi_servers.py", "gunicorn-grace-bare"]),
+    ],
+    "gunicorn-flask": [
+        ("Flask, plain gunicorn sync", ["bench/wsgi_servers.py", "gunicorn-plain-flask"]),
+        ("Flask, spotgrace.gunicorn sync", ["bench/wsgi_servers.py", "gunicorn-grace-flask"]),
+    ],
 }
+
+#: Groups whose server is a pre-fork master with one worker that serves. valgrind's
+#: gdbserver is not in a forked child, so callgrind_control cannot reach the worker: instead
+#: the worker exits by itself after W + N, then W + 2N requests (gunicorn's
+#: ``--max-requests``), one server per window, and its counters from fork to exit (callgrind
+#: writes them at its exit, under its own pid) are compared. gunicorn's sync worker closes
+#: every connection: the client opens one per request (its accept and close count too).
+PREFORK = {"gunicorn", "gunicorn-flask"}
 
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: instructions\r\n\r\n"
 
@@ -88,13 +115,24 @@ REQUEST = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: instructions\r
 class Client:
     """``connections`` keep-alive connections sending ``GET /hello`` in lock step."""
 
-    def __init__(self, port: int, connections: int) -> None:
+    def __init__(self, port: int, connections: int, *, reconnect: bool = False) -> None:
+        self.port, self.reconnect = port, reconnect
         self.socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
         self.buffers = [b""] * connections
 
     def run(self, requests: int) -> None:
         """Serve ``requests`` (rounded up to a multiple of the connections); 200s only."""
         n = len(self.socks)
+        if self.reconnect:  # the server closes after each response: a connection per request
+            for _ in range(-(-requests // n)):
+                self.close()
+                self.socks = [socket.create_connection(("127.0.0.1", self.port)) for _ in range(n)]
+                self.buffers = [b""] * n
+                for sock in self.socks:
+                    sock.sendall(REQUEST)
+                for i, sock in enumerate(self.socks):
+                    self._read(i, sock)
+            return
         for _ in range(-(-requests // n)):
             for sock in self.socks:
                 sock.sendall(REQUEST)
@@ -145,7 +183,16 @@ class Measured:
 class Callgrind:
     """A server under callgrind, and its counters."""
 
-    def __init__(self, tree: Path, argv: list[str], out_dir: Path, tag: str) -> None:
+    def __init__(
+        self,
+        tree: Path,
+        argv: list[str],
+        out_dir: Path,
+        tag: str,
+        *,
+        prefork: bool = False,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.out = out_dir / f"{tag}.%p"
         self.log = out_dir / f"{tag}.log"
@@ -160,10 +207,38 @@ class Callgrind:
             str(self.port),
         ]
         env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
+        env["SPOTGRACE_DRAIN_DELAY"] = "0"  # a quick stop (no lame duck: no client is left)
+        env.update(extra_env or {})
         self.log_file = self.log.open("wb")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
         self.dumps = 0
         self._wait_listening(600.0)
+        self.pid = self._worker(600.0) if prefork else self.proc.pid
+
+    def _worker(self, limit: float) -> int:
+        """The pid of the child the server forked (gunicorn's worker): a fork runs the same
+        executable (valgrind's tool) as its parent; a child that exec'd (spotgrace's
+        sentinel) does not, and is not followed. It must stay so for 2 s: a child caught
+        between its fork and its exec looks like a worker for a moment."""
+        deadline = time.monotonic() + limit
+        pid = self.proc.pid
+        exe = os.readlink(f"/proc/{pid}/exe")
+        seen: dict[int, float] = {}
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early; see {self.log}")
+            now = time.monotonic()
+            for child in map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split()):
+                try:
+                    same = os.readlink(f"/proc/{child}/exe") == exe
+                except OSError:
+                    same = False
+                if not same:
+                    seen.pop(child, None)
+                elif now - seen.setdefault(child, now) >= 2.0:
+                    return child
+            time.sleep(0.2)
+        raise RuntimeError(f"no worker within {limit:g} s; see {self.log}")
 
     def _wait_listening(self, limit: float) -> None:
         deadline = time.monotonic() + limit
@@ -179,7 +254,7 @@ class Callgrind:
 
     def _control(self, flag: str) -> None:
         subprocess.run(
-            ["callgrind_control", flag, str(self.proc.pid)],
+            ["callgrind_control", flag, str(self.pid)],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -193,7 +268,7 @@ class Callgrind:
         """Dump the counters (which zeroes them); returns (instructions, dump file)."""
         self._control("-d")
         self.dumps += 1
-        path = str(self.out).replace("%p", str(self.proc.pid)) + f".{self.dumps}"
+        path = str(self.out).replace("%p", str(self.pid)) + f".{self.dumps}"
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -207,6 +282,18 @@ class Callgrind:
                 raise RuntimeError(f"no dump in {path}")
             time.sleep(0.2)
 
+    def worker_total(self, limit: float = 600.0) -> tuple[int, str]:
+        """The worker's counters from fork to exit (it exits by itself): (instructions, file)."""
+        path = str(self.out).replace("%p", str(self.pid))
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            text = Path(path).read_text() if Path(path).exists() else ""
+            match = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
+            if match:
+                return int(match.group(1)), path
+            time.sleep(0.5)
+        raise RuntimeError(f"the worker wrote no counters in {path}; see {self.log}")
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -214,12 +301,47 @@ class Callgrind:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.pid != self.proc.pid:  # a worker left behind by a killed master
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
         self.log_file.close()
+
+
+def measure_prefork(
+    label: str, tree: Path, argv: list[str], out_dir: Path, tag: str, args: argparse.Namespace
+) -> Measured:
+    """A pre-fork server (see ``PREFORK``): a worker that exits after W + N, one after W + 2N."""
+    result = Measured(label)
+    n = args.requests
+    for rep in range(args.reps):
+        totals = []
+        for window in (n, 2 * n):
+            requests = args.warmup + window
+            env = {"BENCH_MAX_REQUESTS": str(requests)}
+            server = Callgrind(
+                tree, argv, out_dir, f"{tag}-r{rep}-{window}", prefork=True, extra_env=env
+            )
+            try:
+                client = Client(server.port, 1, reconnect=True)
+                client.run(requests)
+                client.close()
+                totals.append(server.worker_total())
+            finally:
+                server.stop()
+        (one, _), (two, path) = totals
+        raw = (two - one) / n
+        result.raw_per_request.append(raw)
+        result.per_request.append(raw)  # the worker's idle cost: select() with a 450 s timeout
+        result.last_dump, result.requests_in_last_dump = path, args.warmup + 2 * n
+        print(f"    {label}: {raw:,.0f} instructions/request", flush=True)
+    return result
 
 
 def measure(
     label: str, tree: Path, argv: list[str], out_dir: Path, tag: str, args: argparse.Namespace
 ) -> Measured:
+    if tag.rsplit("-", 1)[0] in PREFORK:
+        return measure_prefork(label, tree, argv, out_dir, tag, args)
     result = Measured(label)
     server = Callgrind(tree, argv, out_dir, tag)
     client = Client(server.port, args.connections)
@@ -366,7 +488,8 @@ def conditions(args: argparse.Namespace) -> dict[str, Any]:
     from importlib import metadata
 
     versions = {}
-    for dist in ("aiohttp", "uvicorn", "starlette", "h11", "httptools", "uvloop"):
+    dists = ("aiohttp", "uvicorn", "starlette", "h11", "httptools", "uvloop")
+    for dist in (*dists, "waitress", "werkzeug", "flask", "gunicorn"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -395,7 +518,9 @@ if __name__ == "__main__":
     parser.add_argument("--functions", type=int, default=0, help="list the top K C functions")
     parser.add_argument("--tree", default=str(ROOT), help="the source tree to run servers from")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--results", default=str(RESULTS), help="where to write (two runs at once)")
     args, _unknown = parser.parse_known_args()  # run_all.py passes its extras to every script
+    RESULTS = Path(args.results).resolve()
     if args.quick:
         args.requests, args.warmup, args.reps = 300, 100, 1
     results = main(args)

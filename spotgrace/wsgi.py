@@ -28,4 +28,7 @@ class GraceMiddleware(_GraceMiddleware):
 
 
 class SyncGraceLike(_SyncGraceLike, Protocol):
-    """The part of ``spotgrace.Grace`` the WSGI middleware uses: ``ready``, ``stopping``, ``inflight()``."""
+    """The part of ``spotgrace.Grace`` the WSGI middleware uses: ``ready``, ``stopping``, ``inflight()``.
+
+    ``stopping`` turns True only after ``ready`` turned False (intake stops after the notice).
+    """

@@ -98,6 +98,7 @@ class WorkerGrace:
     def __init__(self, state: SharedState) -> None:
         self.state = state
         self._inflight = _Counter()
+        self._scope = _Scope(self._inflight)  # no per-use state: one serves every request
 
     @property
     def ready(self) -> bool:
@@ -120,7 +121,7 @@ class WorkerGrace:
 
     def inflight(self) -> _Scope:
         """Count a request as in flight (``with`` or ``async with``)."""
-        return _Scope(self._inflight)
+        return self._scope
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until intake must stop (polled every 20 ms); False if ``timeout`` passed first."""

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from .._core._inflight import InflightScope
 from ._prefork import current
-from ._shared import UNAVAILABLE_BODY, HttpOptions
+from ._shared import UNAVAILABLE_BODY, HttpOptions, Readiness, readiness
 
 __all__ = ["GraceMiddleware", "SyncGraceLike"]
 
@@ -39,7 +40,11 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
 class SyncGraceLike(Protocol):
-    """The part of ``spotgrace.Grace`` the WSGI middleware uses."""
+    """The part of ``spotgrace.Grace`` the WSGI middleware uses.
+
+    ``stopping`` turns True only after ``ready`` turned False (intake stops after
+    the notice): the middleware reads ``stopping`` only once ``ready`` is False.
+    """
 
     @property
     def ready(self) -> bool: ...
@@ -72,6 +77,13 @@ class GraceMiddleware:
             raise TypeError(f"app must be a WSGI callable, got {app!r}")
         self.app = app
         self.grace = grace
+        # Where the hot path reads readiness (a spotgrace Grace: its coordinator's attribute).
+        self._flags: Readiness | None = None if grace is None else readiness(cast(Any, grace))
+        # spotgrace's in-flight scope holds no per-use state: one serves every request.
+        scope = None if grace is None else grace.inflight()
+        self._scope: AbstractContextManager[Any] | None = (
+            scope if type(scope) is InflightScope else None
+        )
         self.spotgrace_wrapped = True  # spotgrace.gunicorn does not wrap it again
         self.options = HttpOptions(readyz=readyz, healthz=healthz, retry_after=retry_after)
 
@@ -86,7 +98,11 @@ class GraceMiddleware:
         return grace
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        grace, options = self._grace(), self.options
+        grace, flags = self.grace, self._flags
+        scope = self._scope
+        if grace is None or flags is None:
+            grace = flags = self._grace()
+        options = self.options
         path = environ.get("PATH_INFO", "")
         if path == options.readyz:
             ready = grace.ready
@@ -94,13 +110,16 @@ class GraceMiddleware:
             return _plain(environ, start_response, 200 if ready else 503, body, ready)
         if path == options.healthz:
             return _plain(environ, start_response, 200, b"ok\n", grace.ready)
-        if grace.stopping:
+        # Intake stops only after the notice (readiness red first): while ready, the
+        # stopping flag need not be read.
+        if not flags.ready and grace.stopping:
             retry = [("Retry-After", str(options.retry_after))]
             return _plain(environ, start_response, 503, UNAVAILABLE_BODY, False, retry)
-        scope = grace.inflight()
+        if scope is None:
+            scope = grace.inflight()
         scope.__enter__()
         try:
-            if not grace.ready:
+            if not flags.ready:
                 start_response = _closing(environ, start_response)
             result = self.app(environ, start_response)
         except BaseException as exc:
