@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import struct
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from spotgrace._http._listen import stop_new_handshakes, wait_accept_queues_empty
 from spotgrace._http._shared import close_listeners
 
 
@@ -102,12 +105,47 @@ async def one_round(sport: int, rtt: float) -> str:
         raw.close()
 
 
-async def main(rounds: int, rtt: float, cookies: str) -> None:
+def _master_close(listener: socket.socket, took: list[float]) -> None:
+    """The pre-fork master's intake close (spotgrace.gunicorn), then the workers' drain and close."""
+    started = time.monotonic()
+    stop_new_handshakes([listener])
+    wait_accept_queues_empty([listener], limit=1.0)
+    took.append(time.monotonic() - started)
+    listener.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            listener.accept()[0].close()
+    listener.close()
+
+
+async def one_round_master(sport: int, rtt: float) -> str:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    took: list[float] = []
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    try:
+        raw.sendto(_tcp(sport, port, 1000, 0, 0x02), ("127.0.0.1", 0))
+        synack = await asyncio.to_thread(_recv_from, raw, port, sport, 2)
+        assert synack is not None, "no SYN-ACK"
+        closing = asyncio.create_task(asyncio.to_thread(_master_close, listener, took))
+        await asyncio.sleep(rtt)
+        raw.sendto(_tcp(sport, port, 1001, synack[1] + 1, 0x18, b"GET"), ("127.0.0.1", 0))
+        answer = await asyncio.to_thread(_recv_from, raw, port, sport, 2)
+        await closing
+        outcome = "no answer" if answer is None else "reset" if answer[0] & 0x04 else "accepted"
+        return f"{outcome} (master wait took {'<' if took[0] < 0.01 else '>='}10 ms)"
+    finally:
+        raw.close()
+
+
+async def main(rounds: int, rtt: float, cookies: str, master: bool) -> None:
     counts: dict[str, int] = {}
     for i in range(rounds):
-        outcome = await one_round(41000 + i, rtt)
+        outcome = await (one_round_master if master else one_round)(41000 + i, rtt)
         counts[outcome] = counts.get(outcome, 0) + 1
-    print(f"rtt={rtt}s syncookies={cookies}: {counts}")
+    print(f"{'master' if master else 'close_listeners'} rtt={rtt}s syncookies={cookies}: {counts}")
 
 
 if __name__ == "__main__":
@@ -115,8 +153,9 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--rtt", type=float, default=0.03)
     ap.add_argument("--cookies", type=int, default=2)
+    ap.add_argument("--master", action="store_true", help="the pre-fork master's wait instead")
     args = ap.parse_args()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     with open("/proc/sys/net/ipv4/tcp_syncookies", "w") as f:
         f.write(str(args.cookies))
-    asyncio.run(main(args.rounds, args.rtt, str(args.cookies)))
+    asyncio.run(main(args.rounds, args.rtt, str(args.cookies), args.master))

@@ -38,9 +38,9 @@ def _netns_or_skip() -> None:
         pytest.skip(reason)
 
 
-def _run(rtt: float) -> str:
+def _run(rtt: float, *extra: str) -> str:
     proc = subprocess.run(
-        ["unshare", "-n", sys.executable, str(SCRIPT), "--rounds", "3", "--rtt", str(rtt)],
+        ["unshare", "-n", sys.executable, str(SCRIPT), "--rounds", "3", "--rtt", str(rtt), *extra],
         capture_output=True,
         text=True,
         timeout=60,
@@ -62,4 +62,13 @@ def test_a_cookie_handshake_under_way_at_intake_close_is_not_reset() -> None:
     # HANDSHAKE_WAIT. Fails today: every round is reset (close_listeners returns in <10 ms).
     _netns_or_skip()
     out = _run(0.03)
+    assert "reset" not in out, out
+
+
+def test_the_prefork_masters_wait_covers_a_cookie_handshake_under_way() -> None:
+    # spotgrace.gunicorn's master: stop_new_handshakes + wait_accept_queues_empty, then
+    # the workers take the queue and close. Before the fix: reset every round.
+    _netns_or_skip()
+    out = _run(0.03, "--master")
+    assert "'accepted" in out, out
     assert "reset" not in out, out
