@@ -72,3 +72,29 @@ def test_the_prefork_masters_wait_covers_a_cookie_handshake_under_way() -> None:
     out = _run(0.03, "--master")
     assert "'accepted" in out, out
     assert "reset" not in out, out
+
+
+def test_the_namespaces_syncookie_counter_is_read() -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
+    from spotgrace._http import _handshakes
+
+    assert isinstance(_handshakes._syncookies_sent(), int)
+
+
+def test_the_handshake_wait_lasts_its_limit_once_cookies_were_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import time
+
+    from spotgrace._http import _handshakes, _shared
+
+    monkeypatch.setattr(_handshakes, "_syncookies_sent", lambda: 5)
+    monkeypatch.setattr(_handshakes, "_COOKIES_AT_START", 4)
+    assert _handshakes.cookie_handshakes_possible()
+    started = time.monotonic()
+    assert asyncio.run(_shared._handshakes_done({1}, False, limit=0.2)) is False
+    assert time.monotonic() - started >= 0.15
+    monkeypatch.setattr(_handshakes, "_COOKIES_AT_START", 5)
+    assert not _handshakes.cookie_handshakes_possible()
