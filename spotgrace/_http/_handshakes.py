@@ -25,7 +25,13 @@ import struct
 import sys
 from collections.abc import Iterable
 
-__all__ = ["drop_new_handshakes", "handshakes_in_progress", "has_ipv6", "tcp_ports"]
+__all__ = [
+    "cookie_handshakes_possible",
+    "drop_new_handshakes",
+    "handshakes_in_progress",
+    "has_ipv6",
+    "tcp_ports",
+]
 
 #: ``SO_ATTACH_FILTER`` (Linux).
 _SO_ATTACH_FILTER = 26
@@ -115,6 +121,38 @@ def handshakes_in_progress(ports: Iterable[int], *, ipv6: bool = True) -> int | 
             return found
     except (OSError, ValueError, struct.error):
         return None
+
+
+def _syncookies_sent() -> int | None:
+    """The network namespace's ``TcpExt: SyncookiesSent`` counter (Linux); None if unknown."""
+    try:
+        with open("/proc/net/netstat", encoding="ascii") as netstat:
+            lines = netstat.read().splitlines()
+    except (OSError, ValueError):
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            counters = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            with contextlib.suppress(KeyError, ValueError):
+                return int(counters["SyncookiesSent"])
+    return None
+
+
+#: The counter when this module was imported (the process started serving).
+_COOKIES_AT_START = _syncookies_sent()
+
+
+def cookie_handshakes_possible() -> bool:
+    """Whether the kernel answered SYNs with cookies in this network namespace since start.
+
+    It does when the SYN queue overflows (a connect burst against the backlog)
+    or always with ``net.ipv4.tcp_syncookies=2``. A handshake answered with a
+    cookie leaves no request socket, so :func:`handshakes_in_progress` cannot
+    see it while its ACK is on the way: a wait for handshakes then lasts its
+    whole limit.
+    """
+    now = _syncookies_sent()
+    return now is not None and _COOKIES_AT_START is not None and now != _COOKIES_AT_START
 
 
 def _dump(nl: socket.socket, seq: int, family: int, ports: set[int]) -> int:

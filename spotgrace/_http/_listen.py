@@ -15,7 +15,14 @@ import struct
 import time
 from collections.abc import Iterable
 
-from ._handshakes import drop_new_handshakes, handshakes_in_progress, has_ipv6, tcp_ports
+from ._handshakes import (
+    cookie_handshakes_possible,
+    drop_new_handshakes,
+    handshakes_in_progress,
+    has_ipv6,
+    tcp_ports,
+)
+from ._shared import HANDSHAKE_WAIT
 
 __all__ = ["accept_queue_length", "stop_new_handshakes", "wait_accept_queues_empty"]
 
@@ -48,14 +55,22 @@ def wait_accept_queues_empty(socks: Iterable[socket.socket], *, limit: float) ->
     """Wait (at most ``limit`` s) until every socket's accept queue is empty; True if it was.
 
     A handshake still under way (answered, its ACK not yet in) counts as queued:
-    it completes into the queue (new SYNs are dropped, its ACK is not).
+    it completes into the queue (new SYNs are dropped, its ACK is not). One
+    answered with a SYN cookie is invisible: if there may be some, the wait
+    lasts at least ``HANDSHAKE_WAIT`` (within ``limit``).
     """
     socks = list(socks)
     ports, ipv6 = tcp_ports(socks), has_ipv6(socks)
-    end = time.monotonic() + limit
+    start = time.monotonic()
+    end = start + limit
+    floor = start + min(limit, HANDSHAKE_WAIT) if cookie_handshakes_possible() else start
     while True:
         lengths = [accept_queue_length(sock) for sock in socks]
-        if all(not n for n in lengths) and not handshakes_in_progress(ports, ipv6=ipv6):
+        if (
+            all(not n for n in lengths)
+            and not handshakes_in_progress(ports, ipv6=ipv6)
+            and time.monotonic() >= floor
+        ):
             return True
         if time.monotonic() >= end:
             return False

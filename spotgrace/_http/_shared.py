@@ -16,7 +16,13 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from ._handshakes import drop_new_handshakes, handshakes_in_progress, has_ipv6, tcp_ports
+from ._handshakes import (
+    cookie_handshakes_possible,
+    drop_new_handshakes,
+    handshakes_in_progress,
+    has_ipv6,
+    tcp_ports,
+)
 
 __all__ = [
     "GraceLike",
@@ -166,8 +172,12 @@ async def _handshakes_done(ports: set[int], ipv6: bool, *, limit: float) -> bool
 
     The kernel's answer takes a few ms on a large connection table (it walks
     it), so it is asked from a thread: the loop keeps serving meanwhile.
-    ``limit`` holds even if the thread is slow to answer.
+    ``limit`` holds even if the thread is slow to answer. Handshakes answered
+    with a SYN cookie are invisible: if there may be some, the whole ``limit``.
     """
+    if cookie_handshakes_possible():
+        await asyncio.sleep(limit)  # the loop accepts their connections meanwhile
+        return False
     end = time.monotonic() + limit
     while True:
         left = end - time.monotonic()
