@@ -33,6 +33,8 @@ from spotgrace._http._listen import (
 )
 from spotgrace._http._shared import close_listeners
 
+from .test_http_shared import _Echo
+
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_ATTACH_FILTER, TCP_DEFER_ACCEPT: Linux"
 )
@@ -56,16 +58,6 @@ def _half_open() -> Iterator[tuple[socket.socket, socket.socket, int]]:
     finally:
         client.close()
         listener.close()
-
-
-class _Echo(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(b"echo:" + data)
-        self.transport.close()
 
 
 @pytest.mark.asyncio

@@ -15,18 +15,7 @@ import spotgrace
 from spotgrace._http._prefork import SharedState, WorkerGrace
 from spotgrace.wsgi import GraceMiddleware
 
-
-class Recorder:
-    def __init__(self) -> None:
-        self.status = ""
-        self.headers: list[tuple[str, str]] = []
-
-    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        self.status, self.headers = status, headers
-        return lambda data: None
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+from .test_wsgi import Recorder
 
 
 def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
