@@ -144,7 +144,7 @@ def test_as_pid_1_a_sigterm_in_the_first_moments_is_kept() -> None:
     try:
         end = time.monotonic() + 10
         pid1 = None
-        term_bit = 1 << (signal.SIGTERM - 1)
+        ours_bits = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGUSR1 - 1))
         # SIGTERM the moment PID 1 has blocked it: with the block at the top of the
         # package, that is before its imports are done (~0.2 s later).
         while time.monotonic() < end:
@@ -153,10 +153,12 @@ def test_as_pid_1_a_sigterm_in_the_first_moments_is_kept() -> None:
             if kids:
                 pid1 = int(kids[0])
                 try:
-                    # Ours, not unshare's child before its exec: it blocks SIGTERM
-                    # there too, and a SIGTERM let through by it is lost (PID 1).
-                    ours = b"spotgrace" in Path(f"/proc/{pid1}/cmdline").read_bytes()
-                    if ours and _sigblk(pid1) & term_bit:
+                    # spotgrace's own block (SIGUSR1 too), not the SIGINT+SIGTERM mask
+                    # unshare's child hands over across its exec: the interpreter's
+                    # start clears that one, and a SIGTERM pending then is lost as
+                    # PID 1 (the documented interpreter-start window). Seen 8/25
+                    # under 2 CPU hogs when only SIGTERM's bit was checked.
+                    if _sigblk(pid1) & ours_bits == ours_bits:
                         break
                 except FileNotFoundError:
                     pass
