@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from importlib import metadata
 from typing import Any, cast
 
+from .._core._inflight import InflightTracker
 from ._shared import GraceLike
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "adopt",
     "aiohttp_busy_tasks",
     "aiohttp_unsupported",
+    "uvicorn_state_of",
     "uvicorn_unsupported",
 ]
 
@@ -121,6 +123,27 @@ def uvicorn_unsupported(
     return None
 
 
+def uvicorn_state_of(
+    send: object, cycles: Mapping[object, type], server_state_class: type
+) -> tuple[Any, str | None]:
+    """uvicorn's ``ServerState`` when ``send`` is a supported request cycle's, and why not.
+
+    ``(state, None)`` when the takeover can be used; ``(None, reason)`` when it is
+    uvicorn's but unsupported (:func:`uvicorn_unsupported`); ``(None, None)`` when
+    ``send`` is not a uvicorn cycle's (another server). ``cycles`` and
+    ``server_state_class`` as for :func:`uvicorn_unsupported`.
+    """
+    cycle = getattr(send, "__self__", None)
+    protocol = getattr(getattr(cycle, "on_response", None), "__self__", None)
+    state = getattr(protocol, "server_state", None)
+    if state is None or type(protocol) not in cycles:
+        return None, None
+    reason = uvicorn_unsupported(type(protocol), cycles, server_state_class)
+    if reason is None and type(cycle) is not cycles[type(protocol)]:
+        reason = f"the request cycle is {type(cycle)!r}, not uvicorn's"
+    return (state, None) if reason is None else (None, reason)
+
+
 class UvicornBook:
     """uvicorn's bookkeeping (``server_state``) seen by the takeover.
 
@@ -166,6 +189,25 @@ class UvicornBook:
                     headers.append(_CLOSE)
                 marked += 1
         return marked
+
+    def hand_over(
+        self, tasks: list[asyncio.Task[Any]], tracker: InflightTracker, grace: GraceLike
+    ) -> None:
+        """In uvicorn's loop, after the notice: ``tasks`` (counted in ``tracker``) leave as they end.
+
+        For ``GraceMiddleware`` used alone (the notice counted them in its own
+        thread): responses not started yet end their connections, and an event
+        stream among them is ended when intake closes.
+        """
+        for task in tasks:
+            task.add_done_callback(tracker.exit)
+        self.mark_close()
+        if tasks:
+            self.held.append(asyncio.ensure_future(self._end_event_streams_at_intake(grace)))
+
+    async def _end_event_streams_at_intake(self, grace: GraceLike) -> None:
+        await grace.wait()
+        await self.end_event_streams()
 
     def tasks(self) -> list[asyncio.Task[Any]]:
         """The request and WebSocket tasks running now."""

@@ -1,51 +1,21 @@
-"""ASGI: a pure middleware for any server, and ``serve()`` to run uvicorn under spotgrace.
+"""``GraceMiddleware`` and ``LifespanGrace`` (public in :mod:`spotgrace.asgi`).
 
-``GraceMiddleware(app, grace=grace)`` works under any ASGI server (uvicorn,
-hypercorn, granian...) given an :class:`spotgrace.AsyncGrace`:
-
-- ``/readyz`` answers 200 while serving and 503 from the moment the notice
-  arrives; ``/healthz`` answers 200 until exit (both configurable, ``None``
-  turns one off);
-- from the notice on, every response carries ``Connection: close``, so each
-  keep-alive connection ends cleanly after its current request;
-- once intake is closed (``grace.stopping``), new requests are answered 503
-  with ``Connection: close`` and ``Retry-After``, never reset;
-- every request is in flight (``grace.inflight()``) while the app handles it,
-  so the drain waits for it (a request begun before the notice: from the notice
-  on, handed over by :func:`serve` or by the middleware itself, see docs/asgi.md);
-- long-lived connections get a clean going-away close when intake closes:
-  a WebSocket is closed with code 1001, a ``text/event-stream`` response
-  is ended (its body terminated) and the app sees ``http.disconnect``.
-
-``serve(app, host=..., port=...)`` runs uvicorn with its own signal handling
-off: spotgrace owns SIGTERM/SIGINT, closes the listener when intake stops,
-lets idle keep-alive connections go without racing a request on its way, drains,
-then runs the ASGI lifespan shutdown as a hook inside the budget. FastAPI and
-Starlette apps work unchanged. Under :func:`serve` a request costs nothing
-before the notice beyond a flag check and a prefix check of the path: at the
-notice the requests in flight are taken from uvicorn's own bookkeeping
-(:mod:`spotgrace._http._takeover`), marked ``Connection: close`` and held in
-flight until they end; requests that start after the notice take the full path.
-
-uvicorn is imported only by :func:`serve`, so the middleware needs nothing
-but spotgrace; :func:`serve` without uvicorn raises an ``ImportError`` naming
-the extra (``spotgrace[asgi]``) when it is called, before any event loop runs.
+uvicorn is imported only when the middleware finds itself under uvicorn (it is
+loaded then): nothing here needs more than spotgrace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
+import sys
 import types
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._core._errors import MissingExtraError
-from ._core._eventlog import emit
-from ._core._inflight import InflightTracker
-from ._graceful._graceful import graceful
-from ._http._asgi_exchange import (
+from .._core._eventlog import emit
+from .._core._inflight import InflightTracker
+from .._http._asgi_exchange import (
     GOING_AWAY,
     ASGIApp,
     Exchange,
@@ -55,18 +25,16 @@ from ._http._asgi_exchange import (
     Send,
     plain,
 )
-from ._http._lifespan import LifespanGrace as _LifespanGrace
-from ._http._prefork import current as _prefork_grace
-from ._http._shared import (
+from .._http._lifespan import LifespanGrace as _LifespanGrace
+from .._http._prefork import current as _prefork_grace
+from .._http._shared import (
     UNAVAILABLE_BODY,
     GraceLike,
     HttpOptions,
-    close_idle_connections,
-    close_listeners,
 )
-from ._http._takeover import UvicornBook, adopt, uvicorn_unsupported
+from .._http._takeover import UvicornBook, uvicorn_state_of
 
-__all__ = ["GraceMiddleware", "LifespanGrace", "serve"]
+__all__ = ["GraceMiddleware", "LifespanGrace", "uvicorn_classes"]
 
 #: ``_task_of(_running_loop())`` is ``asyncio.current_task()`` without its Python
 #: frame on 3.11 (there it is a function around this dict; in C from 3.12 on).
@@ -132,6 +100,11 @@ class GraceMiddleware:
         # The lean requests counted at the notice and not yet ended (see _release).
         self._held: dict[LeanExchange, asyncio.Task[Any] | None] = {}
         self._tracker: InflightTracker | None = None
+        # Under uvicorn (found at the first lean request): its bookkeeping, taken over at
+        # the notice like serve() does, and the loop it runs in (see _find_uvicorn).
+        self._seek_uvicorn = register is not None and type(self) is GraceMiddleware
+        self._uvicorn: tuple[UvicornBook, asyncio.AbstractEventLoop] | None = None
+        self._uvicorn_state: object = None  # its ServerState: whose requests go straight on
         if register is not None:
             register(self._at_notice, self._gate)
 
@@ -139,6 +112,8 @@ class GraceMiddleware:
         """The middleware used alone: before the notice a flag check and the probe check."""
         gate = self._gate
         if gate.open and scope["type"] == "http" and scope["path"] not in self._probes:
+            if self._seek_uvicorn:
+                self._find_uvicorn(send)
             lean = LeanExchange(gate, send, receive)
             live = self._live
             live[lean] = _task_of(_running_loop())  # listed before the gate is read again:
@@ -185,6 +160,35 @@ class GraceMiddleware:
         for loop, leans in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nothing left to switch
                 loop.call_soon_threadsafe(_switch_all, leans)
+        if self._uvicorn is not None:  # read after the gate closed: no request goes straight on
+            book, loop = self._uvicorn
+            # (a request on the full path, a lean one listed above, is counted once)
+            tasks = tracker.enter_untracked([t for t in list(book.state.tasks) if not t.done()])
+            try:
+                loop.call_soon_threadsafe(book.hand_over, tasks, tracker, self.grace)
+            except RuntimeError:  # the loop is closed: none of them runs any more
+                for task in tasks:
+                    tracker.exit(task)
+
+    def _find_uvicorn(self, send: Send) -> None:
+        """Once, at the first lean request: under uvicorn, run its HTTP requests as serve() does.
+
+        The app's coroutine is handed straight to uvicorn (no frame, nothing
+        listed): this instance becomes an :class:`_OnUvicorn`, whose ``__call__``
+        is a plain function (the class was ASGI 3 to the server's own check, an
+        ``async def``). At the notice uvicorn's own list of request tasks is
+        counted in the drain (:meth:`_at_notice`).
+        """
+        self._seek_uvicorn = False
+        if "uvicorn" not in sys.modules:
+            return
+        state, off = uvicorn_state_of(send, *uvicorn_classes())
+        if off is not None:
+            emit("info", "http.takeover_off", server="uvicorn", reason=off)
+        if state is not None:  # set before the class is: see _at_notice
+            self._uvicorn = (UvicornBook(state), _running_loop())
+            self._uvicorn_state = state
+            self.__class__ = _OnUvicorn
 
     def _release(self, lean: LeanExchange) -> None:
         task = self._held.pop(lean, _NOT_HELD)  # (a request outside a task is held as None)
@@ -253,56 +257,31 @@ class GraceMiddleware:
 _NOT_HELD: Any = object()
 
 
-def _switch_all(leans: list[LeanExchange]) -> None:
-    """In the loop, after the notice: lean requests still running take the full path."""
-    for lean in leans:
-        if not lean.ended:
-            lean.switch()
+class _OnUvicorn(GraceMiddleware):
+    """:class:`GraceMiddleware` used alone under uvicorn, whose bookkeeping it takes at the notice.
 
-
-# ---------------------------------------------------------------------- serve
-
-
-def serve(
-    app: ASGIApp,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    readyz: str | None = "/readyz",
-    healthz: str | None = "/healthz",
-    retry_after: int = 5,
-    idle_grace: float = 1.0,
-    log_level: str | None = "info",
-    uvicorn_options: Mapping[str, Any] | None = None,
-    **options: Any,
-) -> None:
-    """Serve ``app`` with uvicorn under spotgrace until an interruption; then shut down cleanly.
-
-    ``app`` is wrapped in :class:`GraceMiddleware`. ``options`` are
-    :func:`spotgrace.graceful` options (``stop_timeout``, ``drain_delay``...);
-    ``uvicorn_options`` are passed to ``uvicorn.Config`` (its ``host``,
-    ``port``, ``log_level``, ``interface`` and signal handling are spotgrace's). After a
-    signal, this raises ``SystemExit`` with the exit policy's code (by
-    default the verdict: 0 when clean, 70 when not).
+    Before the notice an HTTP request of the uvicorn server found first gets
+    the app's own coroutine back: the gate, the probe check and whose request
+    it is (uvicorn's ``send`` is its request cycle's). Anything else takes the
+    middleware's ordinary path.
     """
-    if importlib.util.find_spec("uvicorn") is None:
-        raise MissingExtraError("spotgrace.asgi.serve()", "asgi", "uvicorn")
-    http = HttpOptions(
-        readyz=readyz, healthz=healthz, retry_after=retry_after, idle_grace=idle_grace
-    )
-    asyncio.run(_serve(app, host, port, http, log_level, dict(uvicorn_options or {}), options))
+
+    def __call__(  # type: ignore[override]
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> Awaitable[None]:
+        if self._gate.open and scope["type"] == "http" and scope["path"] not in self._probes:
+            try:
+                cycle = send.__self__  # type: ignore[attr-defined]
+                ours = cycle.on_response.__self__.server_state is self._uvicorn_state
+            except AttributeError:  # not a uvicorn cycle's send, or a cycle already done
+                ours = False
+            if ours:
+                return self.app(scope, receive, send)
+        return GraceMiddleware.__call__(self, scope, receive, send)
 
 
-async def _serve(
-    app: ASGIApp,
-    host: str,
-    port: int,
-    http: HttpOptions,
-    log_level: str | None,
-    uvicorn_options: dict[str, Any],
-    options: dict[str, Any],
-) -> None:
-    import uvicorn
+def uvicorn_classes() -> tuple[dict[object, type], type]:
+    """uvicorn's HTTP protocol classes mapped to their request cycles, and its ServerState."""
     from uvicorn.protocols.http import h11_impl
     from uvicorn.server import ServerState
 
@@ -311,82 +290,11 @@ async def _serve(
         from uvicorn.protocols.http import httptools_impl
 
         cycles[httptools_impl.HttpToolsProtocol] = httptools_impl.RequestResponseCycle
+    return cycles, ServerState
 
-    class _Server(uvicorn.Server):
-        book: UvicornBook | None = None
-        grace: GraceLike | None = None
 
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            yield  # spotgrace owns the signals
-
-        async def on_tick(self, counter: int) -> bool:
-            # uvicorn ticks every 0.1 s anyway: a notice with no request after it
-            # (a drain_delay) still marks the requests in flight within a tick.
-            book, grace = self.book, self.grace
-            if book is not None and grace is not None and not book.marked and not grace.ready:
-                book.mark_close()
-            return bool(await super().on_tick(counter))
-
-    async with graceful(**options) as grace:
-        middleware = GraceMiddleware(
-            app, grace=grace, readyz=http.readyz, healthz=http.healthz, retry_after=http.retry_after
-        )
-        # The middleware's plain-function entry: uvicorn would take a plain function
-        # for ASGI 2, so the interface is said (the middleware is ASGI 3 whatever the app).
-        uvicorn_options["interface"] = "asgi3"
-        config = uvicorn.Config(
-            middleware._entry, host=host, port=port, log_level=log_level, **uvicorn_options
-        )
-        server = _Server(config)
-        config.load()
-        off = uvicorn_unsupported(config.http_protocol_class, cycles, ServerState)
-        if off is None:
-            server.book = middleware._book = UvicornBook(server.server_state)
-            server.grace = grace
-        else:
-            emit("info", "http.takeover_off", server="uvicorn", reason=off)
-        server.lifespan = config.lifespan_class(config)
-        await server.startup()
-        if server.should_exit:  # the lifespan startup failed and uvicorn asked to stop
-            return
-
-        @grace.on_shutdown(name="asgi.lifespan")
-        async def _lifespan_shutdown() -> None:
-            await server.lifespan.shutdown()
-
-        ticker = asyncio.create_task(server.main_loop())  # uvicorn's Date header, once a second
-        try:
-            await grace.wait()
-            state = server.server_state
-            book = server.book
-            if book is not None:
-                book.mark_close()
-                book.held = adopt(grace, book.tasks())  # referenced until the process ends
-                await book.end_event_streams()
-
-            def _protocol() -> asyncio.BaseProtocol:
-                factory: Any = config.http_protocol_class
-                protocol: asyncio.BaseProtocol = factory(
-                    config=config, server_state=state, app_state=server.lifespan.state
-                )
-                return protocol
-
-            # Stop intake: new connections are refused; queued ones are still served.
-            await close_listeners(server.servers, _protocol)
-
-            def _close_all() -> None:
-                for connection in list(state.connections):
-                    connection.shutdown()  # idle: closed now; busy: closed after the response
-
-            await close_idle_connections(
-                lambda: state.connections,
-                _close_all,
-                grace=http.idle_grace,
-                remaining=grace.remaining,
-            )
-        finally:
-            server.should_exit = True
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+def _switch_all(leans: list[LeanExchange]) -> None:
+    """In the loop, after the notice: lean requests still running take the full path."""
+    for lean in leans:
+        if not lean.ended:
+            lean.switch()
