@@ -22,7 +22,11 @@ Groups (the same app in each, ``GET /hello`` answers at once):
 ``uvicorn``  a Starlette app under ``uvicorn.run`` vs ``spotgrace.asgi.serve``
 ``bare``     a bare ASGI app under ``uvicorn.run`` vs ``spotgrace.asgi.serve``
              (GraceMiddleware around it), and vs the bare app in GraceMiddleware
-             under a plain ``uvicorn.Server`` (the pure middleware: the full path)
+             under a plain ``uvicorn.Server`` (the middleware used alone)
+``wsgi``     a bare WSGI app under waitress vs the same in ``spotgrace.wsgi.GraceMiddleware``
+             (``bench/wsgi_servers.py``)
+``gunicorn`` the bare WSGI app under gunicorn, one sync worker, vs the same with
+             ``-c python:spotgrace.gunicorn`` (CPU: the master and its worker)
 
 ``--before DIR`` adds, to each group, the spotgrace servers run from another
 source tree (e.g. ``git archive <commit> | tar -x -C DIR``) for a before/after
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -53,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import Server, free_port, start_server  # noqa: E402
 
 SERVERS = str(ROOT / "bench" / "servers.py")
+WSGI_SERVERS = str(ROOT / "bench" / "wsgi_servers.py")
 HERE = str(Path(__file__).resolve())
 #: group -> (plain kind, spotgrace kinds...): each kind is (label, argv template, tree?)
 GROUPS: dict[str, list[tuple[str, list[str], bool]]] = {
@@ -68,6 +74,14 @@ GROUPS: dict[str, list[tuple[str, list[str], bool]]] = {
         ("bare ASGI, plain uvicorn", [HERE, "--serve", "bare-plain"], False),
         ("bare ASGI, spotgrace.asgi.serve", [HERE, "--serve", "bare-grace"], True),
         ("bare ASGI, GraceMiddleware only", [HERE, "--serve", "bare-middleware"], True),
+    ],
+    "wsgi": [
+        ("bare WSGI, plain waitress", [WSGI_SERVERS, "plain-bare"], False),
+        ("bare WSGI, spotgrace.wsgi (waitress)", [WSGI_SERVERS, "grace-bare"], True),
+    ],
+    "gunicorn": [
+        ("bare WSGI, plain gunicorn sync", [WSGI_SERVERS, "gunicorn-plain-bare"], False),
+        ("bare WSGI, spotgrace.gunicorn sync", [WSGI_SERVERS, "gunicorn-grace-bare"], True),
     ],
 }
 
@@ -126,9 +140,19 @@ def serve(kind: str, port: int) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its live descendants (Linux /proc).
+
+    A gunicorn master's worker is its child: its time is counted while it runs.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone meanwhile
+        return 0.0
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            total += sum(cpu_seconds(int(child)) for child in children.read_text().split())
+    return total
 
 
 async def load(port: int, seconds: float, connections: int) -> tuple[int, float]:
