@@ -96,6 +96,11 @@ GROUPS: dict[str, list[tuple[str, list[str]]]] = {
         ("Flask, plain gunicorn sync", ["bench/wsgi_servers.py", "gunicorn-plain-flask"]),
         ("Flask, spotgrace.gunicorn sync", ["bench/wsgi_servers.py", "gunicorn-grace-flask"]),
     ],
+    # gunicorn, one uvicorn worker (keep-alive): spotgrace's worker and GraceMiddleware(app).
+    "gunicorn-uvicorn": [
+        ("bare ASGI, plain gunicorn + UvicornWorker", ["bench/gunicorn_asgi.py", "plain"]),
+        ("bare ASGI, spotgrace.gunicorn + its UvicornWorker", ["bench/gunicorn_asgi.py", "grace"]),
+    ],
 }
 
 #: Groups whose server is a pre-fork master with one worker that serves. valgrind's
@@ -104,7 +109,7 @@ GROUPS: dict[str, list[tuple[str, list[str]]]] = {
 #: ``--max-requests``), one server per window, and its counters from fork to exit (callgrind
 #: writes them at its exit, under its own pid) are compared. gunicorn's sync worker closes
 #: every connection: the client opens one per request (its accept and close count too).
-PREFORK = {"gunicorn", "gunicorn-flask"}
+PREFORK = {"gunicorn", "gunicorn-flask", "gunicorn-uvicorn"}
 
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: instructions\r\n\r\n"
 

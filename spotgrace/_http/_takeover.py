@@ -190,6 +190,14 @@ class UvicornBook:
                 marked += 1
         return marked
 
+    def tick(self, grace: GraceLike) -> None:
+        """At each of uvicorn's ticks (0.1 s): mark the requests in flight once the notice came.
+
+        So a notice with no request after it (a ``drain_delay``) still marks them.
+        """
+        if not self.marked and not grace.ready:
+            self.mark_close()
+
     def hand_over(
         self, tasks: list[asyncio.Task[Any]], tracker: InflightTracker, grace: GraceLike
     ) -> None:

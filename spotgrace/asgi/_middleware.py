@@ -32,7 +32,7 @@ from .._http._shared import (
     GraceLike,
     HttpOptions,
 )
-from .._http._takeover import UvicornBook, uvicorn_state_of
+from .._http._takeover import UvicornBook, uvicorn_state_of, uvicorn_unsupported
 
 __all__ = ["GraceMiddleware", "LifespanGrace", "uvicorn_classes"]
 
@@ -189,6 +189,18 @@ class GraceMiddleware:
             self._uvicorn = (UvicornBook(state), _running_loop())
             self._uvicorn_state = state
             self.__class__ = _OnUvicorn
+
+    def _take_book(self, server_state: Any, protocol_class: type) -> UvicornBook | None:
+        """For a uvicorn server spotgrace runs (``serve()``, the gunicorn worker), made and loaded
+        with :meth:`_entry` as its app: its bookkeeping, to be marked at the notice, or None
+        (logged) when this uvicorn cannot be taken over; then every request takes the full path.
+        """
+        off = uvicorn_unsupported(protocol_class, *uvicorn_classes())
+        if off is not None:
+            emit("info", "http.takeover_off", server="uvicorn", reason=off)
+            return None
+        self._book = UvicornBook(server_state)
+        return self._book
 
     def _release(self, lean: LeanExchange) -> None:
         task = self._held.pop(lean, _NOT_HELD)  # (a request outside a task is held as None)

@@ -9,12 +9,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._core._errors import MissingExtraError
-from .._core._eventlog import emit
 from .._graceful._graceful import graceful
 from .._http._asgi_exchange import ASGIApp
 from .._http._shared import GraceLike, HttpOptions, close_idle_connections, close_listeners
-from .._http._takeover import UvicornBook, adopt, uvicorn_unsupported
-from ._middleware import GraceMiddleware, uvicorn_classes
+from .._http._takeover import UvicornBook, adopt
+from ._middleware import GraceMiddleware
 
 __all__ = ["serve"]
 
@@ -60,8 +59,6 @@ async def _serve(
 ) -> None:
     import uvicorn
 
-    cycles, server_state_class = uvicorn_classes()
-
     class _Server(uvicorn.Server):
         book: UvicornBook | None = None
         grace: GraceLike | None = None
@@ -73,9 +70,8 @@ async def _serve(
         async def on_tick(self, counter: int) -> bool:
             # uvicorn ticks every 0.1 s anyway: a notice with no request after it
             # (a drain_delay) still marks the requests in flight within a tick.
-            book, grace = self.book, self.grace
-            if book is not None and grace is not None and not book.marked and not grace.ready:
-                book.mark_close()
+            if self.book is not None and self.grace is not None:
+                self.book.tick(self.grace)
             return bool(await super().on_tick(counter))
 
     async with graceful(**options) as grace:
@@ -90,12 +86,8 @@ async def _serve(
         )
         server = _Server(config)
         config.load()
-        off = uvicorn_unsupported(config.http_protocol_class, cycles, server_state_class)
-        if off is None:
-            server.book = middleware._book = UvicornBook(server.server_state)
-            server.grace = grace
-        else:
-            emit("info", "http.takeover_off", server="uvicorn", reason=off)
+        server.book = middleware._take_book(server.server_state, config.http_protocol_class)
+        server.grace = grace
         server.lifespan = config.lifespan_class(config)
         await server.startup()
         if server.should_exit:  # the lifespan startup failed and uvicorn asked to stop

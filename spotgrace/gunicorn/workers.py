@@ -31,6 +31,7 @@ from gunicorn.arbiter import Arbiter
 
 from .._http._prefork import WorkerGrace, current
 from .._http._shared import close_idle_connections, close_listeners
+from .._http._takeover import UvicornBook
 
 __all__ = ["UvicornH11Worker", "UvicornWorker"]
 
@@ -41,9 +42,17 @@ _RECHECK = 0.5
 
 
 class _Server(uvicorn.Server):
+    book: UvicornBook | None = None
+    grace: WorkerGrace | None = None
+
     @contextlib.contextmanager
     def capture_signals(self) -> Any:
         yield  # the worker handles the signals (below)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.book is not None and self.grace is not None:
+            self.book.tick(self.grace)  # a notice with no request after it
+        return bool(await super().on_tick(counter))
 
 
 class UvicornWorker(_UvicornWorker):
@@ -58,9 +67,18 @@ class UvicornWorker(_UvicornWorker):
                 "spotgrace.gunicorn.workers.UvicornWorker needs spotgrace.gunicorn in "
                 "gunicorn's config (-c python:spotgrace.gunicorn)"
             )
-        self.config.app = self.wsgi
         config = self.config
         server = _Server(config=config)
+        # spotgrace.asgi.GraceMiddleware (duck-typed: the integrations import each other
+        # not): as under serve(), before the notice a request goes straight to the app and
+        # uvicorn's own bookkeeping is marked at the notice (uvicorn's shutdown waits for
+        # its request tasks: the worker's drain).
+        middleware = self.wsgi if _is_grace_middleware(self.wsgi) else None
+        if middleware is not None and not config.loaded:
+            config.app, config.interface = middleware._entry, "asgi3"
+        else:
+            middleware = None
+            config.app = self.wsgi
         loop = asyncio.get_running_loop()
         term = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -68,6 +86,9 @@ class UvicornWorker(_UvicornWorker):
         loop.add_signal_handler(signal.SIGQUIT, self._on_quit, server)
         if not config.loaded:
             config.load()
+        if middleware is not None:
+            server.book = middleware._take_book(server.server_state, config.http_protocol_class)
+            server.grace = grace
         server.lifespan = config.lifespan_class(config)
         await server.startup(sockets=self.sockets)
         if server.should_exit:
@@ -103,7 +124,7 @@ class UvicornWorker(_UvicornWorker):
         server.should_exit = True
         server.force_exit = True
 
-    async def _stop_intake(self, server: uvicorn.Server, grace: WorkerGrace) -> None:
+    async def _stop_intake(self, server: _Server, grace: WorkerGrace) -> None:
         config, state = server.config, server.server_state
 
         def protocol() -> asyncio.BaseProtocol:
@@ -113,6 +134,8 @@ class UvicornWorker(_UvicornWorker):
             )
             return made
 
+        if server.book is not None:  # event streams begun before the notice
+            await server.book.end_event_streams()
         await close_listeners(server.servers, protocol)
 
         def close_all() -> None:
@@ -128,6 +151,10 @@ class UvicornH11Worker(UvicornWorker):
     """:class:`UvicornWorker` with the pure-Python h11 parser and the asyncio loop."""
 
     CONFIG_KWARGS = {"loop": "asyncio", "http": "h11"}  # noqa: RUF012  (uvicorn's own shape)
+
+
+def _is_grace_middleware(app: object) -> bool:
+    return type(app).__module__ == "spotgrace.asgi._middleware" and hasattr(app, "_take_book")
 
 
 async def _wait_stop(grace: WorkerGrace, term: asyncio.Event) -> None:
