@@ -94,7 +94,8 @@ async def scenario_inflight(port: int, proc: Any, log: str) -> None:
         second = repr(exc)
     statuses = [g.status for g in got]
     check(statuses == [200] * 5 + [500], "requests begun before SIGTERM answered", statuses)
-    check(all(g.close for g in got[:5]), "their responses say Connection: close",
+    # (/bg answered before SIGTERM: its work runs after the response)
+    check(all(g.close for i, g in enumerate(got) if i != 4), "responses after SIGTERM say close",
           [g.headers.get("connection") for g in got])
     check(first.status == 200 and first.close, "pipelined 1st answered with close", first.status)
     print("     pipelined 2nd (read by the server before SIGTERM):", getattr(second, "status", second))
