@@ -25,6 +25,7 @@ import spotgrace
 from spotgrace.asgi import GraceMiddleware, LifespanGrace
 
 LOG = os.environ.get("ALONE_LOG", os.devnull)
+GRACE: Any = None  # the grace the app's own in-flight scopes use (set below)
 
 
 def log(event: str, **fields: Any) -> None:
@@ -38,6 +39,14 @@ def make_api(lifespan: Any = None) -> FastAPI:
     @api.get("/work")
     async def work(ms: int = 0) -> PlainTextResponse:
         await asyncio.sleep(ms / 1000)
+        return PlainTextResponse("ok")
+
+    @api.get("/scoped")
+    async def scoped(ms: int = 500, after: int = 1000) -> PlainTextResponse:
+        async with GRACE.inflight():  # the app's own critical section
+            await asyncio.sleep(ms / 1000)
+        await asyncio.sleep(after / 1000)  # then more work before the response
+        log("scoped-done")
         return PlainTextResponse("ok")
 
     @api.get("/bg")
@@ -86,7 +95,7 @@ def make_api(lifespan: Any = None) -> FastAPI:
 
 # ----------------------------------------------------------- uvicorn CLI (LifespanGrace)
 
-grace_cli = LifespanGrace()
+grace_cli = GRACE = LifespanGrace()
 
 
 @contextlib.asynccontextmanager
@@ -105,8 +114,10 @@ app = GraceMiddleware(make_api(_lifespan), grace=grace_cli)
 async def main(port: int, mode: str, http: str, ws: str) -> None:
     import uvicorn
 
+    global GRACE
     async with spotgrace.graceful(stop_timeout=float(os.environ.get("STOP", "10")),
                                   drain_delay=float(os.environ.get("DELAY", "0.5"))) as grace:
+        GRACE = grace
         # LEAN=1: a subclass, which keeps the lean path (the behaviour before 48a7e67).
         cls = type("Lean", (GraceMiddleware,), {}) if os.environ.get("LEAN") else GraceMiddleware
         middleware = cls(make_api(), grace=grace)

@@ -6,7 +6,8 @@ SCENARIO: ``inflight`` (slow requests, a BackgroundTasks request, a request that
 raises, a pipelined pair, all begun before SIGTERM), ``ws`` (a WebSocket begun
 before, wsproto), ``sse`` (an event stream with Accept: text/event-stream, and
 one without), ``big`` (a 64 MB body read slowly, begun before SIGTERM),
-``workers`` (``uvicorn --workers 2`` with LifespanGrace; inflight requests).
+``scoped`` (a request inside the app's own ``grace.inflight()`` at SIGTERM, finding 4).
+MODE ``cli``/``workers``: the uvicorn CLI (LifespanGrace), one process or ``--workers 2``.
 HTTP: httptools | h11. MODE: wait | eager (own uvicorn.Server) or cli.
 Prints one line per check: ``OK``/``FAIL``.
 """
@@ -110,6 +111,21 @@ async def scenario_inflight(port: int, proc: Any, log: str) -> None:
         print(out[-3000:])
 
 
+async def scenario_scoped(port: int, proc: Any, log: str) -> None:
+    await warm(port, proc)
+    r, w = await connect(port, proc)
+    w.write(request_bytes("/scoped?ms=800&after=1500"))
+    await asyncio.sleep(0.3)  # inside the app's own grace.inflight() now
+    proc.send_signal(signal.SIGTERM)
+    try:
+        got: Any = (await asyncio.wait_for(read_response(r), 15)).status
+    except Exception as exc:  # noqa: BLE001
+        got = repr(exc)[:80]
+    check(got == 200, "request inside the app's own grace.inflight() at SIGTERM answered", got)
+    proc.communicate(timeout=30)
+    print("     exit", proc.returncode, [e["event"] for e in events(log)])
+
+
 async def ws_handshake(port: int, proc: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     r, w = await connect(port, proc)
     w.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -192,7 +208,7 @@ async def main() -> int:
     print(f"== {name} http={http} mode={mode}")
     try:
         await {"inflight": scenario_inflight, "ws": scenario_ws, "sse": scenario_sse,
-               "big": scenario_big}[name](port, proc, log)
+               "big": scenario_big, "scoped": scenario_scoped}[name](port, proc, log)
     finally:
         if proc.poll() is None:
             proc.kill()
