@@ -115,15 +115,22 @@ async def main(port: int, mode: str, http: str, ws: str) -> None:
     import uvicorn
 
     global GRACE
-    async with spotgrace.graceful(stop_timeout=float(os.environ.get("STOP", "10")),
-                                  drain_delay=float(os.environ.get("DELAY", "0.5"))) as grace:
+    async with spotgrace.graceful(
+        stop_timeout=float(os.environ.get("STOP", "10")),
+        drain_delay=float(os.environ.get("DELAY", "0.5")),
+    ) as grace:
         GRACE = grace
         # LEAN=1: a subclass, which keeps the lean path (the behaviour before 48a7e67).
         cls = type("Lean", (GraceMiddleware,), {}) if os.environ.get("LEAN") else GraceMiddleware
         middleware = cls(make_api(), grace=grace)
         config = uvicorn.Config(
-            middleware, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-            http=http, ws=ws,
+            middleware,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            http=http,
+            ws=ws,
         )
         server = uvicorn.Server(config)
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]

@@ -41,17 +41,36 @@ def check(ok: bool, what: str, detail: Any = "") -> None:
 def start(port: int, http: str, mode: str, log: str, extra_env: dict[str, str]) -> Any:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ALONE_LOG": log, **extra_env}
     if mode == "cli" or mode == "workers":
-        argv = [sys.executable, "-m", "uvicorn", "bench.review48.alone_app:app",
-                "--port", str(port), "--http", http, "--ws", "wsproto", "--log-level", "warning"]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.review48.alone_app:app",
+            "--port",
+            str(port),
+            "--http",
+            http,
+            "--ws",
+            "wsproto",
+            "--log-level",
+            "warning",
+        ]
         if mode == "workers":
             argv += ["--workers", "2"]
         env.setdefault("SPOTGRACE_DRAIN_DELAY", extra_env.get("DELAY", "0.5"))
         env.setdefault("SPOTGRACE_STOP_TIMEOUT", extra_env.get("STOP", "10"))
     else:
-        argv = [sys.executable, str(ROOT / "bench/review48/alone_app.py"), str(port), mode, http,
-                "wsproto"]
-    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+        argv = [
+            sys.executable,
+            str(ROOT / "bench/review48/alone_app.py"),
+            str(port),
+            mode,
+            http,
+            "wsproto",
+        ]
+    return subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 async def connect(port: int, proc: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -96,10 +115,15 @@ async def scenario_inflight(port: int, proc: Any, log: str) -> None:
     statuses = [g.status for g in got]
     check(statuses == [200] * 5 + [500], "requests begun before SIGTERM answered", statuses)
     # (/bg answered before SIGTERM: its work runs after the response)
-    check(all(g.close for i, g in enumerate(got) if i != 4), "responses after SIGTERM say close",
-          [g.headers.get("connection") for g in got])
+    check(
+        all(g.close for i, g in enumerate(got) if i != 4),
+        "responses after SIGTERM say close",
+        [g.headers.get("connection") for g in got],
+    )
     check(first.status == 200 and first.close, "pipelined 1st answered with close", first.status)
-    print("     pipelined 2nd (read by the server before SIGTERM):", getattr(second, "status", second))
+    print(
+        "     pipelined 2nd (read by the server before SIGTERM):", getattr(second, "status", second)
+    )
     out, _ = proc.communicate(timeout=30)
     ev = events(log)
     bg = [e for e in ev if e["event"] == "bg-done"]
@@ -128,8 +152,10 @@ async def scenario_scoped(port: int, proc: Any, log: str) -> None:
 
 async def ws_handshake(port: int, proc: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     r, w = await connect(port, proc)
-    w.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    w.write(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
     head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
     assert b" 101 " in head.split(b"\r\n")[0], head
     return r, w
@@ -146,8 +172,13 @@ async def scenario_ws(port: int, proc: Any, log: str) -> None:
     w.close()
     out, _ = proc.communicate(timeout=30)
     ev = events(log)
-    print("     app saw:", [e for e in ev if e["event"] == "ws-disconnect"],
-          [e for e in ev if e["event"].startswith("stats")], "exit", proc.returncode)
+    print(
+        "     app saw:",
+        [e for e in ev if e["event"] == "ws-disconnect"],
+        [e for e in ev if e["event"].startswith("stats")],
+        "exit",
+        proc.returncode,
+    )
     check(proc.returncode in (0, -15), "exit code", proc.returncode)
 
 
@@ -207,8 +238,13 @@ async def main() -> int:
     proc = start(port, http, mode, log, extra)
     print(f"== {name} http={http} mode={mode}")
     try:
-        await {"inflight": scenario_inflight, "ws": scenario_ws, "sse": scenario_sse,
-               "big": scenario_big, "scoped": scenario_scoped}[name](port, proc, log)
+        await {
+            "inflight": scenario_inflight,
+            "ws": scenario_ws,
+            "sse": scenario_sse,
+            "big": scenario_big,
+            "scoped": scenario_scoped,
+        }[name](port, proc, log)
     finally:
         if proc.poll() is None:
             proc.kill()

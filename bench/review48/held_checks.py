@@ -29,7 +29,9 @@ RESULTS: list[tuple[bool, str, Any]] = []
 
 def check(ok: bool, what: str, detail: Any = "") -> None:
     RESULTS.append((ok, what, detail))
-    print(("OK   " if ok else "FAIL ") + what + (f"  [{detail}]" if detail != "" else ""), flush=True)
+    print(
+        ("OK   " if ok else "FAIL ") + what + (f"  [{detail}]" if detail != "" else ""), flush=True
+    )
 
 
 @contextlib.asynccontextmanager
@@ -60,8 +62,11 @@ async def notice_before_the_first_request() -> None:
             c = await _Client.open(port)
             r = await c.get("/a")
             c.close()
-        check(r.status == 200 and r.close and type(mw).__name__ == "GraceMiddleware",
-              "notice before the first request: full path, close, no swap", (r.status, type(mw)))
+        check(
+            r.status == 200 and r.close and type(mw).__name__ == "GraceMiddleware",
+            "notice before the first request: full path, close, no swap",
+            (r.status, type(mw)),
+        )
 
 
 async def first_request_running_at_the_notice() -> None:
@@ -85,9 +90,11 @@ async def first_request_running_at_the_notice() -> None:
             b.close()
             await _until(lambda: grace.statistics()["inflight"] == 0, "count")
             st = grace.statistics()
-        check(n == 2 and ra.close and rb.close and st["inflight_total"] == 2,
-              "first (lean) and second (direct) running at the notice: counted once each, close",
-              (kinds, n, st["inflight_total"]))
+        check(
+            n == 2 and ra.close and rb.close and st["inflight_total"] == 2,
+            "first (lean) and second (direct) running at the notice: counted once each, close",
+            (kinds, n, st["inflight_total"]),
+        )
 
 
 async def client_disconnects_mid_request() -> None:
@@ -111,8 +118,12 @@ async def client_disconnects_mid_request() -> None:
 
 
 async def proxy_headers_limit_concurrency() -> None:
-    for options in ({"proxy_headers": False}, {"proxy_headers": True},
-                    {"limit_concurrency": 10}, {"http": "h11", "proxy_headers": False}):
+    for options in (
+        {"proxy_headers": False},
+        {"proxy_headers": True},
+        {"limit_concurrency": 10},
+        {"http": "h11", "proxy_headers": False},
+    ):
         app = _App()
         async with quiet(stop_timeout=10, drain_delay=0.2) as grace:
             mw = GraceMiddleware(app, grace=grace)
@@ -131,18 +142,24 @@ async def proxy_headers_limit_concurrency() -> None:
                 for c in [w, *cs]:
                     c.close()
                 await _until(lambda: grace.statistics()["inflight"] == 0, "count")
-            check(n == 2 and all(r.close and r.status == 200 for r in rs)
-                  and type(mw).__name__ == "_OnUvicorn",
-                  f"{options}: direct path, counted at the notice, close", (n, type(mw).__name__))
+            check(
+                n == 2
+                and all(r.close and r.status == 200 for r in rs)
+                and type(mw).__name__ == "_OnUvicorn",
+                f"{options}: direct path, counted at the notice, close",
+                (n, type(mw).__name__),
+            )
 
 
 async def starlette_add_middleware_and_outer_wrapper() -> None:
     async with quiet(stop_timeout=10) as grace:
+
         async def hello(_: Any) -> PlainTextResponse:
             return PlainTextResponse("ok")
 
-        star = Starlette(routes=[Route("/", hello)],
-                         middleware=[Middleware(GraceMiddleware, grace=grace)])
+        star = Starlette(
+            routes=[Route("/", hello)], middleware=[Middleware(GraceMiddleware, grace=grace)]
+        )
         async with server(star) as (port, _):
             c = await _Client.open(port)
             rs = [(await c.get("/")).status for _ in range(3)]
@@ -150,9 +167,11 @@ async def starlette_add_middleware_and_outer_wrapper() -> None:
         inner = star.middleware_stack
         while inner is not None and not isinstance(inner, GraceMiddleware):
             inner = getattr(inner, "app", None)
-        check(rs == [200] * 3 and type(inner).__name__ == "GraceMiddleware",
-              "Starlette add_middleware: inside ServerErrorMiddleware (send wrapped): lean, no swap",
-              type(inner).__name__)
+        check(
+            rs == [200] * 3 and type(inner).__name__ == "GraceMiddleware",
+            "Starlette add_middleware: inside ServerErrorMiddleware (send wrapped): lean, no swap",
+            type(inner).__name__,
+        )
 
         class Outer:  # a pure middleware that passes send through
             def __init__(self, app: Any) -> None:
@@ -168,8 +187,11 @@ async def starlette_add_middleware_and_outer_wrapper() -> None:
             c = await _Client.open(port)
             rs = [(await c.get("/x")).status for _ in range(3)]
             c.close()
-        check(rs == [200] * 3 and type(mw).__name__ == "_OnUvicorn",
-              "wrapped by a pure outer middleware passing send: swap, 200s", type(mw).__name__)
+        check(
+            rs == [200] * 3 and type(mw).__name__ == "_OnUvicorn",
+            "wrapped by a pure outer middleware passing send: swap, 200s",
+            type(mw).__name__,
+        )
 
 
 async def trace_log_level() -> None:
@@ -181,8 +203,11 @@ async def trace_log_level() -> None:
             c = await _Client.open(port)
             rs = [(await c.get("/x")).status for _ in range(2)]
             c.close()
-        check(rs == [200, 200], "log_level=trace (MessageLoggerMiddleware wraps send): 200s, "
-              "no swap", type(mw).__name__)
+        check(
+            rs == [200, 200],
+            "log_level=trace (MessageLoggerMiddleware wraps send): 200s, no swap",
+            type(mw).__name__,
+        )
 
 
 async def drain_timeout_cancels_direct_requests() -> None:
@@ -201,9 +226,11 @@ async def drain_timeout_cancels_direct_requests() -> None:
         st = grace.statistics()
         w.close()
         c.close()
-    check(app.holding == 0 and st["inflight"] == 0 and r.status == 500,
-          "drain timeout cancels a direct request (uvicorn answers 500); count back to 0",
-          (app.holding, r.status, st["inflight"]))
+    check(
+        app.holding == 0 and st["inflight"] == 0 and r.status == 500,
+        "drain timeout cancels a direct request (uvicorn answers 500); count back to 0",
+        (app.holding, r.status, st["inflight"]),
+    )
 
 
 async def notice_from_thread_while_loop_closed() -> None:
@@ -213,8 +240,9 @@ async def notice_from_thread_while_loop_closed() -> None:
         app.release.set()
         mw = GraceMiddleware(app, grace=grace)
         port = free_port()
-        config = uvicorn.Config(mw, host="127.0.0.1", port=port, log_level="critical",
-                                lifespan="off")
+        config = uvicorn.Config(
+            mw, host="127.0.0.1", port=port, log_level="critical", lifespan="off"
+        )
         srv = uvicorn.Server(config)
         t = threading.Thread(target=srv.run, daemon=True)
         t.start()
@@ -227,8 +255,11 @@ async def notice_from_thread_while_loop_closed() -> None:
         await asyncio.to_thread(t.join, 10)
         grace.request_shutdown("test")
         st = grace.statistics()
-    check(rs == [200, 200] and st["inflight"] == 0,
-          "server in a thread whose loop closed before the notice: nothing stuck", st)
+    check(
+        rs == [200, 200] and st["inflight"] == 0,
+        "server in a thread whose loop closed before the notice: nothing stuck",
+        st,
+    )
 
 
 async def tasks_read_from_another_thread_under_load() -> None:
@@ -262,8 +293,11 @@ async def tasks_read_from_another_thread_under_load() -> None:
             await asyncio.gather(*(hammer() for _ in range(20)))
             stop.set()
             th.join()
-    check(not errors, "list(state.tasks) from another thread during 4000 requests",
-          f"{reads} reads, {len(errors)} errors")
+    check(
+        not errors,
+        "list(state.tasks) from another thread during 4000 requests",
+        f"{reads} reads, {len(errors)} errors",
+    )
 
 
 async def held_does_not_grow() -> None:
@@ -280,16 +314,61 @@ async def held_does_not_grow() -> None:
             await asyncio.sleep(0.1)
             c.close()
         gc.collect()
-        check(book is not None and len(book.held) <= 1 and not mw._live and not mw._held,
-              "book.held / _live / _held stay small", (len(book.held) if book else None))
+        check(
+            book is not None and len(book.held) <= 1 and not mw._live and not mw._held,
+            "book.held / _live / _held stay small",
+            (len(book.held) if book else None),
+        )
+
+
+async def loop_closed_while_requests_counted() -> None:
+    """The server's loop (another thread) ends while a counted request still runs."""
+    async with quiet(stop_timeout=5) as grace:
+        app = _App()
+        mw = GraceMiddleware(app, grace=grace)
+        port = free_port()
+        config = uvicorn.Config(
+            mw, host="127.0.0.1", port=port, log_level="critical", lifespan="off"
+        )
+        srv = uvicorn.Server(config)
+        t = threading.Thread(target=srv.run, daemon=True)
+        t.start()
+        while not srv.started:
+            await asyncio.sleep(0.01)
+        w = await _Client.open(port)
+        assert (await w.get("/warm")).status == 200
+        c = await _Client.open(port)
+        c.send("/hold")
+        await _until(lambda: app.holding == 1, "hold")
+        grace.request_shutdown("test")
+        n = grace.statistics()["inflight"]
+        srv.should_exit = srv.force_exit = True  # the server gives up on its requests
+        await asyncio.to_thread(t.join, 10)
+        await _until(lambda: grace.statistics()["inflight"] == 0, "stuck", 5)
+        st = grace.statistics()
+        w.close()
+        c.close()
+    check(
+        n == 1 and st["inflight"] == 0,
+        "server loop ends with a counted request: count to 0",
+        (n, st["inflight"]),
+    )
 
 
 async def main() -> int:
-    for attack in (notice_before_the_first_request, first_request_running_at_the_notice,
-                   client_disconnects_mid_request, proxy_headers_limit_concurrency,
-                   starlette_add_middleware_and_outer_wrapper, trace_log_level,
-                   drain_timeout_cancels_direct_requests, notice_from_thread_while_loop_closed,
-                   tasks_read_from_another_thread_under_load, held_does_not_grow):
+    for attack in (
+        notice_before_the_first_request,
+        first_request_running_at_the_notice,
+        client_disconnects_mid_request,
+        proxy_headers_limit_concurrency,
+        starlette_add_middleware_and_outer_wrapper,
+        trace_log_level,
+        drain_timeout_cancels_direct_requests,
+        notice_from_thread_while_loop_closed,
+        tasks_read_from_another_thread_under_load,
+        held_does_not_grow,
+        loop_closed_while_requests_counted,
+    ):
         try:
             await asyncio.wait_for(attack(), 60)
         except Exception as exc:  # noqa: BLE001

@@ -43,10 +43,12 @@ async def main() -> int:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    print(f"{http} {mode} lean={bool(os.environ.get('LEAN'))} conns={conns}: ok={result.ok} "
-          f"rejected={result.rejected} other={result.other} refused={result.refused} "
-          f"dropped={result.dropped} exit={proc.returncode} "
-          f"exit_after={round(time.monotonic() - t0, 2)}s errors={result.errors[:3]}")
+    print(
+        f"{http} {mode} lean={bool(os.environ.get('LEAN'))} conns={conns}: ok={result.ok} "
+        f"rejected={result.rejected} other={result.other} refused={result.refused} "
+        f"dropped={result.dropped} exit={proc.returncode} "
+        f"exit_after={round(time.monotonic() - t0, 2)}s errors={result.errors[:3]}"
+    )
     stats = []
     if os.path.exists(log):
         with open(log) as f:

@@ -66,13 +66,21 @@ async def server(middleware: Any) -> Any:
 async def main() -> int:
     async with spotgrace.graceful(signals=(), exit_code="return", stop_timeout=10) as grace:
         middleware = GraceMiddleware(app, grace=grace)
-        print("before: class", type(middleware).__name__,
-              "iscoroutinefunction(__call__)", inspect.iscoroutinefunction(middleware.__call__))
+        print(
+            "before: class",
+            type(middleware).__name__,
+            "iscoroutinefunction(__call__)",
+            inspect.iscoroutinefunction(middleware.__call__),
+        )
         async with server(middleware) as (port, config):
             statuses = [await get(port, "/a"), await get(port, "/b")]
             print("server 1:", config.interface, statuses)
-        print("after:  class", type(middleware).__name__,
-              "iscoroutinefunction(__call__)", inspect.iscoroutinefunction(middleware.__call__))
+        print(
+            "after:  class",
+            type(middleware).__name__,
+            "iscoroutinefunction(__call__)",
+            inspect.iscoroutinefunction(middleware.__call__),
+        )
         async with server(middleware) as (port, config):
             statuses2 = [await get(port, "/a"), await get(port, "/b")]
             print("server 2:", config.interface, statuses2)

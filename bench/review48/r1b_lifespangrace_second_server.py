@@ -23,8 +23,13 @@ from bench.loadclient import read_response, request_bytes
 
 async def run_once() -> tuple[str, int]:
     port = free_port()
-    config = uvicorn.Config("bench.review48.alone_app:app", host="127.0.0.1", port=port,
-                            log_level="critical", lifespan="auto")
+    config = uvicorn.Config(
+        "bench.review48.alone_app:app",
+        host="127.0.0.1",
+        port=port,
+        log_level="critical",
+        lifespan="auto",
+    )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())

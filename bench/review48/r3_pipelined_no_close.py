@@ -58,7 +58,11 @@ async def main() -> int:
         port = free_port()
         config = uvicorn.Config(
             (Lean if LEAN else GraceMiddleware)(app, grace=grace),
-            host="127.0.0.1", port=port, log_level="critical", lifespan="off", http=HTTP,
+            host="127.0.0.1",
+            port=port,
+            log_level="critical",
+            lifespan="off",
+            http=HTTP,
         )
         server = uvicorn.Server(config)
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
@@ -83,8 +87,10 @@ async def main() -> int:
         writer.close()
         server.should_exit = True
         await task
-    print(f"{HTTP} {'lean' if LEAN else 'direct'}: /hold -> {first.status} "
-          f"connection={first.headers.get('connection')!r}; /next -> {second}")
+    print(
+        f"{HTTP} {'lean' if LEAN else 'direct'}: /hold -> {first.status} "
+        f"connection={first.headers.get('connection')!r}; /next -> {second}"
+    )
     bad = not first.close
     print("BUG: a response started 0.5 s after the notice says keep-alive" if bad else "held")
     return 1 if bad else 0

@@ -67,8 +67,9 @@ async def main() -> int:
     app = App()
     holder = Holder()
     port = free_port()
-    config = uvicorn.Config(holder, host="127.0.0.1", port=port, log_level="critical",
-                            lifespan="off")
+    config = uvicorn.Config(
+        holder, host="127.0.0.1", port=port, log_level="critical", lifespan="off"
+    )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
@@ -91,9 +92,11 @@ async def main() -> int:
     writer.close()
     server.should_exit = True
     await task
-    print(f"{'lean' if LEAN else 'direct'}: counted at the notice: {counted} (the app's scope + "
-          f"the request?), request done when the block left: {done_when_block_left}, "
-          f"stats {stats}, response {response.status}")
+    print(
+        f"{'lean' if LEAN else 'direct'}: counted at the notice: {counted} (the app's scope + "
+        f"the request?), request done when the block left: {done_when_block_left}, "
+        f"stats {stats}, response {response.status}"
+    )
     bad = not done_when_block_left
     print("BUG: the drain ended while the request was still running" if bad else "held")
     return 1 if bad else 0
