@@ -99,7 +99,7 @@ def events(log: str) -> list[dict[str, Any]]:
 async def scenario_inflight(port: int, proc: Any, log: str) -> None:
     conns = [await warm(port, proc) for _ in range(7)]  # warm: the middleware found uvicorn
     paths = ["/work?ms=1500"] * 4 + ["/bg?ms=1500", "/raise"]
-    for (r, w), path in zip(conns, paths, strict=False):
+    for (_, w), path in zip(conns, paths, strict=False):
         w.write(request_bytes(path))
     r7, w7 = conns[6]
     w7.write(request_bytes("/work?ms=1000") + request_bytes("/work?ms=0"))  # pipelined
@@ -110,7 +110,7 @@ async def scenario_inflight(port: int, proc: Any, log: str) -> None:
     first = await asyncio.wait_for(read_response(r7), 15)
     try:
         second: Any = await asyncio.wait_for(read_response(r7), 5)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         second = repr(exc)
     statuses = [g.status for g in got]
     check(statuses == [200] * 5 + [500], "requests begun before SIGTERM answered", statuses)
@@ -143,7 +143,7 @@ async def scenario_scoped(port: int, proc: Any, log: str) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         got: Any = (await asyncio.wait_for(read_response(r), 15)).status
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         got = repr(exc)[:80]
     check(got == 200, "request inside the app's own grace.inflight() at SIGTERM answered", got)
     proc.communicate(timeout=30)
@@ -170,7 +170,7 @@ async def scenario_ws(port: int, proc: Any, log: str) -> None:
     code = int.from_bytes(frame[2:4], "big") if frame[:1] == b"\x88" else None
     check(code == 1001, "WebSocket begun before SIGTERM closed 1001", frame[:16])
     w.close()
-    out, _ = proc.communicate(timeout=30)
+    proc.communicate(timeout=30)
     ev = events(log)
     print(
         "     app saw:",

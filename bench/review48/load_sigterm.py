@@ -23,6 +23,13 @@ from bench.loadclient import run_load
 from bench.review48.attack_sigterm import start, warm
 
 
+def _stats(log: str) -> list[str]:
+    if not os.path.exists(log):
+        return []
+    with open(log) as f:
+        return [line.strip() for line in f if '"stats' in line]
+
+
 async def main() -> int:
     http, mode = sys.argv[1], sys.argv[2]
     conns = int(sys.argv[3]) if len(sys.argv) > 3 else 50
@@ -38,7 +45,7 @@ async def main() -> int:
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         result = await load
-        out, _ = proc.communicate(timeout=20)
+        proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -49,10 +56,7 @@ async def main() -> int:
         f"dropped={result.dropped} exit={proc.returncode} "
         f"exit_after={round(time.monotonic() - t0, 2)}s errors={result.errors[:3]}"
     )
-    stats = []
-    if os.path.exists(log):
-        with open(log) as f:
-            stats = [line.strip() for line in f if '"stats' in line]
+    stats = _stats(log)
     print("  ", stats)
     offsets = sorted(round(float(e.split()[0]) - t0, 3) for e in result.errors)
     print("   drop times after SIGTERM (s):", offsets[:10], "...", offsets[-3:])

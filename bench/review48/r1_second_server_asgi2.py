@@ -54,7 +54,7 @@ async def server(middleware: Any) -> Any:
     srv = uvicorn.Server(config)
     srv.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     task = asyncio.create_task(srv.serve())
-    while not srv.started:
+    while not srv.started:  # noqa: ASYNC110 (a poll)
         await asyncio.sleep(0.01)
     try:
         yield port, config

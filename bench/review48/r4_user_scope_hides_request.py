@@ -73,7 +73,7 @@ async def main() -> int:
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 (a poll)
         await asyncio.sleep(0.01)
     async with spotgrace.graceful(signals=(), exit_code="return", stop_timeout=10) as grace:
         app.grace = grace
