@@ -76,6 +76,11 @@ def make_api(lifespan: Any = None) -> FastAPI:
     async def sse() -> StreamingResponse:
         return StreamingResponse(ticks("sse"), media_type="text/event-stream")
 
+    @api.get("/sse-late")
+    async def sse_late(ms: int = 800) -> StreamingResponse:
+        await asyncio.sleep(ms / 1000)  # set-up (auth, a query) before the stream starts
+        return StreamingResponse(ticks("sse-late"), media_type="text/event-stream")
+
     @api.get("/raise")
     async def boom() -> None:
         await asyncio.sleep(0.5)

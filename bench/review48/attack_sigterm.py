@@ -209,6 +209,24 @@ async def scenario_sse(port: int, proc: Any, log: str) -> None:
             print("     ", line[:200])
 
 
+async def scenario_sse_late(port: int, proc: Any, log: str) -> None:
+    await warm(port, proc)
+    r, w = await connect(port, proc)
+    w.write(b"GET /sse-late?ms=800 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    await asyncio.sleep(0.3)  # in the app's set-up: the response has not started
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rest = await asyncio.wait_for(r.read(), 40)
+    took = round(time.monotonic() - t0, 2)
+    check(
+        took < 3 and rest.endswith(b"0\r\n\r\n"),
+        "event stream (Accept) begun before SIGTERM, started after it, ended at intake",
+        took,
+    )
+    proc.communicate(timeout=30)
+    print("     ", [e["event"] for e in events(log)], "exit", proc.returncode)
+
+
 async def scenario_big(port: int, proc: Any, log: str) -> None:
     await warm(port, proc)
     r, w = await connect(port, proc)
@@ -234,7 +252,7 @@ async def main() -> int:
     mode = sys.argv[3] if len(sys.argv) > 3 else "wait"
     port = free_port()
     log = tempfile.mktemp(prefix="alone-", suffix=".log")
-    extra = {"STOP": "8", "DELAY": "0.5"} if name == "sse" else {}
+    extra = {"STOP": "8", "DELAY": "0.5"} if name.startswith("sse") else {}
     proc = start(port, http, mode, log, extra)
     print(f"== {name} http={http} mode={mode}")
     try:
@@ -244,6 +262,7 @@ async def main() -> int:
             "sse": scenario_sse,
             "big": scenario_big,
             "scoped": scenario_scoped,
+            "sse-late": scenario_sse_late,
         }[name](port, proc, log)
     finally:
         if proc.poll() is None:
