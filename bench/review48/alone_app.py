@@ -150,4 +150,15 @@ async def main(port: int, mode: str, http: str, ws: str) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[2] == "serve":  # spotgrace.asgi.serve(), for comparison
+        import spotgrace.asgi
+
+        spotgrace.asgi.serve(
+            make_api(),
+            port=int(sys.argv[1]),
+            log_level="warning",
+            uvicorn_options={"http": sys.argv[3], "ws": sys.argv[4], "lifespan": "off"},
+            stop_timeout=float(os.environ.get("STOP", "10")),
+            drain_delay=float(os.environ.get("DELAY", "0.5")),
+        )
     asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]))

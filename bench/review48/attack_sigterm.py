@@ -212,7 +212,7 @@ async def scenario_sse(port: int, proc: Any, log: str) -> None:
 async def scenario_sse_late(port: int, proc: Any, log: str) -> None:
     await warm(port, proc)
     r, w = await connect(port, proc)
-    w.write(b"GET /sse-late?ms=800 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    w.write(b"GET /sse-late?ms=1500 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
     await asyncio.sleep(0.3)  # in the app's set-up: the response has not started
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
