@@ -110,6 +110,8 @@ GROUPS: dict[str, list[tuple[str, list[str]]]] = {
 #: writes them at its exit, under its own pid) are compared. gunicorn's sync worker closes
 #: every connection: the client opens one per request (its accept and close count too).
 PREFORK = {"gunicorn", "gunicorn-flask", "gunicorn-uvicorn"}
+#: Pre-fork groups whose worker keeps connections alive: one connection for every request.
+KEEPALIVE = {"gunicorn-uvicorn"}
 
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: instructions\r\n\r\n"
 
@@ -316,6 +318,7 @@ def measure_prefork(
     label: str, tree: Path, argv: list[str], out_dir: Path, tag: str, args: argparse.Namespace
 ) -> Measured:
     """A pre-fork server (see ``PREFORK``): a worker that exits after W + N, one after W + 2N."""
+    group = tag.rsplit("-", 1)[0]
     result = Measured(label)
     n = args.requests
     for rep in range(args.reps):
@@ -327,7 +330,7 @@ def measure_prefork(
                 tree, argv, out_dir, f"{tag}-r{rep}-{window}", prefork=True, extra_env=env
             )
             try:
-                client = Client(server.port, 1, reconnect=True)
+                client = Client(server.port, 1, reconnect=group not in KEEPALIVE)
                 client.run(requests)
                 client.close()
                 totals.append(server.worker_total())

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -61,21 +61,6 @@ class InflightTracker:
                 self._peak = self._count
             if task is not None:
                 self._tasks[task] = self._tasks.get(task, 0) + 1
-
-    def enter_untracked(self, tasks: Iterable[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
-        """Enter each of ``tasks`` not in flight already, under one lock; return those entered.
-
-        For a server's own list of request tasks taken over at the notice: a
-        task already counted (a request on the full path) is not counted twice.
-        """
-        with self._lock:
-            entered = [task for task in tasks if task not in self._tasks]
-            for task in entered:
-                self._tasks[task] = 1
-            self._count += len(entered)
-            self._total += len(entered)
-            self._peak = max(self._peak, self._count)
-        return entered
 
     def exit(self, task: asyncio.Task[Any] | None) -> None:
         """Record one unit of work ending; wake the waiters if none is left."""

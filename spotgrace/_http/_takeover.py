@@ -120,6 +120,9 @@ def uvicorn_unsupported(
     missing = sorted(wanted - assigned)
     if missing or not callable(getattr(cycle_class, "send", None)):
         return f"uvicorn's RequestResponseCycle has no {', '.join(missing) or 'send'}"
+    # A request task runs ``cycle.run_asgi(app)``: its cycle is that coroutine's ``self``.
+    if not inspect.iscoroutinefunction(getattr(cycle_class, "run_asgi", None)):
+        return "uvicorn's RequestResponseCycle has no coroutine run_asgi"
     return None
 
 
@@ -144,13 +147,30 @@ def uvicorn_state_of(
     return (state, None) if reason is None else (None, reason)
 
 
+def _cycle_of(task: asyncio.Task[Any]) -> Any:
+    """The request cycle an HTTP request task of uvicorn runs (``cycle.run_asgi(app)``), or None.
+
+    Read from the coroutine's frame: a connection's ``cycle`` is not enough,
+    with pipelined requests it is the one queued behind the running one.
+    """
+    coro = task.get_coro()
+    frame = getattr(coro, "cr_frame", None)
+    if frame is None or getattr(coro, "__qualname__", "") != "RequestResponseCycle.run_asgi":
+        return None
+    return frame.f_locals.get("self")
+
+
+def _wants_event_stream(cycle: Any) -> bool:
+    """Whether the request asked for an event stream (``Accept``, as ``EventSource`` sends)."""
+    accept = b",".join(v for k, v in cycle.scope["headers"] if k.lower() == b"accept")
+    return _EVENT_STREAM in accept.lower()
+
+
 class UvicornBook:
     """uvicorn's bookkeeping (``server_state``) seen by the takeover.
 
-    ``state.connections``: the protocol of every open connection; an HTTP one
-    has ``cycle``, the request/response cycle of its current request.
-    ``state.tasks``: one task per running request (``cycle.run_asgi``) and per
-    WebSocket.
+    ``state.tasks``: one task per running request (``cycle.run_asgi``, the
+    request's cycle) and per WebSocket.
     """
 
     __slots__ = ("held", "marked", "state")
@@ -158,12 +178,13 @@ class UvicornBook:
     def __init__(self, state: Any) -> None:
         self.state = state
         self.marked = False
-        self.held: list[asyncio.Task[None]] = []  # the holders made by adopt()
+        self.held: list[asyncio.Task[None]] = []  # adopt()'s holders, the stream enders
 
     def _busy_cycles(self) -> list[Any]:
+        """The cycles of the request tasks running now whose response is not complete."""
         out = []
-        for connection in list(self.state.connections):
-            cycle = getattr(connection, "cycle", None)
+        for task in list(self.state.tasks):
+            cycle = None if task.done() else _cycle_of(task)
             if cycle is not None and not cycle.response_complete:
                 out.append(cycle)
         return out
@@ -215,7 +236,7 @@ class UvicornBook:
 
     async def _end_event_streams_at_intake(self, grace: GraceLike) -> None:
         await grace.wait()
-        await self.end_event_streams()
+        await self.keep_ending_event_streams()
 
     def tasks(self) -> list[asyncio.Task[Any]]:
         """The request and WebSocket tasks running now."""
@@ -231,10 +252,7 @@ class UvicornBook:
         """
         ended = 0
         for cycle in self._busy_cycles():
-            if not cycle.response_started or cycle.disconnected:
-                continue
-            accept = b",".join(v for k, v in cycle.scope["headers"] if k.lower() == b"accept")
-            if _EVENT_STREAM not in accept.lower():
+            if not cycle.response_started or cycle.disconnected or not _wants_event_stream(cycle):
                 continue
             cycle.keep_alive = False
             with contextlib.suppress(Exception):
@@ -243,6 +261,21 @@ class UvicornBook:
             cycle.message_event.set()  # a pending receive() returns http.disconnect
             ended += 1
         return ended
+
+    def start_ending_event_streams(self) -> None:
+        """When intake closes: :meth:`keep_ending_event_streams` in a task of its own."""
+        self.held.append(asyncio.ensure_future(self.keep_ending_event_streams()))
+
+    async def keep_ending_event_streams(self) -> None:
+        """From intake close on: :meth:`end_event_streams` now, and every 0.1 s while a
+        request that asked for one has not started its response (a handler still at
+        its query when intake closed)."""
+        while True:
+            await self.end_event_streams()
+            waiting = [c for c in self._busy_cycles() if not c.response_started]
+            if not any(_wants_event_stream(c) for c in waiting):
+                return
+            await asyncio.sleep(0.1)
 
 
 # ---------------------------------------------------------------------- aiohttp

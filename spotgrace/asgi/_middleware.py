@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import sys
 import types
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .._core._eventlog import emit
@@ -105,6 +106,8 @@ class GraceMiddleware:
         self._seek_uvicorn = register is not None and type(self) is GraceMiddleware
         self._uvicorn: tuple[UvicornBook, asyncio.AbstractEventLoop] | None = None
         self._uvicorn_state: object = None  # its ServerState: whose requests go straight on
+        # The tasks of the requests on the full path now (in flight by their own scope).
+        self._full: set[asyncio.Task[Any] | None] = set()
         if register is not None:
             register(self._at_notice, self._gate)
 
@@ -162,8 +165,17 @@ class GraceMiddleware:
                 loop.call_soon_threadsafe(_switch_all, leans)
         if self._uvicorn is not None:  # read after the gate closed: no request goes straight on
             book, loop = self._uvicorn
-            # (a request on the full path, a lean one listed above, is counted once)
-            tasks = tracker.enter_untracked([t for t in list(book.state.tasks) if not t.done()])
+            # Each of uvicorn's request tasks once: not a lean one (counted above), not
+            # one on the full path (it counts itself), not one that has not started (it
+            # will find the gate closed: the full path).
+            counted, full = set(held.values()), self._full
+            tasks = [
+                task
+                for task in list(book.state.tasks)
+                if task not in counted and task not in full and _started(task) and not task.done()
+            ]
+            for task in tasks:
+                tracker.enter(task)
             try:
                 loop.call_soon_threadsafe(book.hand_over, tasks, tracker, self.grace)
             except RuntimeError:  # the loop is closed: none of them runs any more
@@ -250,7 +262,7 @@ class GraceMiddleware:
             retry = (b"retry-after", str(options.retry_after).encode())
             await plain(send, 503, UNAVAILABLE_BODY, grace, extra=[retry])
             return
-        async with grace.inflight():
+        async with grace.inflight(), self._on_full_path():
             await Exchange(self.app, grace).run(scope, receive, send)
 
     # ------------------------------------------------------------- websocket
@@ -262,8 +274,17 @@ class GraceMiddleware:
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": GOING_AWAY})
             return
-        async with grace.inflight():
+        async with grace.inflight(), self._on_full_path():
             await Exchange(self.app, grace, websocket=True).run(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _on_full_path(self) -> AsyncIterator[None]:
+        task = _task_of(_running_loop())
+        self._full.add(task)
+        try:
+            yield
+        finally:
+            self._full.discard(task)
 
 
 _NOT_HELD: Any = object()
@@ -290,6 +311,18 @@ class _OnUvicorn(GraceMiddleware):
             if ours:
                 return self.app(scope, receive, send)
         return GraceMiddleware.__call__(self, scope, receive, send)
+
+
+# uvicorn (and any server) checks that the app is ASGI 3 by its ``__call__`` being a
+# coroutine function: a server loaded after the swap must still see one.
+if sys.version_info >= (3, 12):
+    inspect.markcoroutinefunction(_OnUvicorn.__call__)
+else:
+    _OnUvicorn.__call__._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+
+
+def _started(task: asyncio.Task[Any]) -> bool:
+    return inspect.getcoroutinestate(task.get_coro()) != inspect.CORO_CREATED  # type: ignore[arg-type]
 
 
 def uvicorn_classes() -> tuple[dict[object, type], type]:

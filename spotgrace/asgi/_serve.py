@@ -105,7 +105,7 @@ async def _serve(
             if book is not None:
                 book.mark_close()
                 book.held = adopt(grace, book.tasks())  # referenced until the process ends
-                await book.end_event_streams()
+                book.start_ending_event_streams()
 
             def _protocol() -> asyncio.BaseProtocol:
                 factory: Any = config.http_protocol_class

@@ -135,7 +135,7 @@ class UvicornWorker(_UvicornWorker):
             return made
 
         if server.book is not None:  # event streams begun before the notice
-            await server.book.end_event_streams()
+            server.book.start_ending_event_streams()
         await close_listeners(server.servers, protocol)
 
         def close_all() -> None:
