@@ -17,6 +17,7 @@ import signal
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -70,6 +71,49 @@ def test_the_takeover_says_why_it_is_off(monkeypatch: pytest.MonkeyPatch) -> Non
     reason = _takeover.aiohttp_unsupported(RequestHandler, web.Server)
     assert reason is not None
     assert "outside the range" in reason
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+async def test_a_uvicorn_request_tasks_cycle_is_read_from_its_coroutine(http: str) -> None:
+    # The takeover finds a request's cycle from its task (cycle.run_asgi(app)): a
+    # uvicorn that names or shapes it differently must fail here, not in the field.
+    import uvicorn
+
+    seen: list[object] = []
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(getattr(send, "__self__", None))
+        inside.set()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    config = uvicorn.Config(app, port=port, log_level="warning", lifespan="off", http=http)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "uvicorn did not start"
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request_bytes("/x"))
+        await asyncio.wait_for(inside.wait(), 10)
+        book = _takeover.UvicornBook(server.server_state)
+        cycles = book._busy_cycles()
+        assert cycles == seen, (cycles, seen)
+        assert not cycles[0].response_started
+        release.set()
+        assert (await asyncio.wait_for(read_response(reader), 10)).status == 200
+        writer.close()
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 15)
 
 
 def test_the_declared_extras_match_the_supported_ranges() -> None:
