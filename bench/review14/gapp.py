@@ -122,8 +122,10 @@ class _Outer:
 
 def __getattr__(name: str) -> object:
     if name in ("app", "wrapped"):  # made in the worker (the master's shared state)
+        import spotgrace
         from spotgrace.asgi import GraceMiddleware
 
+        spotgrace.on_shutdown(lambda: _log(event="worker-hook"))  # runs in worker_exit
         mw = GraceMiddleware(_app)
         return mw if name == "app" else _Outer(mw)
     raise AttributeError(name)
