@@ -217,9 +217,12 @@ def main() -> None:
     p.add_argument("--group", action="store_true")
     p.add_argument("--code", default=str(ROOT))
     p.add_argument("-w", "--workers", type=int, default=1)
+    p.add_argument("--preload", action="store_true")
     a = p.parse_args()
     log = tempfile.mktemp(prefix="gapp-", suffix=".log")
-    proc, port = start(Path(a.code), a.worker, a.app, log, a.workers, [])
+    proc, port = start(
+        Path(a.code), a.worker, a.app, log, a.workers, ["--preload"] if a.preload else []
+    )
     try:
         asyncio.run(attack(proc, port, a.group, log))
     finally:

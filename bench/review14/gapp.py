@@ -96,6 +96,8 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await asyncio.sleep(ms / 1000)
         _log(event="json-done")
         return
+    if path == "/tuple":  # the app (or a middleware) stores the request headers as a tuple
+        scope["headers"] = tuple(scope["headers"])
     if path == "/raise":
         raise RuntimeError("boom")
     await asyncio.sleep(int(q.get("ms") or 0) / 1000)
