@@ -5,7 +5,7 @@
 
 Routes: ``/work?ms=N`` answers after N ms with the class of the ``send`` it got;
 ``/events`` an event stream until disconnect (``?ms=N``: its response starts
-after N ms); ``/download?n=N&ms=M`` a chunked body of N chunks M ms apart;
+after N ms; ``?size=N``: N bytes more per event); ``/download?n=N&ms=M`` a chunked body of N chunks M ms apart;
 ``/json?n=N&ms=M`` a Content-Length body in N parts M ms apart; ``/ws`` a WebSocket echo; ``/raise`` raises. Events go to ``$GAPP_LOG`` (JSON lines).
 """
 
@@ -70,10 +70,10 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         )
         gone = asyncio.ensure_future(_disconnect(receive))
         n = 0
+        pad = b"x" * int(q.get("size") or 0)  # ?size=N: events of N bytes more
         while not gone.done():
-            await send(
-                {"type": "http.response.body", "body": b"data: %d\n\n" % n, "more_body": True}
-            )
+            body = b"data: %d%s\n\n" % (n, pad)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
             n += 1
             await asyncio.sleep(0.05)
         _log(event="events-end", n=n)
