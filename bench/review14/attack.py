@@ -122,7 +122,7 @@ async def ws_open(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
     return r, w, head
 
 
-async def attack(proc: Any, port: int, group: bool, log: str) -> None:
+async def attack(proc: Any, port: int, group: bool, log: str, no_accept: bool = True) -> None:
     conns = [await connect(port, proc) for _ in range(10)]
     (r_slow, w_slow), (r_late, w_late), (r_pipe, w_pipe) = conns[0], conns[1], conns[2]
     (r_ev, w_ev), (r_evn, w_evn), (r_evl, w_evl) = conns[3], conns[4], conns[5]
@@ -133,7 +133,8 @@ async def attack(proc: Any, port: int, group: bool, log: str) -> None:
     w_late.write(request_bytes("/work?ms=3000"))  # its response starts after intake stopped
     w_pipe.write(request_bytes("/work?ms=1000") + request_bytes("/work?ms=0"))
     w_ev.write(sse_request("/events", True))
-    w_evn.write(sse_request("/events", False))
+    # without --no-sse-without-accept: f_sse_no_accept.py's stream (the worker is killed)
+    w_evn.write(sse_request("/events", not no_accept))
     w_evl.write(sse_request("/events?ms=2500", True))  # response starts after intake stopped
     w_dl.write(request_bytes("/download?n=30&ms=100"))
     w_rs.write(request_bytes("/raise"))
@@ -218,13 +219,14 @@ def main() -> None:
     p.add_argument("--code", default=str(ROOT))
     p.add_argument("-w", "--workers", type=int, default=1)
     p.add_argument("--preload", action="store_true")
+    p.add_argument("--no-sse-without-accept", action="store_true", help="send Accept on it too")
     a = p.parse_args()
     log = tempfile.mktemp(prefix="gapp-", suffix=".log")
     proc, port = start(
         Path(a.code), a.worker, a.app, log, a.workers, ["--preload"] if a.preload else []
     )
     try:
-        asyncio.run(attack(proc, port, a.group, log))
+        asyncio.run(attack(proc, port, a.group, log, not a.no_sse_without_accept))
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
