@@ -27,7 +27,9 @@ from attack import ROOT, connect, start
 from bench.loadclient import run_load
 
 
-async def run(proc: object, port: int, group: bool, term_at: float) -> dict[str, int]:
+async def run(
+    proc: object, port: int, group: bool, term_at: float, path: str = "/work"
+) -> dict[str, int]:
     (_, w) = await connect(port, proc)
     w.close()
 
@@ -38,7 +40,14 @@ async def run(proc: object, port: int, group: bool, term_at: float) -> dict[str,
 
     k = asyncio.ensure_future(kill())
     limit = term_at - 0.5 if term_at > 2 else 15.0
-    res = await run_load("127.0.0.1", port, connections=60, sleep_ms=(0, 40), max_seconds=limit)
+    res = await run_load(
+        "127.0.0.1",
+        port,
+        connections=60,
+        sleep_ms=(0, 40),
+        max_seconds=limit,
+        path=path + "?ms={ms}",
+    )
     await k
     print("INFO errors:", res.errors[:5])
     return {**res.as_dict(), "connections": res.connections}
@@ -52,6 +61,7 @@ def main() -> None:
     p.add_argument("-w", "--workers", type=int, default=2)
     p.add_argument("--group", action="store_true")
     p.add_argument("--max-requests", type=int, default=0)
+    p.add_argument("--path", default="/work", help="/tuple: the app stores headers as a tuple")
     p.add_argument("--term-at", type=float, default=2.0, help=">2: the load stops 0.5 s later")
     a = p.parse_args()
     log = tempfile.mktemp(prefix="gapp-", suffix=".log")
@@ -59,7 +69,7 @@ def main() -> None:
     proc, port = start(Path(a.code), a.worker, a.app, log, a.workers, extra)
     t0 = time.monotonic()
     try:
-        counts = asyncio.run(run(proc, port, a.group, a.term_at))
+        counts = asyncio.run(run(proc, port, a.group, a.term_at, a.path))
         out, _ = proc.communicate(timeout=40)
     finally:
         if proc.poll() is None:
