@@ -152,8 +152,9 @@ def test_a_stalled_event_stream_does_not_keep_the_others_from_ending() -> None:
 @pytest.mark.xfail(
     strict=True,
     raises=AttributeError,
-    reason="review14 finding 4: mark_close appends to scope['headers']; a tuple (an "
-    "iterable is all ASGI asks) raises, in the worker's on_tick: uvicorn's main loop ends",
+    reason="review14 finding 4: mark_close appends to scope['headers']; a tuple (New "
+    "Relic's ASGI wrapper stores one on uvicorn's scope) raises: in the worker's on_tick "
+    "uvicorn's main loop ends; in serve() at the notice no request is held in flight",
 )
 def test_mark_close_survives_request_headers_stored_as_a_tuple() -> None:
     async def main() -> Any:

@@ -3,8 +3,9 @@
     PYTHONPATH=$PWD /work/main/.venv/bin/python bench/review14/f_tick_raises.py [--code DIR]
 
 gunicorn + spotgrace's UvicornWorker, ``gapp:app`` (drain_delay 2 s, stop_timeout 15 s).
-A request in flight at SIGTERM whose app replaced ``scope["headers"]`` by a tuple (the
-ASGI spec asks only for an iterable): ``mark_close`` appends to it and raises, in the
+A request in flight at SIGTERM whose app replaced ``scope["headers"]`` by a tuple (New
+Relic's agent does it to every request: ``ASGIWebTransaction.__init__`` in
+newrelic/api/asgi_application.py, on uvicorn's own scope): ``mark_close`` appends to it and raises, in the
 worker's ``on_tick``; uvicorn's ``main_loop`` ends with that exception and the worker
 goes straight to ``server.shutdown()`` in the middle of the lame duck. A second
 client then opens a connection during the lame duck and asks for ``/work?ms=0``.
