@@ -61,3 +61,33 @@ def test_the_worker_runs_requests_straight_and_still_drains_and_ends_streams() -
     assert rest.endswith(b"0\r\n\r\n"), (rest[-60:], out)
     assert code == 0, out
     assert "http.takeover_off" not in out, out
+
+
+async def _stream_without_accept_across_sigterm(port: int, sigterm: Callable[[], None]) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request_bytes("/events"))  # no Accept: not recognised as a stream
+        await asyncio.wait_for(reader.readuntil(b"data: 2"), 10)
+        sigterm()
+        return await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_request_that_outlives_the_workers_time_is_cancelled_and_the_exit_says_so() -> None:
+    # An event stream requested without Accept: text/event-stream is not ended at
+    # intake stop (docs/gunicorn.md); uvicorn may wait for it half of the time left,
+    # then cancels it: the lifespan shutdown still runs and the master's exit is 1.
+    args = ["-c", "python:spotgrace.gunicorn", "-w", "1", "-k", _WORKER]
+    with gunicorn([*args, "--chdir", str(PROGRAMS), "asgi_takeover_app:app"], _env(0.5, 6)) as g:
+        asyncio.run(
+            _stream_without_accept_across_sigterm(
+                g.port, lambda: g.popen.send_signal(signal.SIGTERM)
+            )
+        )
+        code = g.popen.wait(30)
+    out = g.output()
+    assert "worker.requests_cancelled" in out, out
+    assert "gunicorn.worker_failed" in out, out
+    assert code == 1, out

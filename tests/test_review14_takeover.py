@@ -1,6 +1,6 @@
 """review14: attacks on uvicorn's bookkeeping taken over (commits 4b206e8, 14ed276).
 
-Strict xfails: each fails today for the reason found, a fix flips it. In-process,
+Each failed on 14ed276 (strict xfails until the fix). In-process,
 on uvicorn's own h11 ``RequestResponseCycle.run_asgi`` in real tasks (the transport
 is a stand-in). The same findings with a real gunicorn master and a real SIGTERM,
 with their output: bench/review14/ (README.md).
@@ -93,12 +93,6 @@ async def _stream(scope: Any, receive: Any, send: Any) -> None:
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review14 finding 1: a response that is not an event stream is cut at intake "
-    "because its request's Accept lists text/event-stream (MCP clients send "
-    "'application/json, text/event-stream'); a Content-Length body is left hanging",
-)
 def test_a_json_response_asked_with_an_accept_listing_event_streams_is_not_cut() -> None:
     async def main() -> bytes:
         state = _State()
@@ -124,11 +118,6 @@ def test_a_json_response_asked_with_an_accept_listing_event_streams_is_not_cut()
     assert out.endswith(b"[1, 2, 3"), out[-40:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review14 finding 3: the book ends event streams one after the other with "
-    "await cycle.send(): one whose client stopped reading (writes paused) blocks the rest",
-)
 def test_a_stalled_event_stream_does_not_keep_the_others_from_ending() -> None:
     async def main() -> bool:
         state = _State()
@@ -149,13 +138,6 @@ def test_a_stalled_event_stream_does_not_keep_the_others_from_ending() -> None:
     assert asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="review14 finding 4: mark_close appends to scope['headers']; a tuple (New "
-    "Relic's ASGI wrapper stores one on uvicorn's scope) raises: in the worker's on_tick "
-    "uvicorn's main loop ends; in serve() at the notice no request is held in flight",
-)
 def test_mark_close_survives_request_headers_stored_as_a_tuple() -> None:
     async def main() -> Any:
         state = _State()

@@ -98,6 +98,9 @@ class WorkerGrace:
     def __init__(self, state: SharedState) -> None:
         self.state = state
         self._inflight = _Counter()
+        #: Set by a worker whose shutdown was not clean before its hooks ran (requests
+        #: cancelled at its deadline): it reports a failed exit (``spotgrace.gunicorn``).
+        self.unclean = False
         self._scope = _Scope(self._inflight)  # no per-use state: one serves every request
 
     @property

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from importlib import metadata
 from typing import Any, cast
 
+from .._core._eventlog import emit
 from .._core._inflight import InflightTracker
 from ._shared import GraceLike
 
@@ -161,9 +162,28 @@ def _cycle_of(task: asyncio.Task[Any]) -> Any:
 
 
 def _wants_event_stream(cycle: Any) -> bool:
-    """Whether the request asked for an event stream (``Accept``, as ``EventSource`` sends)."""
-    accept = b",".join(v for k, v in cycle.scope["headers"] if k.lower() == b"accept")
-    return _EVENT_STREAM in accept.lower()
+    """Whether the request asked for an event stream and nothing else.
+
+    ``Accept: text/event-stream`` is what ``EventSource`` sends. A request that
+    lists other types too (MCP clients: ``application/json, text/event-stream``)
+    may get any of them: its response is never taken for a stream.
+    """
+    types = [
+        kind.split(b";", 1)[0].strip().lower()
+        for name, value in cycle.scope["headers"]
+        if name.lower() == b"accept"
+        for kind in value.split(b",")
+    ]
+    types = [kind for kind in types if kind]
+    return bool(types) and all(kind == _EVENT_STREAM for kind in types)
+
+
+def _has_length(cycle: Any) -> bool:
+    """Whether the response under way said its ``Content-Length``: it is never cut short."""
+    if getattr(cycle, "chunked_encoding", None) is False:  # httptools
+        return True
+    writer = getattr(getattr(cycle, "conn", None), "_writer", None)  # h11
+    return type(writer).__name__ == "ContentLengthWriter"
 
 
 class UvicornBook:
@@ -173,11 +193,12 @@ class UvicornBook:
     request's cycle) and per WebSocket.
     """
 
-    __slots__ = ("held", "marked", "state")
+    __slots__ = ("ending", "held", "marked", "state")
 
     def __init__(self, state: Any) -> None:
         self.state = state
         self.marked = False
+        self.ending: set[Any] = set()  # the cycles whose event stream is being ended
         self.held: list[asyncio.Task[None]] = []  # adopt()'s holders, the stream enders
 
     def _busy_cycles(self) -> list[Any]:
@@ -203,12 +224,16 @@ class UvicornBook:
         for cycle in self._busy_cycles():
             # A response already under way said nothing about closing: its connection
             # stays, and a next request on it takes the full path (503 once intake closed).
-            if not cycle.response_started:
+            if cycle.response_started:
+                continue
+            try:  # (called from uvicorn's tick and a request: it must not raise there)
                 cycle.keep_alive = False
                 headers = cycle.scope["headers"]
-                if _CLOSE not in headers:
-                    headers.append(_CLOSE)
+                if _CLOSE not in headers:  # a new list: an app may have stored a tuple there
+                    cycle.scope["headers"] = [*headers, _CLOSE]
                 marked += 1
+            except Exception as exc:
+                emit("warning", "http.takeover_mark_failed", server="uvicorn", error=repr(exc))
         return marked
 
     def tick(self, grace: GraceLike) -> None:
@@ -246,21 +271,26 @@ class UvicornBook:
         """When intake closes: end the event streams that began before the notice.
 
         The response headers were written before the takeover saw them, so an
-        event stream is recognised by the request's ``Accept: text/event-stream``
-        (what ``EventSource`` sends). Its body is terminated, the app gets
-        ``http.disconnect`` and whatever it sends afterwards is dropped.
+        event stream is recognised by its request (:func:`_wants_event_stream`)
+        and a response that said its length is left alone. Each is ended in a
+        task of its own (a client that stopped reading must not hold the
+        others): its body is terminated, the app gets ``http.disconnect`` and
+        whatever it sends afterwards is dropped. Returns how many it began to end.
         """
-        ended = 0
+        began = 0
         for cycle in self._busy_cycles():
-            if not cycle.response_started or cycle.disconnected or not _wants_event_stream(cycle):
+            if (
+                cycle in self.ending
+                or not cycle.response_started
+                or cycle.disconnected
+                or not _wants_event_stream(cycle)
+                or _has_length(cycle)
+            ):
                 continue
-            cycle.keep_alive = False
-            with contextlib.suppress(Exception):
-                await cycle.send({"type": "http.response.body", "body": b"", "more_body": False})
-            cycle.disconnected = True  # the app's later sends are dropped by uvicorn
-            cycle.message_event.set()  # a pending receive() returns http.disconnect
-            ended += 1
-        return ended
+            self.ending.add(cycle)
+            self.held.append(asyncio.ensure_future(_end_stream(cycle)))
+            began += 1
+        return began
 
     def start_ending_event_streams(self) -> None:
         """When intake closes: :meth:`keep_ending_event_streams` in a task of its own."""
@@ -276,6 +306,17 @@ class UvicornBook:
             if not any(_wants_event_stream(c) for c in waiting):
                 return
             await asyncio.sleep(0.1)
+
+
+async def _end_stream(cycle: Any) -> None:
+    cycle.keep_alive = False
+    try:
+        await cycle.send({"type": "http.response.body", "body": b"", "more_body": False})
+    except Exception:  # not ended cleanly: the connection goes, the client sees it end
+        with contextlib.suppress(Exception):
+            cycle.transport.close()
+    cycle.disconnected = True  # the app's later sends are dropped by uvicorn
+    cycle.message_event.set()  # a pending receive() returns http.disconnect
 
 
 # ---------------------------------------------------------------------- aiohttp

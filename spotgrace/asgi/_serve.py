@@ -103,8 +103,8 @@ async def _serve(
             state = server.server_state
             book = server.book
             if book is not None:
-                book.mark_close()
                 book.held = adopt(grace, book.tasks())  # referenced until the process ends
+                book.mark_close()
                 book.start_ending_event_streams()
 
             def _protocol() -> asyncio.BaseProtocol:

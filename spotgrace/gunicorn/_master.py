@@ -17,7 +17,7 @@ import structlog
 import spotgrace
 
 from .._http._listen import stop_new_handshakes, wait_accept_queues_empty
-from .._http._prefork import SharedState, install
+from .._http._prefork import SharedState, current, install
 from .._http._wsgi import GraceMiddleware
 
 __all__ = ["Master"]
@@ -227,6 +227,9 @@ class Master:
         if pid == self._pid:  # gunicorn also calls worker_exit in the master
             return
         clean = _run_worker_hooks(self.state.worker_remaining())
+        worker = current()
+        if worker is not None and worker.unclean:
+            clean = False
         if not clean:
             self.state.set_worker_failed()
         with contextlib.suppress(OSError):

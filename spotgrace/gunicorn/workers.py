@@ -29,6 +29,7 @@ with warnings.catch_warnings():  # uvicorn.workers warns that it moves to anothe
 import uvicorn
 from gunicorn.arbiter import Arbiter
 
+from .._core._eventlog import emit
 from .._http._prefork import WorkerGrace, current
 from .._http._shared import close_idle_connections, close_listeners
 from .._http._takeover import UvicornBook
@@ -39,6 +40,8 @@ __all__ = ["UvicornH11Worker", "UvicornWorker"]
 IDLE_GRACE = 1.0
 #: How long a worker holds a SIGTERM that came before the master's notice (a group kill).
 _RECHECK = 0.5
+#: The share of the time left at intake stop that uvicorn may wait for its requests.
+_REQUESTS_SHARE = 0.5
 
 
 class _Server(uvicorn.Server):
@@ -105,7 +108,14 @@ class UvicornWorker(_UvicornWorker):
             stop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stop
+        running = list(server.server_state.tasks)
         await server.shutdown(sockets=self.sockets)
+        # uvicorn's graceful timeout (set in _stop_intake) ran out: it cancelled those
+        # (its run_asgi takes the CancelledError in: the count of requests tells).
+        cancelled = sum(1 for task in running if task.cancelled() or task.cancelling())
+        if cancelled:
+            grace.unclean = True  # the worker reports a failed exit (worker_exit)
+            emit("warning", "worker.requests_cancelled", count=cancelled, pid=os.getpid())
 
     def _on_term(self, grace: WorkerGrace, term: asyncio.Event, *, again: bool = False) -> None:
         # During the master's lame duck a group-wide SIGTERM/SIGINT is the master's to act
@@ -126,6 +136,13 @@ class UvicornWorker(_UvicornWorker):
 
     async def _stop_intake(self, server: _Server, grace: WorkerGrace) -> None:
         config, state = server.config, server.server_state
+        # uvicorn's shutdown waits for its request tasks: at most half of what is left
+        # (then it cancels them), so that the lifespan shutdown and the worker's hooks
+        # still run and a request that never ends (an event stream not recognised as
+        # one) does not keep the worker until the master's SIGKILL.
+        limit = max(0.1, grace.remaining() * _REQUESTS_SHARE)
+        if config.timeout_graceful_shutdown is None or config.timeout_graceful_shutdown > limit:
+            config.timeout_graceful_shutdown = limit  # type: ignore[assignment]  # a float works
 
         def protocol() -> asyncio.BaseProtocol:
             factory: Any = config.http_protocol_class
