@@ -98,6 +98,7 @@ def make_steps(stack: Any) -> dict[str, Callable[[], None]]:
     import spotgrace
     from spotgrace._http import _prefork
     from spotgrace._http._shared import readiness
+
     try:  # before the lean path (issue 13): _Body(body, scope)
         from spotgrace._http._wsgi import _Body  # type: ignore[attr-defined]
 

@@ -185,7 +185,7 @@ def test_an_app_that_raises_leaves_its_ticket() -> None:
         assert grace.statistics()["inflight"] == 0
 
 
-def test_a_lean_file_wrapper_is_kept_and_ends_its_ticket_once() -> None:
+def test_a_file_wrapper_is_kept_and_ends_its_request_once() -> None:
     from wsgiref.util import FileWrapper
 
     closes: list[int] = []
@@ -201,6 +201,14 @@ def test_a_lean_file_wrapper_is_kept_and_ends_its_ticket_once() -> None:
         return wrapper  # type: ignore[no-any-return]
 
     environ = {"PATH_INFO": "/f", "wsgi.file_wrapper": FileWrapper}
+    worker = WorkerGrace(SharedState())
+    kept: Any = GraceMiddleware(file_app, grace=worker)(dict(environ), Recorder())
+    assert isinstance(kept, FileWrapper)
+    gc.collect()
+    assert worker.inflight_count == 1  # held until the server closes it
+    kept.close()
+    kept.close()
+    assert worker.inflight_count == 0
     with lean_grace() as grace:
         mw = GraceMiddleware(file_app, grace=grace)
         result: Any = mw(dict(environ), Recorder())

@@ -33,7 +33,7 @@ from .._core._inflight import InflightScope
 from ._prefork import WorkerGrace, current
 from ._prefork import _grace as _worker_grace  # current()'s own list: no call per request
 from ._shared import UNAVAILABLE_BODY, HttpOptions, Readiness, readiness
-from ._wsgi_body import LeanBody, LeanBook, hold_file, wrap_body
+from ._wsgi_body import Body, LeanBody, LeanBook, hold_file, wrap_body
 
 __all__ = ["GraceMiddleware", "SyncGraceLike"]
 
@@ -132,8 +132,10 @@ class GraceMiddleware:
                 raise
             made = LeanBody()
             made._body, made._book, made._ticket = result, book, ticket
-            if type(result) is not list and _is_file(environ, result):
-                return hold_file(result, made.end)  # the server may still sendfile() it
+            if type(result) is not list:  # (inline: a frame less per request)
+                wrapper = environ.get("wsgi.file_wrapper")
+                if isinstance(wrapper, type) and isinstance(result, wrapper):
+                    return hold_file(result, made.end)  # the server may still sendfile() it
             return made
         grace = self.grace
         if grace is None:
@@ -149,9 +151,13 @@ class GraceMiddleware:
             except BaseException:
                 next(counter.ended)
                 raise
-            if type(result) is not list and _is_file(environ, result):
-                return hold_file(result, counter.ended.__next__)
-            return wrap_body(result, counter.ended.__next__)
+            if type(result) is not list:
+                wrapper = environ.get("wsgi.file_wrapper")
+                if isinstance(wrapper, type) and isinstance(result, wrapper):
+                    return hold_file(result, counter.ended.__next__)
+            counted = Body()
+            counted._body, counted._leave = result, counter.ended.__next__
+            return counted
         return self._serve(environ, start_response)
 
     def _serve(
@@ -238,6 +244,10 @@ def _closing(environ: Environ, start_response: StartResponse) -> StartResponse:
     if callable(force_close):  # gunicorn: its Response drops an app's Connection header
         force_close()
         return start_response
+    task = _waitress_task(start_response)
+    if task is not None:  # waitress: it refuses hop-by-hop headers from an app (a 500)
+        task.set_close_on_finish()  # adds Connection: close itself, closes after the response
+        return start_response
     if "WSGIServer" in environ.get("SERVER_SOFTWARE", ""):  # wsgiref forbids hop-by-hop headers
         return start_response
 
@@ -249,3 +259,17 @@ def _closing(environ: Environ, start_response: StartResponse) -> StartResponse:
         return start_response(status, headers, exc_info)
 
     return wrapped
+
+
+def _waitress_task(start_response: StartResponse) -> Any:
+    """waitress's task for this response: its ``start_response`` is a closure over it."""
+    for cell in getattr(start_response, "__closure__", None) or ():
+        try:
+            task = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if type(task).__module__.startswith("waitress.") and callable(
+            getattr(task, "set_close_on_finish", None)
+        ):
+            return task
+    return None

@@ -4,7 +4,9 @@ A WSGI request is in flight from the call until the server closes its response
 body, so the middleware hands the server a body of its own whose ``close()``
 (or, for a server that never calls it, its finalizer) ends the request, exactly
 once. Each body is made without an ``__init__`` (a Python frame less per
-request): the middleware sets its slots.
+request): the middleware sets its slots. Once it has ended, a body changes its
+type to one with no finalizer (``__del__`` makes freeing an object cost about as
+much as the rest of its life).
 
 Before the notice, under a spotgrace ``Grace``, a request is not counted in the
 tracker: it is listed in a :class:`LeanBook` (a ticket number in a dict), and
@@ -20,19 +22,32 @@ from typing import Any
 
 from .._core._inflight import InflightTracker
 
-__all__ = ["Body", "LeanBody", "LeanBook", "hold_file", "wrap_body"]
+__all__ = ["Body", "Ended", "LeanBody", "LeanBook", "LeanEnded", "hold_file", "wrap_body"]
 
 
-class Body:
-    """The app's body; ``_leave()`` is called once, when it is closed (or freed unclosed)."""
+class Ended:
+    """A :class:`Body` once it has ended: no finalizer, so freeing it costs nothing more.
+
+    A type with ``__del__`` costs about as much again to free as the rest of the
+    body's life, so a closed body becomes this type (same slots).
+    """
 
     __slots__ = ("_body", "_leave")
 
     _body: Iterable[bytes]
-    _leave: Callable[[], object] | None
+    _leave: Callable[[], object]
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
+
+    def close(self) -> None:
+        """Closed already: nothing to do."""
+
+
+class Body(Ended):
+    """The app's body; ``_leave()`` is called once, when it is closed (or freed unclosed)."""
+
+    __slots__ = ()
 
     def close(self) -> None:
         try:
@@ -40,14 +55,13 @@ class Body:
             if close is not None:
                 close()
         finally:
-            leave, self._leave = self._leave, None
-            if leave is not None:
-                leave()
+            # First: whatever happens next, it ends only once.
+            self.__class__ = Ended  # type: ignore[assignment]
+            self._leave()
 
     def __del__(self) -> None:  # a server that never calls close(): do not leak the count
-        leave, self._leave = self._leave, None
-        if leave is not None:
-            leave()
+        self.__class__ = Ended  # type: ignore[assignment]
+        self._leave()
 
 
 def wrap_body(result: Iterable[bytes], leave: Callable[[], object]) -> Body:
@@ -104,17 +118,29 @@ class LeanBook:
             self.tracker.exit(None)
 
 
-class LeanBody:
-    """A :class:`Body` for a request of a :class:`LeanBook`: closing it ends the ticket."""
+class LeanEnded:
+    """A :class:`LeanBody` once it has ended (no finalizer: see :class:`Ended`)."""
 
     __slots__ = ("_body", "_book", "_ticket")
 
     _body: Iterable[bytes]
     _book: LeanBook
-    _ticket: int | None
+    _ticket: int
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
+
+    def close(self) -> None:
+        """Closed already: nothing to do."""
+
+    def end(self) -> None:
+        """Ended already: nothing to do."""
+
+
+class LeanBody(LeanEnded):
+    """A body for a request of a :class:`LeanBook`: closing it (or freeing it) ends the ticket."""
+
+    __slots__ = ()
 
     def close(self) -> None:
         try:
@@ -122,21 +148,21 @@ class LeanBody:
             if close is not None:
                 close()
         finally:
-            ticket, self._ticket = self._ticket, None
-            if ticket is not None:
-                book = self._book
-                del book.live[ticket]  # LeanBook.leave, inline: a frame less per request
-                if book.held:
-                    book.release(ticket)
+            # First: whatever happens next, it ends only once.
+            self.__class__ = LeanEnded  # type: ignore[assignment]
+            book, ticket = self._book, self._ticket
+            del book.live[ticket]  # LeanBook.leave, inline: a frame less per request
+            if book.held:
+                book.release(ticket)
 
     def end(self) -> None:
         """End the ticket without closing the body (a file wrapper closes itself)."""
-        ticket, self._ticket = self._ticket, None
-        if ticket is not None:
-            self._book.leave(ticket)
+        self.__class__ = LeanEnded  # type: ignore[assignment]
+        self._book.leave(self._ticket)
 
     def __del__(self) -> None:  # a server that never calls close(): do not leak the ticket
-        self.end()
+        self.__class__ = LeanEnded  # type: ignore[assignment]
+        self._book.leave(self._ticket)
 
 
 def hold_file(result: Any, leave: Callable[[], object]) -> Iterable[bytes]:
