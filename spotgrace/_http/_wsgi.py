@@ -16,8 +16,10 @@ config (every worker reads the master's shared state), or
   (except under ``wsgiref``, which forbids it);
 - once intake is closed (``grace.stopping``), new requests are answered 503
   with ``Retry-After``, never reset;
-- a request is in flight (``grace.inflight()``) from the call until its
-  response body is closed, so the drain waits for it.
+- a request is in flight from the call until its response body is closed,
+  so the drain waits for it: before the notice it is only listed (a
+  :class:`~._wsgi_body.LeanBook`) or, in a gunicorn worker, counted by C
+  counters; the notice counts the listed ones still open in the tracker.
 
 It imports no server and no framework.
 """
@@ -135,6 +137,7 @@ class GraceMiddleware:
             if type(result) is not list:  # (inline: a frame less per request)
                 wrapper = environ.get("wsgi.file_wrapper")
                 if isinstance(wrapper, type) and isinstance(result, wrapper):
+                    made._body = ()  # no cycle through the wrapper's close: freed at once
                     return hold_file(result, made.end)  # the server may still sendfile() it
             return made
         grace = self.grace
