@@ -35,7 +35,7 @@ from .._core._inflight import InflightScope
 from ._prefork import WorkerGrace, current
 from ._prefork import _grace as _worker_grace  # current()'s own list: no call per request
 from ._shared import UNAVAILABLE_BODY, HttpOptions, Readiness, readiness
-from ._wsgi_body import Body, LeanBody, LeanBook, hold_file, wrap_body
+from ._wsgi_body import Body, LeanBody, LeanBook, hold_file
 
 __all__ = ["GraceMiddleware", "SyncGraceLike"]
 
@@ -209,7 +209,9 @@ class GraceMiddleware:
         leave = partial(scope.__exit__, None, None, None)
         if _is_file(environ, result):
             return hold_file(result, leave)  # the server may still sendfile() it
-        return wrap_body(result, leave)
+        made = Body()
+        made._body, made._leave = result, leave
+        return made
 
 
 def _is_file(environ: Environ, result: object) -> bool:
