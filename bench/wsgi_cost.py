@@ -106,7 +106,7 @@ def make_steps(stack: Any) -> dict[str, Callable[[], None]]:
             return _Body(chunks, leave.__self__)
 
     except ImportError:  # after: the body calls leave() once
-        from spotgrace._http._wsgi_body import wrap_body as make_body
+        from spotgrace._http._wsgi_body import wrap_body as make_body  # type: ignore[assignment]
     from spotgrace.wsgi import GraceMiddleware
 
     environ = {"PATH_INFO": "/hello", "REQUEST_METHOD": "GET", "SERVER_SOFTWARE": "bench"}
