@@ -47,7 +47,7 @@ VARIANTS = {
     "wsgi-mw-const": "GraceMiddleware, a grace of constants whose inflight() is C (a lock)",
     "wsgi-mw-grace": "GraceMiddleware(grace=) with the Grace of spotgrace.graceful()",
     "wsgi-mw-worker": "GraceMiddleware() with a gunicorn worker's grace (shared state)",
-    "piece-body": "_Body(list, a C scope): make, iterate, close, free (vs piece-list)",
+    "piece-body": "the body wrapper (list, a C leave): make, iterate, close, free (vs piece-list)",
     "piece-list": "the list the bare app returns: iterate (the server's part, for piece-body)",
     "piece-grace-ready": "grace.ready (Grace: attrgetter in C)",
     "piece-grace-stopping": "grace.stopping (Grace: property -> Flag.is_set -> Event.is_set)",
@@ -98,7 +98,15 @@ def make_steps(stack: Any) -> dict[str, Callable[[], None]]:
     import spotgrace
     from spotgrace._http import _prefork
     from spotgrace._http._shared import readiness
-    from spotgrace._http._wsgi import _Body
+
+    try:  # before the lean path (issue 13): _Body(body, scope)
+        from spotgrace._http._wsgi import _Body  # type: ignore[attr-defined]
+
+        def make_body(chunks: list[bytes], leave: Any) -> Any:
+            return _Body(chunks, leave.__self__)
+
+    except ImportError:  # after: the body calls leave() once
+        from spotgrace._http._wsgi_body import wrap_body as make_body  # type: ignore[assignment]
     from spotgrace.wsgi import GraceMiddleware
 
     environ = {"PATH_INFO": "/hello", "REQUEST_METHOD": "GET", "SERVER_SOFTWARE": "bench"}
@@ -115,7 +123,7 @@ def make_steps(stack: Any) -> dict[str, Callable[[], None]]:
     released.release()
 
     def body() -> None:
-        b = _Body([_BODY], released)
+        b = make_body([_BODY], released.__exit__)
         for _chunk in b:
             pass
         b.close()

@@ -163,9 +163,11 @@ def test_bad_options_are_rejected() -> None:
 def test_a_real_sync_grace_counts_threads_in_flight() -> None:
     import spotgrace
 
-    with spotgrace.graceful(signals=(), exit_code="return") as grace:
+    with spotgrace.graceful(signals=(), exit_code="return", drain_delay=10) as grace:
         mw = GraceMiddleware(app, grace=grace)
         bodies = [mw({"PATH_INFO": "/x"}, Recorder()) for _ in range(3)]
+        assert grace.statistics()["inflight"] == 0  # before the notice: listed, not counted
+        grace.request_shutdown("test")  # the notice counts the three still open
         assert grace.statistics()["inflight"] == 3
         done = threading.Thread(target=lambda: [b.close() for b in bodies])  # type: ignore[attr-defined]
         done.start()

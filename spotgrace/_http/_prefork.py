@@ -16,10 +16,10 @@ Nothing here imports a server or a framework.
 
 from __future__ import annotations
 
+import itertools
 import math
 import mmap
 import struct
-import threading
 import time
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
@@ -76,15 +76,21 @@ class SharedState:
 
 
 class _Counter:
-    """In-flight requests of one worker process (its threads or its event loop)."""
+    """In-flight requests of one worker process (its threads or its event loop).
+
+    Two C counters, no lock: ``next(started)`` when a request starts,
+    ``next(ended)`` when it ends (each call is atomic under the GIL).
+    """
 
     def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
+        self.started = itertools.count()
+        self.ended = itertools.count()
 
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.count += n
+    @property
+    def count(self) -> int:
+        """Requests started and not ended yet (a read advances both counters alike)."""
+        ended = next(self.ended)  # first: the difference is never below the true count
+        return next(self.started) - ended
 
 
 class WorkerGrace:
@@ -97,11 +103,15 @@ class WorkerGrace:
 
     def __init__(self, state: SharedState) -> None:
         self.state = state
-        self._inflight = _Counter()
+        #: The shared page itself (byte 0: the notice, byte 1: intake stopped), for a
+        #: hot path that reads a flag without two property calls.
+        self.flags = state._mem
+        #: This worker's in-flight requests (the WSGI middleware counts into it directly).
+        self.counter = _Counter()
+        self._scope = _Scope(self.counter)  # no per-use state: one serves every request
         #: Set by a worker whose shutdown was not clean before its hooks ran (requests
         #: cancelled at its deadline): it reports a failed exit (``spotgrace.gunicorn``).
         self.unclean = False
-        self._scope = _Scope(self._inflight)  # no per-use state: one serves every request
 
     @property
     def ready(self) -> bool:
@@ -116,7 +126,7 @@ class WorkerGrace:
     @property
     def inflight_count(self) -> int:
         """Requests of this worker being handled now."""
-        return self._inflight.count
+        return self.counter.count
 
     def remaining(self) -> float:
         """Seconds this worker has left (``inf`` until intake stops)."""
@@ -145,11 +155,11 @@ class _Scope(AbstractContextManager["_Scope"], AbstractAsyncContextManager["_Sco
         self._counter = counter
 
     def __enter__(self) -> _Scope:
-        self._counter.add(1)
+        next(self._counter.started)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._counter.add(-1)
+        next(self._counter.ended)
 
     async def __aenter__(self) -> _Scope:
         return self.__enter__()

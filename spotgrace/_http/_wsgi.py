@@ -16,21 +16,26 @@ config (every worker reads the master's shared state), or
   (except under ``wsgiref``, which forbids it);
 - once intake is closed (``grace.stopping``), new requests are answered 503
   with ``Retry-After``, never reset;
-- a request is in flight (``grace.inflight()``) from the call until its
-  response body is closed, so the drain waits for it.
+- a request is in flight from the call until its response body is closed,
+  so the drain waits for it: before the notice it is only listed (a
+  :class:`~._wsgi_body.LeanBook`) or, in a gunicorn worker, counted by C
+  counters; the notice counts the listed ones still open in the tracker.
 
 It imports no server and no framework.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any, Protocol, cast
 
 from .._core._inflight import InflightScope
-from ._prefork import current
+from ._prefork import WorkerGrace, current
+from ._prefork import _grace as _worker_grace  # current()'s own list: no call per request
 from ._shared import UNAVAILABLE_BODY, HttpOptions, Readiness, readiness
+from ._wsgi_body import Body, LeanBody, LeanBook, hold_file
 
 __all__ = ["GraceMiddleware", "SyncGraceLike"]
 
@@ -62,6 +67,13 @@ class GraceMiddleware:
     default) means the state a pre-fork master shares with its workers
     (``spotgrace.gunicorn`` in gunicorn's config), looked up on each request,
     so the app may be created before the workers fork.
+
+    Before the notice a request takes a lean path: under a spotgrace ``Grace``
+    it is listed in a :class:`LeanBook` and counted in flight only if it is
+    still running at the notice (the coordinator calls the book in the thread
+    that takes the notice, before readiness turns red); under a gunicorn
+    worker's shared state it is counted by two C counters. From the notice
+    on, every request takes the full path (:meth:`_serve`).
     """
 
     def __init__(
@@ -77,7 +89,7 @@ class GraceMiddleware:
             raise TypeError(f"app must be a WSGI callable, got {app!r}")
         self.app = app
         self.grace = grace
-        # Where the hot path reads readiness (a spotgrace Grace: its coordinator's attribute).
+        # Where the full path reads readiness (a spotgrace Grace: its coordinator's attribute).
         self._flags: Readiness | None = None if grace is None else readiness(cast(Any, grace))
         # spotgrace's in-flight scope holds no per-use state: one serves every request.
         scope = None if grace is None else grace.inflight()
@@ -86,6 +98,15 @@ class GraceMiddleware:
         )
         self.spotgrace_wrapped = True  # spotgrace.gunicorn does not wrap it again
         self.options = HttpOptions(readyz=readyz, healthz=healthz, retry_after=retry_after)
+        self._probes = frozenset(p for p in (self.options.readyz, self.options.healthz) if p)
+        # The lean path of a spotgrace Grace: its coordinator tells the book at the
+        # notice. Not with interrupt=True: there the main thread's interrupt is held
+        # back only inside an in-flight scope, so every request takes the full path.
+        register = getattr(grace, "_on_notice", None)
+        interrupt = getattr(getattr(grace, "options", None), "interrupt", True)
+        self._book = LeanBook(lean=register is not None and interrupt is False)
+        if self._book.open and register is not None:
+            register(self._book.at_notice, self._book)
 
     def _grace(self) -> SyncGraceLike:
         grace = self.grace if self.grace is not None else current()
@@ -98,6 +119,62 @@ class GraceMiddleware:
         return grace
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        book = self._book
+        if book.open:  # a spotgrace Grace, before the notice: list the request, count nothing
+            if environ.get("PATH_INFO") in self._probes:
+                return self._serve(environ, start_response)
+            ticket = next(book.tickets)
+            book.live[ticket] = None
+            if not book.open:  # closed meanwhile: the notice may have counted it
+                return self._serve(environ, start_response, book, ticket)  # type: ignore[unreachable]
+            try:
+                result = self.app(environ, start_response)
+            except BaseException:
+                book.leave(ticket)
+                raise
+            made = LeanBody()
+            made._body, made._book, made._ticket = result, book, ticket
+            if type(result) is not list:  # (inline: a frame less per request)
+                wrapper = environ.get("wsgi.file_wrapper")
+                if isinstance(wrapper, type) and isinstance(result, wrapper):
+                    made._body = ()  # no cycle through the wrapper's close: freed at once
+                    return hold_file(result, made.end)  # the server may still sendfile() it
+            return made
+        grace = self.grace
+        if grace is None:
+            grace = _worker_grace[0] if _worker_grace else current()
+        if type(grace) is WorkerGrace and not grace.flags[0]:
+            # A gunicorn worker before the master's notice: two C counters, no lock.
+            if environ.get("PATH_INFO") in self._probes:
+                return self._serve(environ, start_response)
+            counter = grace.counter
+            next(counter.started)
+            try:
+                result = self.app(environ, start_response)
+            except BaseException:
+                next(counter.ended)
+                raise
+            if type(result) is not list:
+                wrapper = environ.get("wsgi.file_wrapper")
+                if isinstance(wrapper, type) and isinstance(result, wrapper):
+                    return hold_file(result, counter.ended.__next__)
+            counted = Body()
+            counted._body, counted._leave = result, counter.ended.__next__
+            return counted
+        return self._serve(environ, start_response)
+
+    def _serve(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        book: LeanBook | None = None,
+        ticket: int | None = None,
+    ) -> Iterable[bytes]:
+        """The full path: probes, the 503 once intake is closed, the request in a scope.
+
+        ``ticket``: a lean request that found the gate closed; it leaves its
+        book once it is counted here (or answered 503), so the count never dips.
+        """
         grace, flags = self.grace, self._flags
         scope = self._scope
         if grace is None or flags is None:
@@ -106,18 +183,22 @@ class GraceMiddleware:
         path = environ.get("PATH_INFO", "")
         if path == options.readyz:
             ready = grace.ready
-            body = b"ok\n" if ready else b"draining\n"
-            return _plain(environ, start_response, 200 if ready else 503, body, ready)
+            body_ = b"ok\n" if ready else b"draining\n"
+            return _plain(environ, start_response, 200 if ready else 503, body_, ready)
         if path == options.healthz:
             return _plain(environ, start_response, 200, b"ok\n", grace.ready)
         # Intake stops only after the notice (readiness red first): while ready, the
         # stopping flag need not be read.
         if not flags.ready and grace.stopping:
+            if book is not None and ticket is not None:
+                book.leave(ticket)
             retry = [("Retry-After", str(options.retry_after))]
             return _plain(environ, start_response, 503, UNAVAILABLE_BODY, False, retry)
         if scope is None:
             scope = grace.inflight()
         scope.__enter__()
+        if book is not None and ticket is not None:
+            book.leave(ticket)
         try:
             if not flags.ready:
                 start_response = _closing(environ, start_response)
@@ -125,10 +206,18 @@ class GraceMiddleware:
         except BaseException as exc:
             scope.__exit__(type(exc), exc, exc.__traceback__)
             raise
-        wrapper = environ.get("wsgi.file_wrapper")
-        if isinstance(wrapper, type) and isinstance(result, wrapper):
-            return _hold_file(result, scope)  # the server may still sendfile() it
-        return _Body(result, scope)
+        leave = partial(scope.__exit__, None, None, None)
+        if _is_file(environ, result):
+            return hold_file(result, leave)  # the server may still sendfile() it
+        made = Body()
+        made._body, made._leave = result, leave
+        return made
+
+
+def _is_file(environ: Environ, result: object) -> bool:
+    """Whether ``result`` is the server's own ``wsgi.file_wrapper``."""
+    wrapper = environ.get("wsgi.file_wrapper")
+    return isinstance(wrapper, type) and isinstance(result, wrapper)
 
 
 _STATUS = {200: "200 OK", 503: "503 Service Unavailable"}
@@ -160,6 +249,10 @@ def _closing(environ: Environ, start_response: StartResponse) -> StartResponse:
     if callable(force_close):  # gunicorn: its Response drops an app's Connection header
         force_close()
         return start_response
+    task = _waitress_task(start_response)
+    if task is not None:  # waitress: it refuses hop-by-hop headers from an app (a 500)
+        task.set_close_on_finish()  # adds Connection: close itself, closes after the response
+        return start_response
     if "WSGIServer" in environ.get("SERVER_SOFTWARE", ""):  # wsgiref forbids hop-by-hop headers
         return start_response
 
@@ -173,50 +266,15 @@ def _closing(environ: Environ, start_response: StartResponse) -> StartResponse:
     return wrapped
 
 
-def _hold_file(result: Any, scope: AbstractContextManager[Any]) -> Iterable[bytes]:
-    """Keep the server's own ``wsgi.file_wrapper`` (gunicorn sends it with ``sendfile()``
-    only as that type) and end the in-flight scope when the server closes it."""
-    inner = getattr(result, "close", None)
-    held: list[AbstractContextManager[Any]] = [scope]
-
-    def close() -> None:
+def _waitress_task(start_response: StartResponse) -> Any:
+    """waitress's task for this response: its ``start_response`` is a closure over it."""
+    for cell in getattr(start_response, "__closure__", None) or ():
         try:
-            if inner is not None:
-                inner()
-        finally:
-            if held:
-                held.pop().__exit__(None, None, None)
-
-    try:
-        result.close = close
-    except (AttributeError, TypeError):  # a wrapper that takes no attribute: iterate it
-        return _Body(result, scope)
-    return result  # type: ignore[no-any-return]
-
-
-class _Body:
-    """The app's response body; the request stays in flight until it is closed."""
-
-    __slots__ = ("_body", "_scope")
-
-    def __init__(self, body: Iterable[bytes], scope: AbstractContextManager[Any]) -> None:
-        self._body = body
-        self._scope: AbstractContextManager[Any] | None = scope
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            scope, self._scope = self._scope, None
-            if scope is not None:
-                scope.__exit__(None, None, None)
-
-    def __del__(self) -> None:  # a server that never calls close(): do not leak the count
-        scope, self._scope = self._scope, None
-        if scope is not None:
-            scope.__exit__(None, None, None)
+            task = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if type(task).__module__.startswith("waitress.") and callable(
+            getattr(task, "set_close_on_finish", None)
+        ):
+            return task
+    return None
