@@ -10,37 +10,15 @@ the notice was counted twice (r2). Reproducers with their output: bench/review48
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 
-from bench.harness import free_port
 from spotgrace.asgi import GraceMiddleware
 from tests.helpers.asgi_direct import quiet
-from tests.test_asgi_alone_uvicorn import _App, _Client, _Holder, _until
+from tests.test_asgi_alone_uvicorn import _App, _Client, _Holder, _server, _until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@contextlib.asynccontextmanager
-async def _server(app: Any, http: str = "httptools") -> AsyncIterator[int]:
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="critical", lifespan="off", http=http
-    )
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    await _until(lambda: server.started or task.done(), "uvicorn did not start")
-    assert server.started
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
 
 
 @pytest.mark.asyncio
