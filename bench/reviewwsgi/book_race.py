@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (one round per process: the loop runs once)
 """Race loop: many threads through GraceMiddleware(grace=) while SIGTERM arrives.
 
 Per round: a new graceful() block and middleware; W worker threads loop
@@ -119,8 +120,11 @@ for rnd in range(ROUNDS):
         for t in threads:
             t.join()
         gc.collect()
-        print(f"round {rnd}: after-notice count {after}, before release {tracker._count}, "
-              f"holders {holders_open[0]}, min {minimum[0]}", flush=True)
+        print(
+            f"round {rnd}: after-notice count {after}, before release {tracker._count}, "
+            f"holders {holders_open[0]}, min {minimum[0]}",
+            flush=True,
+        )
         released_at = [0.0]
 
         def later():

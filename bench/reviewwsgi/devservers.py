@@ -66,8 +66,12 @@ def main() -> None:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), kind],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(port), kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     proc.stdout.readline()
     got: list[object] = []
@@ -93,7 +97,9 @@ def main() -> None:
     out = proc.communicate(timeout=30)[0]
     print(f"{kind}: exit {proc.returncode}")
     for ln in out.splitlines():
-        if any(k in ln for k in ("STATS", "drain.finished", "shutdown.started", "Traceback", "Error")):
+        if any(
+            k in ln for k in ("STATS", "drain.finished", "shutdown.started", "Traceback", "Error")
+        ):
             print("   server:", ln[:200])
 
 

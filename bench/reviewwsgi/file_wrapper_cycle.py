@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import gc
 import io
+from wsgiref.util import FileWrapper
+
+from waitress.buffers import ReadOnlyFileBasedBuffer
 
 import spotgrace
 from spotgrace.wsgi import GraceMiddleware
-from waitress.buffers import ReadOnlyFileBasedBuffer
-from wsgiref.util import FileWrapper
 
 
 def make_app(wrapper_type):
@@ -40,9 +41,11 @@ with spotgrace.graceful(exit_code="return", stop_timeout=6, drain_delay=2) as gr
             gc.enable()
         gc.collect()
         after = len(mw._book.live) if hasattr(mw, "_book") else None
-        print(f"{wrapper_type.__name__}: dropped unclosed -> listed {listed} "
-              f"(inflight {count}); after gc.collect() listed {after}, "
-              f"inflight {grace.statistics()['inflight']}")
+        print(
+            f"{wrapper_type.__name__}: dropped unclosed -> listed {listed} "
+            f"(inflight {count}); after gc.collect() listed {after}, "
+            f"inflight {grace.statistics()['inflight']}"
+        )
 
     # After the notice (the full path), and under a gunicorn worker's state (lean counters):
     from spotgrace._http._prefork import SharedState, WorkerGrace
@@ -57,5 +60,7 @@ with spotgrace.graceful(exit_code="return", stop_timeout=6, drain_delay=2) as gr
     before = grace.statistics()["inflight"]
     mw({"PATH_INFO": "/f", "wsgi.file_wrapper": FileWrapper}, lambda *a: None)
     gc.collect()
-    print(f"after the notice, FileWrapper dropped unclosed: inflight {before} -> "
-          f"{grace.statistics()['inflight']} after gc.collect()")
+    print(
+        f"after the notice, FileWrapper dropped unclosed: inflight {before} -> "
+        f"{grace.statistics()['inflight']} after gc.collect()"
+    )

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 APPS = textwrap.dedent(
-    '''
+    """
     import time
     from flask import Flask, Response
 
@@ -56,11 +56,11 @@ APPS = textwrap.dedent(
     from django.core.wsgi import get_wsgi_application
     django_app = get_wsgi_application()
     PICK = {"flask": flask_app, "django": django_app, "stream": stream_app}
-    '''
+    """
 )
 
 WAITRESS = textwrap.dedent(
-    '''
+    """
     import sys, threading, os
     sys.path.insert(0, os.path.dirname(sys.argv[0]) if sys.argv[0] else ".")
     import spotgrace
@@ -78,7 +78,7 @@ WAITRESS = textwrap.dedent(
         threading.Thread(target=server.run, daemon=True).start()
         print("serving", flush=True)
         grace.wait()
-    '''
+    """
 )
 
 
@@ -97,12 +97,26 @@ def main() -> None:
     else:
         env["SPOTGRACE_DRAIN_DELAY"] = "3"
         env["SPOTGRACE_STOP_TIMEOUT"] = "20"
-        cmd = [sys.executable, "-m", "gunicorn", "-c", "python:spotgrace.gunicorn",
-               "-b", f"127.0.0.1:{port}", "-w", "2", "-k", kind,
-               *(["--threads", n] if kind == "gthread" else []),
-               "--graceful-timeout", "15", f"apps:{appname}_app"]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:spotgrace.gunicorn",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            "2",
+            "-k",
+            kind,
+            *(["--threads", n] if kind == "gthread" else []),
+            "--graceful-timeout",
+            "15",
+            f"apps:{appname}_app",
+        ]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     out: list[str] = []
     threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True).start()
     for _ in range(200):
@@ -112,18 +126,30 @@ def main() -> None:
         except OSError:
             time.sleep(0.1)
     time.sleep(0.5)
-    hey = subprocess.Popen(["hey", "-z", "4.5s", "-c", "16", f"http://127.0.0.1:{port}/"],
-                           stdout=subprocess.PIPE, text=True)
+    hey = subprocess.Popen(
+        ["hey", "-z", "4.5s", "-c", "16", f"http://127.0.0.1:{port}/"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.5)
     os.kill(proc.pid, signal.SIGTERM)
     report, _ = hey.communicate(timeout=30)
     rc = proc.wait(40)
     codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", report)
-    errors = report.split("Error distribution:")[1].strip() if "Error distribution" in report else ""
+    errors = (
+        report.split("Error distribution:")[1].strip() if "Error distribution" in report else ""
+    )
     text = "".join(out)
     print(f"{kind} {n} {appname}: status {codes}; errors: {errors[:400] or 'none'}; exit {rc}")
-    bad = [ln for ln in text.splitlines() if "Traceback" in ln or "hop-by-hop" in ln
-           or "drain.timeout" in ln or "Error" in ln or "STATS" in ln]
+    bad = [
+        ln
+        for ln in text.splitlines()
+        if "Traceback" in ln
+        or "hop-by-hop" in ln
+        or "drain.timeout" in ln
+        or "Error" in ln
+        or "STATS" in ln
+    ]
     bad += [ln for ln in text.splitlines() if "shutdown." in ln or "drain." in ln]
     for ln in bad[:14]:
         print("   server:", ln[:220])
