@@ -101,3 +101,35 @@ def test_a_file_wrapper_dropped_unclosed_in_a_gunicorn_worker_does_not_leak() ->
     mw({"PATH_INFO": "/f", "wsgi.file_wrapper": FileWrapper}, lambda *a: None)
     gc.collect()
     assert worker.inflight_count == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reviewwsgi #3 (regression): two threads reading inflight_count at once see -1 "
+    "with nothing in flight (each read advances both counters)",
+)
+def test_inflight_count_read_by_two_threads_is_never_negative() -> None:
+    import sys
+    import time
+
+    worker = WorkerGrace(SharedState())
+    lows: list[int] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        end = time.monotonic() + 2.0
+
+        def reader() -> None:
+            low = 0
+            while time.monotonic() < end and low >= 0:
+                low = min(low, worker.inflight_count)
+            lows.append(low)
+
+        threads = [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert min(lows) >= 0
