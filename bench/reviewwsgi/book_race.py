@@ -67,7 +67,9 @@ for rnd in range(ROUNDS):
         def worker():
             rng = random.Random()
             while not stop.is_set():
-                mode = rng.choice(["ok", "ok", "raise", "raise_mid", "noclose", "twice", "other"])
+                mode = rng.choice(
+                    ["ok", "ok", "raise", "raise_mid", "noclose", "twice", "other", "cycle"]
+                )
                 env = {"PATH_INFO": "/x", "mode": mode}
                 try:
                     body = mw(env, sr)
@@ -78,7 +80,11 @@ for rnd in range(ROUNDS):
                         pass
                 except RuntimeError:
                     pass
-                if mode == "noclose":
+                if mode == "cycle":  # freed by the cyclic GC, in whichever thread runs it
+                    loop: list[object] = [body]
+                    loop.append(loop)
+                    del body, loop
+                elif mode == "noclose":
                     del body
                 elif mode == "twice":
                     body.close()
