@@ -20,6 +20,7 @@ import itertools
 import math
 import mmap
 import struct
+import threading
 import time
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
@@ -85,12 +86,18 @@ class _Counter:
     def __init__(self) -> None:
         self.started = itertools.count()
         self.ended = itertools.count()
+        self._reading = threading.Lock()  # readers only: requests never take it
 
     @property
     def count(self) -> int:
-        """Requests started and not ended yet (a read advances both counters alike)."""
-        ended = next(self.ended)  # first: the difference is never below the true count
-        return next(self.started) - ended
+        """Requests started and not ended yet (a read advances both counters alike).
+
+        Readers take turns: two interleaved reads would each see the other's
+        advance of one counter only (a count one below the truth).
+        """
+        with self._reading:
+            ended = next(self.ended)  # first: the difference is never below the true count
+            return next(self.started) - ended
 
 
 class WorkerGrace:

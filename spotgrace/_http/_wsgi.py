@@ -255,6 +255,10 @@ def _closing(environ: Environ, start_response: StartResponse) -> StartResponse:
         return start_response
     if "WSGIServer" in environ.get("SERVER_SOFTWARE", ""):  # wsgiref forbids hop-by-hop headers
         return start_response
+    if "waitress.client_disconnected" in environ:
+        # waitress, its start_response wrapped by another middleware (its task out of
+        # reach): the header would be refused (a 500); the connection stays open.
+        return start_response
 
     def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         if not any(name.lower() == "connection" for name, _ in headers):

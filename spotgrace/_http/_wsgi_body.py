@@ -17,6 +17,7 @@ the notice, in the thread that takes it, counts every request still listed
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -167,20 +168,45 @@ class LeanBody(LeanEnded):
 
 def hold_file(result: Any, leave: Callable[[], object]) -> Iterable[bytes]:
     """Keep the server's own ``wsgi.file_wrapper`` (gunicorn sends it with ``sendfile()``
-    only as that type) and call ``leave()`` once when the server closes it."""
-    inner = getattr(result, "close", None)
-    held: list[Callable[[], object]] = [leave]
+    only as that type) and call ``leave()`` once: when the server closes it, or when it
+    is freed unclosed (the closure set on it holds no reference back to it: no cycle
+    keeps it, and the count, until a garbage collection)."""
+    leaving = _Leaving(leave)
+    own = vars(result).get("close") if hasattr(result, "__dict__") else None
+    inner = getattr(type(result), "close", None)
+    try:
+        target: Callable[[], Any] = weakref.ref(result)
+    except TypeError:  # not weakly referable: a cycle, freed by a collection
+        target = lambda: result  # noqa: E731
 
     def close() -> None:
         try:
-            if inner is not None:
-                inner()
+            if own is not None:
+                own()
+            elif inner is not None and (held := target()) is not None:
+                inner(held)
         finally:
-            if held:
-                held.pop()()
+            leaving.leave()
 
     try:
         result.close = close
     except (AttributeError, TypeError):  # a wrapper that takes no attribute: iterate it
         return wrap_body(result, leave)
     return result  # type: ignore[no-any-return]
+
+
+class _Leaving:
+    """``leave()`` called once: by the wrapper's close, or when the wrapper is freed."""
+
+    __slots__ = ("_leave",)
+
+    def __init__(self, leave: Callable[[], object]) -> None:
+        self._leave: Callable[[], object] | None = leave
+
+    def leave(self) -> None:
+        leave, self._leave = self._leave, None
+        if leave is not None:
+            leave()
+
+    def __del__(self) -> None:
+        self.leave()
