@@ -172,7 +172,7 @@ class GraceMiddleware:
             tasks = [
                 task
                 for task in list(book.state.tasks)
-                if task not in counted and task not in full and _started(task) and not task.done()
+                if not task.done() and task not in counted and task not in full and _started(task)
             ]
             for task in tasks:
                 tracker.enter(task)
@@ -322,7 +322,11 @@ else:
 
 
 def _started(task: asyncio.Task[Any]) -> bool:
-    return inspect.getcoroutinestate(task.get_coro()) != inspect.CORO_CREATED  # type: ignore[arg-type]
+    """Whether the task's coroutine has begun (one not begun yet reads the gate later)."""
+    try:
+        return inspect.getcoroutinestate(task.get_coro()) != inspect.CORO_CREATED  # type: ignore[arg-type]
+    except (AttributeError, TypeError):  # no coroutine to look at: count it
+        return True
 
 
 def uvicorn_classes() -> tuple[dict[object, type], type]:
