@@ -38,3 +38,7 @@ from ._middleware import GraceMiddleware, LifespanGrace
 from ._serve import serve
 
 __all__ = ["GraceMiddleware", "LifespanGrace", "serve"]
+
+for _public in (GraceMiddleware, LifespanGrace, serve):
+    _public.__module__ = __name__  # where users find them (docs, reprs)
+del _public

@@ -171,7 +171,7 @@ class UvicornH11Worker(UvicornWorker):
 
 
 def _is_grace_middleware(app: object) -> bool:
-    return type(app).__module__ == "spotgrace.asgi._middleware" and hasattr(app, "_take_book")
+    return type(app).__module__ == "spotgrace.asgi" and hasattr(app, "_take_book")
 
 
 async def _wait_stop(grace: WorkerGrace, term: asyncio.Event) -> None:
