@@ -272,7 +272,7 @@ async def _stream_across_the_notice(path: str, http: str) -> bytes:
     """
     app = _App()
     holder = _Holder()
-    async with _server(holder, http) as port, quiet(stop_timeout=12, drain_delay=0.3) as grace:
+    async with _server(holder, http) as port, quiet(stop_timeout=20, drain_delay=0.3) as grace:
         app.grace = grace
         holder.middleware = GraceMiddleware(app, grace=grace)
         warm = await _Client.open(port)
@@ -286,12 +286,12 @@ async def _stream_across_the_notice(path: str, http: str) -> bytes:
         grace.request_shutdown("test")
         assert grace.statistics()["inflight"] == 1
         try:  # ended when intake closes: the chunked body's last chunk, then the close
-            rest = await asyncio.wait_for(warm.reader.read(), 4)
+            rest = await asyncio.wait_for(warm.reader.read(), 8)
         except TimeoutError:
             rest = b"(not ended)"
         finally:
             warm.close()
-        await _until(lambda: grace.statistics()["inflight"] == 0, "the stream held the drain", 3)
+        await _until(lambda: grace.statistics()["inflight"] == 0, "the stream held the drain", 6)
     return rest
 
 

@@ -161,9 +161,7 @@ class LeanBody(LeanEnded):
         self.__class__ = LeanEnded  # type: ignore[assignment]
         self._book.leave(self._ticket)
 
-    def __del__(self) -> None:  # a server that never calls close(): do not leak the ticket
-        self.__class__ = LeanEnded  # type: ignore[assignment]
-        self._book.leave(self._ticket)
+    __del__ = end  # a server that never calls close(): do not leak the ticket
 
 
 def hold_file(result: Any, leave: Callable[[], object]) -> Iterable[bytes]:
